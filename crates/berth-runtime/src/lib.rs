@@ -1,14 +1,28 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Berth's own OCI runtime: turns an OCI runtime spec into an isolated, running process.
+//!
+//! All `unsafe` code and raw syscalls of the project live in [`sys`]; everything else is safe
+//! code on top of `nix`, `caps` and `oci-spec`.
+//!
+//! [`create`] must be called from a single-threaded process (the shim), never from a
+//! multithreaded one: it forks.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod cgroups;
+mod create;
+mod error;
+mod init;
+pub mod mount;
+pub mod path;
+pub mod spec;
+pub mod sys;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use cgroups::{CgroupManager, delete_cgroups};
+pub use create::{ContainerStdio, Created, Started, create, default_cgroups_path};
+pub use error::{ExecErrorKind, RuntimeError};
+pub use mount::{is_mountpoint, mount_overlay, unmount};
+pub use oci_spec;
+pub use sys::{
+    ExitStatus, ForkResult, daemonize_setsid, fork, kill, openpty, set_child_subreaper, set_winsize,
+};
+
+/// Result alias for this crate.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -1,0 +1,210 @@
+//! cgroup v2 (unified hierarchy).
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+
+use super::{CgroupManager, keyed, read, read_pids, relative, rmdir_retry, write};
+use crate::{Result, RuntimeError};
+
+const CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "io", "memory", "pids"];
+
+/// A container's cgroup on a cgroup v2 host.
+#[derive(Debug, Clone)]
+pub struct CgroupV2 {
+    root: PathBuf,
+    rel: PathBuf,
+    dir: PathBuf,
+}
+
+impl CgroupV2 {
+    /// The manager for `cgroups_path` in the unified hierarchy mounted at `root`.
+    pub fn new(root: &Path, cgroups_path: &str) -> Self {
+        let rel = relative(cgroups_path);
+        CgroupV2 {
+            root: root.to_path_buf(),
+            dir: root.join(&rel),
+            rel,
+        }
+    }
+
+    /// The container's cgroup directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// cgroup v1 `cpu.shares` to v2 `cpu.weight` (the conversion runc and crun use).
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    1 + (shares.clamp(2, 262144) - 2) * 9999 / 262142
+}
+
+impl CgroupManager for CgroupV2 {
+    fn create(&self) -> Result<()> {
+        // Enable the controllers at every level above the leaf (a leaf with processes may not
+        // delegate).
+        let mut cur = self.root.clone();
+        for c in self.rel.components() {
+            let available = read(&cur, "cgroup.controllers").unwrap_or_default();
+            let enable: Vec<String> = available
+                .split_whitespace()
+                .filter(|c| CONTROLLERS.contains(c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if !enable.is_empty() {
+                // Best effort: the root may already delegate, or refuse some controllers.
+                let _ = write(&cur, "cgroup.subtree_control", enable.join(" "));
+            }
+            cur = cur.join(c);
+            match std::fs::create_dir(&cur) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(RuntimeError::Cgroup(format!(
+                        "mkdir {}: {e}",
+                        cur.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, r: &LinuxResources) -> Result<()> {
+        let d = &self.dir;
+        let max = |v: i64| {
+            if v < 0 {
+                "max".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        if let Some(m) = r.memory() {
+            if let Some(l) = m.limit() {
+                write(d, "memory.max", max(l))?;
+                if let Some(s) = m.swap() {
+                    // v1 swap is memory+swap; v2 swap.max is swap alone.
+                    let v = if s < 0 || l < 0 {
+                        "max".into()
+                    } else {
+                        (s - l).max(0).to_string()
+                    };
+                    write(d, "memory.swap.max", v)?;
+                }
+            }
+            if let Some(s) = m.reservation() {
+                write(d, "memory.low", max(s))?;
+            }
+        }
+        if let Some(p) = r.pids() {
+            let v = if p.limit() > 0 {
+                p.limit().to_string()
+            } else {
+                "max".into()
+            };
+            write(d, "pids.max", v)?;
+        }
+        if let Some(c) = r.cpu() {
+            if let Some(s) = c.shares() {
+                write(d, "cpu.weight", shares_to_weight(s).to_string())?;
+            }
+            if c.quota().is_some() || c.period().is_some() {
+                let q = c
+                    .quota()
+                    .filter(|q| *q > 0)
+                    .map_or("max".into(), |q| q.to_string());
+                let p = c.period().unwrap_or(100_000);
+                write(d, "cpu.max", format!("{q} {p}"))?;
+            }
+            if let Some(v) = c.cpus().as_deref().filter(|v| !v.is_empty()) {
+                write(d, "cpuset.cpus", v)?;
+            }
+            if let Some(v) = c.mems().as_deref().filter(|v| !v.is_empty()) {
+                write(d, "cpuset.mems", v)?;
+            }
+        }
+        if let Some(b) = r.block_io() {
+            if let Some(w) = b.weight() {
+                // blkio weight 10..1000 → io.weight 1..10000
+                let w = 1 + (u64::from(w).clamp(10, 1000) - 10) * 9999 / 990;
+                write(d, "io.weight", format!("default {w}"))?;
+            }
+        }
+        for (k, v) in r.unified().iter().flatten() {
+            if k.contains('/') || k.contains("..") {
+                return Err(RuntimeError::Cgroup(format!("invalid unified key {k}")));
+            }
+            write(d, k, v)?;
+        }
+        // Device rules on v2 need an eBPF program: not implemented yet (see the crate docs).
+        Ok(())
+    }
+
+    fn add_pid(&self, pid: i32) -> Result<()> {
+        write(&self.dir, "cgroup.procs", pid.to_string())
+    }
+
+    fn pids(&self) -> Result<Vec<i32>> {
+        read_pids(&self.dir)
+    }
+
+    fn oom_kill_count(&self) -> u64 {
+        read(&self.dir, "memory.events")
+            .and_then(|t| keyed(&t, "oom_kill"))
+            .unwrap_or(0)
+    }
+
+    fn freeze(&self, frozen: bool) -> Result<()> {
+        write(&self.dir, "cgroup.freeze", if frozen { "1" } else { "0" })
+    }
+
+    fn delete(&self) -> Result<()> {
+        rmdir_retry(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_v2_files() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpuset cpu io memory hugetlb pids rdma\n",
+        )
+        .unwrap();
+        assert!(super::super::is_unified(root.path()));
+        let cg = CgroupV2::new(root.path(), "/berth/xyz");
+        cg.create().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap(),
+            "+cpuset +cpu +io +memory +pids"
+        );
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": {"limit": 67108864, "swap": 134217728},
+            "pids": {"limit": 0},
+            "cpu": {"shares": 1024, "quota": 50000, "period": 100000},
+        }))
+        .unwrap();
+        cg.apply(&r).unwrap();
+        cg.add_pid(7).unwrap();
+        let rd = |f: &str| std::fs::read_to_string(cg.dir().join(f)).unwrap();
+        assert_eq!(rd("memory.max"), "67108864");
+        assert_eq!(rd("memory.swap.max"), "67108864");
+        assert_eq!(rd("pids.max"), "max");
+        assert_eq!(rd("cpu.weight"), "39");
+        assert_eq!(rd("cpu.max"), "50000 100000");
+        assert_eq!(rd("cgroup.procs"), "7");
+        std::fs::write(
+            cg.dir().join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert_eq!(cg.oom_kill_count(), 1);
+    }
+}

@@ -1,0 +1,289 @@
+//! `create` and `start`: clone the container's init, set up cgroups, release it to `execve`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::cgroups::{self, CgroupManager};
+use crate::init::{self, InitConfig};
+use crate::{ExecErrorKind, Result, RuntimeError, sys};
+
+/// The container's standard I/O.
+#[derive(Debug)]
+pub enum ContainerStdio {
+    /// Allocate a terminal inside the container's own devpts (so `tty` shows `/dev/pts/0`);
+    /// the master is returned by [`Created::take_pty_master`].
+    Terminal,
+    /// Three descriptors for stdin, stdout and stderr (stdin may be `/dev/null`).
+    Fds {
+        /// The container's stdin.
+        stdin: OwnedFd,
+        /// The container's stdout.
+        stdout: OwnedFd,
+        /// The container's stderr.
+        stderr: OwnedFd,
+    },
+}
+
+/// The conventional cgroups path of a container: `/berth/<id>`.
+pub fn default_cgroups_path(id: &str) -> String {
+    format!("/berth/{id}")
+}
+
+/// A container whose init is set up and waits to `execve`.
+#[derive(Debug)]
+pub struct Created {
+    pid: Pid,
+    sock: OwnedFd,
+    pty_master: Option<OwnedFd>,
+    cgroup: Box<dyn CgroupManager>,
+    arg0: String,
+}
+
+/// A container whose process has been executed.
+#[derive(Debug)]
+pub struct Started {
+    pid: Pid,
+    cgroup: Box<dyn CgroupManager>,
+}
+
+impl Created {
+    /// The container's init process id (in the caller's pid namespace).
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// The terminal master, for [`ContainerStdio::Terminal`] (once).
+    pub fn take_pty_master(&mut self) -> Option<OwnedFd> {
+        self.pty_master.take()
+    }
+
+    /// The container's cgroups.
+    pub fn cgroup(&self) -> &dyn CgroupManager {
+        self.cgroup.as_ref()
+    }
+
+    /// Lets the init `execve` the user's process. Fails with [`RuntimeError::Exec`] when it
+    /// cannot (the init then exits with 127 or 126; the caller still reaps it).
+    pub fn start(self) -> Result<Started> {
+        sys::send_msg(&self.sock, b"S", None)
+            .map_err(|e| RuntimeError::sys("release container init", e))?;
+        let (msg, _) =
+            sys::recv_msg(&self.sock).map_err(|e| RuntimeError::sys("wait for exec", e))?;
+        match msg.first() {
+            None => Ok(Started {
+                pid: self.pid,
+                cgroup: self.cgroup,
+            }),
+            Some(b'N') => Err(RuntimeError::Exec {
+                path: self.arg0,
+                kind: ExecErrorKind::NotFoundInPath,
+            }),
+            Some(b'X') if msg.len() >= 5 => Err(RuntimeError::Exec {
+                path: self.arg0,
+                kind: ExecErrorKind::Errno(i32::from_le_bytes([msg[1], msg[2], msg[3], msg[4]])),
+            }),
+            Some(_) => Err(RuntimeError::Init(
+                String::from_utf8_lossy(msg.get(1..).unwrap_or_default()).into_owned(),
+            )),
+        }
+    }
+}
+
+impl Started {
+    /// The container's init process id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// The container's cgroups (OOM counter, processes, freeze, delete).
+    pub fn cgroup(&self) -> &dyn CgroupManager {
+        self.cgroup.as_ref()
+    }
+
+    /// Gives up the cgroup manager (e.g. to delete the cgroups after the container ended).
+    pub fn into_cgroup(self) -> Box<dyn CgroupManager> {
+        self.cgroup
+    }
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
+    Ok(match t {
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        other => {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "namespace {other:?} is not supported"
+            )));
+        }
+    })
+}
+
+/// Creates container `id` from `spec`: clones its init into the spec's namespaces, puts it in
+/// its cgroups (`linux.cgroupsPath`, default `/berth/<id>`), lets it build the root filesystem
+/// and drop privileges, and returns once it waits for [`Created::start`].
+///
+/// Must be called from a single-threaded process (it forks; it refuses otherwise).
+pub fn create(id: &str, spec: &Spec, stdio: ContainerStdio) -> Result<Created> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| RuntimeError::InvalidSpec("no process".into()))?;
+    let arg0 = process
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .cloned()
+        .ok_or_else(|| RuntimeError::InvalidSpec("process.args is empty".into()))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| RuntimeError::InvalidSpec("no root".into()))?;
+    let rootfs: PathBuf = std::fs::canonicalize(root.path())
+        .map_err(|e| RuntimeError::io(format!("rootfs {}", root.path().display()), e))?;
+    if process.terminal() == Some(true) && !matches!(stdio, ContainerStdio::Terminal) {
+        return Err(RuntimeError::InvalidSpec(
+            "process.terminal needs ContainerStdio::Terminal".into(),
+        ));
+    }
+    let linux = spec.linux().as_ref();
+
+    // Namespaces: new ones are cloned, ones with a path are joined.
+    let mut clone_flags = CloneFlags::empty();
+    let mut joins: Vec<(CloneFlags, PathBuf)> = Vec::new();
+    let mut new_cgroupns = false;
+    let mut pid_join: Option<PathBuf> = None;
+    for ns in linux
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let flag = ns_flag(ns.typ())?;
+        match ns.path() {
+            Some(p) if flag == CloneFlags::CLONE_NEWPID => pid_join = Some(p.clone()),
+            Some(p) if flag == CloneFlags::CLONE_NEWNS => {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "joining mount namespace {} is not supported",
+                    p.display()
+                )));
+            }
+            Some(p) => joins.push((flag, p.clone())),
+            None if flag == CloneFlags::CLONE_NEWCGROUP => new_cgroupns = true,
+            None => clone_flags |= flag,
+        }
+    }
+    if !clone_flags.contains(CloneFlags::CLONE_NEWNS) {
+        return Err(RuntimeError::InvalidSpec(
+            "a mount namespace is required".into(),
+        ));
+    }
+
+    // Cgroups: created and limited before the init exists.
+    let cgroups_path = linux
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| default_cgroups_path(id));
+    let cgroup = cgroups::detect(&cgroups_path);
+    cgroup.create()?;
+    if let Some(r) = linux.and_then(|l| l.resources().as_ref()) {
+        if let Err(e) = cgroup.apply(r) {
+            let _ = cgroup.delete();
+            return Err(e);
+        }
+    }
+
+    let (parent_sock, child_sock) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| RuntimeError::sys("socketpair", e))?;
+
+    // Joining a pid namespace applies to children: switch for the clone, then switch back.
+    let restore_pidns = match &pid_join {
+        Some(p) => Some(enter_pidns(p)?),
+        None => None,
+    };
+    let cloned = sys::clone_fork(clone_flags);
+    if let Some(own) = restore_pidns {
+        let _ = nix::sched::setns(own, CloneFlags::CLONE_NEWPID);
+    }
+    let pid = match cloned {
+        Err(e) => {
+            let _ = cgroup.delete();
+            return Err(RuntimeError::sys("clone", e));
+        }
+        Ok(None) => {
+            drop(parent_sock);
+            init::run(InitConfig {
+                spec,
+                rootfs: &rootfs,
+                sock: child_sock,
+                stdio,
+                joins,
+                new_cgroupns,
+            })
+        }
+        Ok(Some(pid)) => pid,
+    };
+    drop(child_sock);
+    drop(stdio);
+
+    let fail = |e: RuntimeError| {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        let _ = cgroup.delete();
+        e
+    };
+    if let Err(e) = cgroup.add_pid(pid.as_raw()) {
+        return Err(fail(e));
+    }
+    if let Err(e) = sys::send_msg(&parent_sock, b"G", None) {
+        return Err(fail(RuntimeError::sys("signal container init", e)));
+    }
+    let (msg, fd) = match sys::recv_msg(&parent_sock) {
+        Ok(m) => m,
+        Err(e) => return Err(fail(RuntimeError::sys("wait for container init", e))),
+    };
+    match msg.first() {
+        Some(b'R') => Ok(Created {
+            pid,
+            sock: parent_sock,
+            pty_master: fd,
+            cgroup,
+            arg0,
+        }),
+        Some(_) => Err(fail(RuntimeError::Init(
+            String::from_utf8_lossy(&msg[1..]).into_owned(),
+        ))),
+        None => Err(fail(RuntimeError::Init(
+            "container init exited during setup".into(),
+        ))),
+    }
+}
+
+fn enter_pidns(path: &Path) -> Result<OwnedFd> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    let own = open(
+        "/proc/self/ns/pid",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RuntimeError::sys("open own pid namespace", e))?;
+    let target = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| RuntimeError::sys(format!("open {}", path.display()), e))?;
+    nix::sched::setns(&target, CloneFlags::CLONE_NEWPID)
+        .map_err(|e| RuntimeError::sys(format!("setns {}", path.display()), e))?;
+    let _ = target.as_raw_fd();
+    Ok(own)
+}

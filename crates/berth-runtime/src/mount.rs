@@ -1,0 +1,212 @@
+//! Mount helpers: option parsing for spec mounts, and overlay/unmount helpers for the daemon.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::{Result, RuntimeError};
+
+/// Mount options split into flags, propagation changes and filesystem data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Flags to set.
+    pub flags: MsFlags,
+    /// Propagation flags to apply after mounting (each its own mount call).
+    pub propagation: Vec<MsFlags>,
+    /// Remaining options, comma-joined as the filesystem's data.
+    pub data: String,
+}
+
+/// Parses mount(8)-style options (`ro`, `nosuid`, `rbind`, `mode=755`, ...).
+pub fn parse_options(opts: &[String]) -> MountOptions {
+    let mut m = MountOptions {
+        flags: MsFlags::empty(),
+        propagation: Vec::new(),
+        data: String::new(),
+    };
+    let mut data: Vec<&str> = Vec::new();
+    for o in opts {
+        let (set, clear) = match o.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                let mut f = match o.trim_start_matches('r') {
+                    "private" => MsFlags::MS_PRIVATE,
+                    "shared" => MsFlags::MS_SHARED,
+                    "slave" => MsFlags::MS_SLAVE,
+                    _ => MsFlags::MS_UNBINDABLE,
+                };
+                if o.starts_with('r') {
+                    f |= MsFlags::MS_REC;
+                }
+                m.propagation.push(f);
+                continue;
+            }
+            other => {
+                data.push(other);
+                continue;
+            }
+        };
+        m.flags |= set;
+        m.flags &= !clear;
+    }
+    m.data = data.join(",");
+    m
+}
+
+/// Mounts an overlay filesystem at `target`; `lowers` are given topmost first.
+pub fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<()> {
+    if lowers.is_empty() {
+        return Err(RuntimeError::InvalidSpec(
+            "overlay needs a lower dir".into(),
+        ));
+    }
+    let lower: Vec<String> = lowers
+        .iter()
+        .map(|p| escape_overlay(&p.to_string_lossy()))
+        .collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        escape_overlay(&upper.to_string_lossy()),
+        escape_overlay(&work.to_string_lossy())
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| RuntimeError::sys(format!("mount overlay on {}", target.display()), e))
+}
+
+fn escape_overlay(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace(':', "\\:")
+        .replace(',', "\\,")
+}
+
+/// Lazily unmounts `target` (`MNT_DETACH`).
+pub fn unmount(target: &Path) -> Result<()> {
+    nix::mount::umount2(target, MntFlags::MNT_DETACH)
+        .map_err(|e| RuntimeError::sys(format!("unmount {}", target.display()), e))
+}
+
+/// Whether `path` is a mount point (per `/proc/self/mountinfo`).
+pub fn is_mountpoint(path: &Path) -> Result<bool> {
+    let path = std::fs::canonicalize(path)
+        .map_err(|e| RuntimeError::io(format!("resolve {}", path.display()), e))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| RuntimeError::io("read mountinfo", e))?;
+    Ok(mountinfo(&info)
+        .iter()
+        .any(|m| Path::new(&m.mount_point) == path))
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MountInfo {
+    pub mount_point: String,
+    pub fstype: String,
+    pub super_options: String,
+}
+
+pub(crate) fn mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount_point = unescape_octal(left.split(' ').nth(4)?);
+            let mut r = right.split(' ');
+            let fstype = r.next()?.to_string();
+            let _source = r.next()?;
+            let super_options = r.next().unwrap_or("").to_string();
+            Some(MountInfo {
+                mount_point,
+                fstype,
+                super_options,
+            })
+        })
+        .collect()
+}
+
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_docker_dev_options() {
+        let m = parse_options(&s(&["nosuid", "strictatime", "mode=755", "size=65536k"]));
+        assert_eq!(m.flags, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
+        assert_eq!(m.data, "mode=755,size=65536k");
+        let m = parse_options(&s(&["rbind", "ro", "rprivate"]));
+        assert_eq!(
+            m.flags,
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY
+        );
+        assert_eq!(m.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
+    }
+
+    #[test]
+    fn parses_mountinfo() {
+        let t = "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory\n\
+                 31 25 0:27 / /a\\040b rw - tmpfs tmpfs rw\n";
+        let m = mountinfo(t);
+        assert_eq!(m[0].mount_point, "/sys/fs/cgroup/memory");
+        assert_eq!(m[0].fstype, "cgroup");
+        assert_eq!(m[0].super_options, "rw,memory");
+        assert_eq!(m[1].mount_point, "/a b");
+    }
+
+    #[test]
+    fn root_is_a_mountpoint() {
+        assert!(is_mountpoint(Path::new("/")).unwrap());
+    }
+}

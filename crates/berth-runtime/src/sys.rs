@@ -1,0 +1,285 @@
+//! The project's only `unsafe` code and raw system calls, each behind a safe function.
+//!
+//! Everything else in Berth calls these (or safe wrappers of `nix`/`caps`).
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+pub use nix::unistd::ForkResult;
+
+nix::ioctl_write_ptr_bad!(ioctl_tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+nix::ioctl_write_int_bad!(ioctl_tiocsctty, libc::TIOCSCTTY);
+
+/// Number of threads of the calling process (from `/proc/self/stat`).
+pub fn thread_count() -> usize {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0;
+    };
+    rest.split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ensure_single_threaded() -> nix::Result<()> {
+    if thread_count() > 1 {
+        // Forking a multithreaded process can deadlock the child on locks held by other threads.
+        return Err(Errno::EDEADLK);
+    }
+    Ok(())
+}
+
+/// `fork(2)`; refuses (EDEADLK) when the process has more than one thread.
+pub fn fork() -> nix::Result<ForkResult> {
+    ensure_single_threaded()?;
+    // SAFETY: the process is single-threaded (checked above), so the child cannot inherit a lock
+    // held by another thread; the child may use any function, as after a normal fork.
+    unsafe { nix::unistd::fork() }
+}
+
+/// `clone(2)` with `flags | SIGCHLD` and no new stack: returns `None` in the child (which runs
+/// on a copy of the parent's memory, like `fork`), `Some(pid)` in the parent.
+pub(crate) fn clone_fork(flags: CloneFlags) -> nix::Result<Option<Pid>> {
+    ensure_single_threaded()?;
+    let flags = flags.bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
+    // SAFETY: raw clone without CLONE_VM and a null stack behaves like fork(): the child gets a
+    // copy-on-write copy of the address space and continues on its own copy of the stack. The
+    // process is single-threaded (checked above), so no lock is held by a vanished thread.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// `setsid(2)`: the calling process leads a new session (for daemonizing the shim).
+pub fn daemonize_setsid() -> nix::Result<()> {
+    nix::unistd::setsid().map(|_| ())
+}
+
+/// Makes the calling process a child subreaper: orphaned descendants are reparented to it.
+pub fn set_child_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Opens a new pseudo-terminal pair on the host's devpts: `(master, slave)`.
+pub fn openpty() -> nix::Result<(OwnedFd, OwnedFd)> {
+    let r = nix::pty::openpty(None, None)?;
+    Ok((r.master, r.slave))
+}
+
+/// Sets a terminal's window size (`TIOCSWINSZ`) to `width` columns and `height` rows.
+pub fn set_winsize(fd: impl AsFd, width: u16, height: u16) -> nix::Result<()> {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which points at a live local.
+    unsafe { ioctl_tiocswinsz(fd.as_fd().as_raw_fd(), &ws) }.map(|_| ())
+}
+
+/// Makes the terminal `fd` the controlling terminal of the calling session (`TIOCSCTTY`).
+pub(crate) fn set_controlling_terminal(fd: impl AsFd) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); no memory is passed.
+    unsafe { ioctl_tiocsctty(fd.as_fd().as_raw_fd(), 0) }.map(|_| ())
+}
+
+/// Sends signal number `sig` to `pid` (`sig` 0 only checks that the process exists).
+pub fn kill(pid: i32, sig: i32) -> nix::Result<()> {
+    let sig = if sig == 0 {
+        None
+    } else {
+        Some(Signal::try_from(sig)?)
+    };
+    nix::sys::signal::kill(Pid::from_raw(pid), sig)
+}
+
+/// Restores every signal's disposition to the default and unblocks all signals
+/// (ignored signals, such as SIGPIPE ignored by Rust's runtime, would survive `execve`).
+pub(crate) fn reset_signals() -> nix::Result<()> {
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler, so no Rust code can run in signal context.
+        let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// Marks every file descriptor `>= min` close-on-exec.
+pub(crate) fn cloexec_from(min: RawFd) -> nix::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets the FD_CLOEXEC flag on descriptors;
+    // it closes nothing, so no OwnedFd in this process is invalidated.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            min as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Older kernels: walk /proc/self/fd.
+    let entries = std::fs::read_dir("/proc/self/fd").map_err(|_| Errno::last())?;
+    let fds: Vec<RawFd> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= min)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only changes the descriptor's flags; an fd that was the read_dir's own
+        // (now closed) descriptor yields EBADF, which is ignored.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Duplicates `fd` to a new close-on-exec descriptor numbered at least `min`.
+pub(crate) fn dup_min(fd: impl AsFd, min: RawFd) -> nix::Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Ends the calling process at once with `code`, without running atexit handlers or
+/// flushing stdio (for a forked child that must not touch its parent's state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sends one datagram (`SOCK_SEQPACKET`) with an optional file descriptor attached.
+pub(crate) fn send_msg(sock: impl AsFd, data: &[u8], fd: Option<RawFd>) -> nix::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+    let iov = [std::io::IoSlice::new(data)];
+    let fds;
+    let cmsgs: &[ControlMessage] = match fd {
+        Some(f) => {
+            fds = [f];
+            &[ControlMessage::ScmRights(&fds)]
+        }
+        None => &[],
+    };
+    loop {
+        match sendmsg::<UnixAddr>(
+            sock.as_fd().as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(Errno::EINTR) => continue,
+            r => return r.map(|_| ()),
+        }
+    }
+}
+
+/// Receives one datagram and any file descriptor attached to it (close-on-exec);
+/// an empty message means the peer closed its end.
+pub(crate) fn recv_msg(sock: impl AsFd) -> nix::Result<(Vec<u8>, Option<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
+    let mut buf = vec![0u8; 8192];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let (n, fds) = loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<UnixAddr>(
+            sock.as_fd().as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for c in msg.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(r) = c {
+                        fds.extend(r);
+                    }
+                }
+                break (msg.bytes, fds);
+            }
+        }
+    };
+    buf.truncate(n);
+    let mut owned = fds.into_iter().map(|f| {
+        // SAFETY: SCM_RIGHTS just installed this descriptor in our table; nothing else owns it.
+        unsafe { OwnedFd::from_raw_fd(f) }
+    });
+    let first = owned.next();
+    drop(owned.collect::<Vec<_>>());
+    Ok((buf, first))
+}
+
+/// How a process ended, as Docker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Exit code, or 128 + signal number when killed by a signal.
+    pub code: i32,
+    /// The signal that killed it, if any.
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// Converts a `waitpid` status of an ended process; `None` for stop/continue events.
+    pub fn from_wait(ws: WaitStatus) -> Option<(Pid, ExitStatus)> {
+        match ws {
+            WaitStatus::Exited(pid, code) => Some((pid, ExitStatus { code, signal: None })),
+            WaitStatus::Signaled(pid, sig, _) => Some((
+                pid,
+                ExitStatus {
+                    code: 128 + sig as i32,
+                    signal: Some(sig as i32),
+                },
+            )),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_of_signal_is_128_plus() {
+        let ws = WaitStatus::Signaled(Pid::from_raw(5), Signal::SIGKILL, false);
+        assert_eq!(ExitStatus::from_wait(ws).unwrap().1.code, 137);
+        let ws = WaitStatus::Exited(Pid::from_raw(5), 3);
+        assert_eq!(ExitStatus::from_wait(ws).unwrap().1.code, 3);
+    }
+
+    #[test]
+    fn thread_count_sees_test_threads() {
+        assert!(thread_count() >= 1);
+    }
+
+    #[test]
+    fn winsize_on_pty() {
+        let (m, _s) = openpty().unwrap();
+        set_winsize(&m, 100, 40).unwrap();
+    }
+}
