@@ -691,6 +691,10 @@ impl ImageStore {
         let meta_bytes =
             serde_json::to_vec_pretty(&meta).map_err(|e| Error::internal(e.to_string()))?;
         write_atomic(&tmp_dir.join("layer.json"), &meta_bytes)?;
+        // Make the unpacked files durable before the layer is renamed into place (one syncfs, not one
+        // fsync per file).
+        let fd = fs::File::open(tmp_dir).ctx("open", tmp_dir)?;
+        nix::unistd::syncfs(&fd).map_err(|e| Error::io_path("syncfs", tmp_dir, e.into()))?;
         Ok(StagedLayer {
             tmp_dir: tmp_dir.to_path_buf(),
             meta,
@@ -1099,7 +1103,8 @@ impl ImageStore {
     /// `docker rmi`, following dockerd's rules: removing a reference untags it, and the image is deleted when
     /// its last reference goes; deleting by ID with references in several repositories needs `force`;
     /// `in_use` tells which container (if any) uses an image: return a running one if there is one, else any
-    /// stopped one. Errors: NotFound, Conflict, InvalidArgument.
+    /// stopped one. `in_use` runs with the store's lock held and must not call the store.
+    /// Errors: NotFound, Conflict, InvalidArgument.
     pub fn remove(
         &self,
         name_or_id: &str,

@@ -200,6 +200,8 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
             let parent = walk_dirs(dest, parent_comps, true, &raw)?;
             if name_str == OPAQUE_WHITEOUT {
                 xattr::set(&parent, OPAQUE_XATTR, b"y").ctx("set opaque xattr on", &parent)?;
+            } else if hidden == "." || hidden == ".." {
+                return Err(bad_layer(format!("invalid whiteout {raw:?}")));
             } else if !hidden.starts_with(WHITEOUT_PREFIX) && !hidden.is_empty() {
                 let target = parent.join(hidden);
                 remove_existing(&target)?;
@@ -545,6 +547,23 @@ pub(crate) mod tests {
         let (d, r) = unpack(&tar);
         assert!(r.is_err());
         assert!(!d.path().join("layer/x").exists());
+    }
+
+    #[test]
+    fn dot_whiteouts_are_refused() {
+        for name in [".wh..", ".wh...", "sub/.wh..."] {
+            let d = tempfile::tempdir().unwrap();
+            fs::write(d.path().join("sibling"), b"keep").unwrap();
+            fs::create_dir(d.path().join("layer")).unwrap();
+            fs::write(d.path().join("layer/inside"), b"keep").unwrap();
+            let tar = TarMaker::new().file(name, b"").build();
+            assert!(
+                unpack_layer(&tar[..], &d.path().join("layer")).is_err(),
+                "{name}"
+            );
+            assert!(d.path().join("sibling").exists());
+            assert!(d.path().join("layer/inside").exists());
+        }
     }
 
     #[test]
