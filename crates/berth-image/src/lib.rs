@@ -20,7 +20,7 @@ pub use digest::{ChainId, DiffId, Digest, ImageId, chain_ids};
 pub use error::{Error, ErrorKind, Result};
 pub use reference::Reference;
 pub use store::{
-    BlobDescriptor, DeleteItem, GraphDriver, ImageDetails, ImageMetadata, ImageStore, ImageSummary,
-    ImageUser, ImportOptions, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR,
-    MEDIA_TYPE_LAYER_ZSTD, RootFsDetails, RootfsMount,
+    BlobDescriptor, DeleteItem, GraphDriver, HistoryItem, ImageDetails, ImageMetadata, ImageStore,
+    ImageSummary, ImageUser, ImportOptions, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP,
+    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, RootFsDetails, RootfsMount,
 };

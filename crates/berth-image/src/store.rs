@@ -147,6 +147,24 @@ pub enum DeleteItem {
     Deleted(String),
 }
 
+/// One line of `docker history` (Docker's field names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HistoryItem {
+    /// The image ID on the top entry, `<missing>` on the others.
+    pub id: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// The step's command.
+    pub created_by: String,
+    /// Tags of the image (top entry only).
+    pub tags: Vec<String>,
+    /// Bytes the step's layer adds.
+    pub size: i64,
+    /// Comment.
+    pub comment: String,
+}
+
 /// A container using an image, as the daemon reports it to [`ImageStore::remove`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageUser {
@@ -295,6 +313,8 @@ pub struct ImageStore {
     state: Mutex<State>,
     created_new: bool,
     repairs: Vec<String>,
+    /// Exclusive `flock` on `<root>/lock`: one process owns a store.
+    _lock: nix::fcntl::Flock<fs::File>,
 }
 
 fn json_err(what: &str, path: &Path, e: serde_json::Error) -> Error {
@@ -365,11 +385,26 @@ impl ImageStore {
         for d in ["blobs/sha256", "layers", "containers", "empty"] {
             mkdir_all(&root.join(d))?;
         }
+        let lock_path = root.join("lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx("open", &lock_path)?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| {
+                Error::Conflict(format!(
+                    "image store {} is in use by another process ({e})",
+                    root.display()
+                ))
+            })?;
         let mut store = ImageStore {
             root,
             state: Mutex::new(State::default()),
             created_new,
             repairs: Vec::new(),
+            _lock: lock,
         };
         let (state, repairs) = store.load_and_repair()?;
         store.state = Mutex::new(state);
@@ -1230,6 +1265,83 @@ impl ImageStore {
             }
             _ => Ok(()),
         }
+    }
+
+    /// `docker history`: one item per config history entry, newest first; the top one carries the
+    /// image ID and tags, the others `<missing>` (as for images without a local parent chain).
+    /// Errors: NotFound, InvalidArgument.
+    pub fn history(&self, name_or_id: &str) -> Result<Vec<HistoryItem>> {
+        let st = self.lock();
+        let id = self.resolve_locked(&st, name_or_id)?;
+        let img = &st.images[&id];
+        let mut sizes = img
+            .chain_ids
+            .iter()
+            .map(|c| st.layers.get(c).map(|l| l.size).unwrap_or(0));
+        let mut items: Vec<HistoryItem> = img
+            .config
+            .history
+            .iter()
+            .map(|h| HistoryItem {
+                id: "<missing>".into(),
+                created: h
+                    .created
+                    .as_deref()
+                    .and_then(parse_rfc3339)
+                    .map(|t| t.0)
+                    .unwrap_or(0),
+                created_by: h.created_by.clone().unwrap_or_default(),
+                tags: Vec::new(),
+                size: if h.empty_layer {
+                    0
+                } else {
+                    sizes.next().unwrap_or(0) as i64
+                },
+                comment: h.comment.clone().unwrap_or_default(),
+            })
+            .collect();
+        items.reverse();
+        if let Some(top) = items.first_mut() {
+            top.id = id.to_string();
+            top.tags = Self::tags_and_digests(&st, &id).0;
+        }
+        Ok(items)
+    }
+
+    /// `docker image prune`: deletes dangling images (no tags), or with `all` every image no container
+    /// uses, skipping images with children. Returns what was deleted and the bytes of layers freed.
+    /// `in_use` runs with the store's lock held and must not call the store.
+    pub fn prune(
+        &self,
+        all: bool,
+        in_use: &dyn Fn(&ImageId) -> Option<ImageUser>,
+    ) -> Result<(Vec<DeleteItem>, u64)> {
+        let mut st = self.lock();
+        let candidates: Vec<ImageId> = st
+            .images
+            .keys()
+            .filter(|id| all || st.refs_of(id).is_empty())
+            .cloned()
+            .collect();
+        let mut records = Vec::new();
+        let mut reclaimed = 0;
+        for id in candidates {
+            if !st.images.contains_key(&id) || st.has_children(&id) || in_use(&id).is_some() {
+                continue;
+            }
+            let sizes: BTreeMap<ChainId, u64> =
+                st.layers.iter().map(|(c, l)| (c.clone(), l.size)).collect();
+            let before = records.len();
+            self.delete_helper(&mut st, &id, &mut records, true, false, false, in_use)?;
+            for r in &records[before..] {
+                if let DeleteItem::Deleted(d) = r
+                    && let Ok(d) = Digest::parse(d)
+                {
+                    reclaimed += sizes.get(&d).copied().unwrap_or(0);
+                }
+            }
+        }
+        Ok((records, reclaimed))
     }
 
     // ---------------------------------------------------------------- container snapshots

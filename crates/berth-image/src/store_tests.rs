@@ -570,6 +570,7 @@ fn open_repairs_a_half_written_store() {
             true
         )]
     );
+    drop(s);
     let s2 = ImageStore::open(d.path()).unwrap();
     assert!(s2.repairs().is_empty(), "{:?}", s2.repairs());
 }
@@ -663,4 +664,53 @@ fn overlay_mount_over_imported_busybox() {
     assert!(m.lowers[0].join("etc/remove-me").exists());
     s.remove_container_layer("ovl1").unwrap();
     assert!(!m.upper.exists());
+}
+
+#[test]
+fn one_process_owns_a_store() {
+    let d = tempfile::tempdir().unwrap();
+    let s = ImageStore::open(d.path()).unwrap();
+    let e = ImageStore::open(d.path()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    drop(s);
+    ImageStore::open(d.path()).unwrap();
+}
+
+#[test]
+fn history_and_prune() {
+    let (_d, s) = store();
+    let id = s.ensure_hello_world().unwrap();
+    let h = s.history("hello-world").unwrap();
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[0].id, id.to_string());
+    assert_eq!(h[0].tags, vec!["hello-world:latest"]);
+    assert_eq!(h[0].created_by, "CMD [\"/hello\"]");
+    assert_eq!(h[0].size, 0);
+    assert_eq!(h[1].id, "<missing>");
+    assert!(h[1].size > 1000);
+    let json = serde_json::to_value(&h[0]).unwrap();
+    assert!(json.get("CreatedBy").is_some());
+
+    let dangling = s
+        .import(&rootfs_tar("d")[..], None, &ImportOptions::default())
+        .unwrap();
+    let used = s
+        .import(&rootfs_tar("u")[..], None, &ImportOptions::default())
+        .unwrap();
+    let used_id = used.id.clone();
+    let in_use = move |i: &ImageId| {
+        (i.as_str() == used_id).then(|| ImageUser {
+            container_id: "c".into(),
+            running: false,
+        })
+    };
+    let (items, reclaimed) = s.prune(false, &in_use).unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0], DeleteItem::Deleted(dangling.id.clone()));
+    assert_eq!(reclaimed, 7 + 20);
+    assert_eq!(s.list(true).len(), 2);
+    let (items, _) = s.prune(true, &in_use).unwrap();
+    assert_eq!(items[0], DeleteItem::Untagged("hello-world:latest".into()));
+    assert_eq!(s.list(true).len(), 1);
+    assert_eq!(s.list(true)[0].id, used.id);
 }
