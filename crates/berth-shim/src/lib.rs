@@ -1,14 +1,9 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The per-container supervisor's protocol types and helpers, shared with berthd.
+//!
+//! The binary (`src/main.rs`) implements the protocol of `docs/INTERNALS.md`; berthd uses
+//! [`proto`] to speak it and [`logfmt`] if it needs to read or write json-file logs.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#![forbid(unsafe_code)]
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod logfmt;
+pub mod proto;

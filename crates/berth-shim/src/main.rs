@@ -1,0 +1,664 @@
+//! `berth-shim`: the per-container supervisor (see docs/INTERNALS.md).
+//!
+//! `berth-shim --id ID --bundle DIR --log FILE --exit-file FILE [--stdin] [--stdin-once]`
+
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use berth_runtime::oci_spec::runtime::Spec;
+use berth_runtime::{CgroupManager, ContainerStdio, Created, ExitStatus, ForkResult};
+use berth_shim::logfmt::{LineSplitter, log_line, rfc3339_nano};
+use berth_shim::proto::{self, ExitFile, Request, Response, StartupReport, Status};
+use nix::fcntl::OFlag;
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+const STACK: usize = 128 * 1024;
+
+#[derive(Debug)]
+struct Args {
+    id: String,
+    bundle: PathBuf,
+    log: PathBuf,
+    exit_file: PathBuf,
+    stdin: bool,
+    stdin_once: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut id, mut bundle, mut log, mut exit_file) = (None, None, None, None);
+    let (mut stdin, mut stdin_once) = (false, false);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--id" => id = Some(val()?),
+            "--bundle" => bundle = Some(PathBuf::from(val()?)),
+            "--log" => log = Some(PathBuf::from(val()?)),
+            "--exit-file" => exit_file = Some(PathBuf::from(val()?)),
+            "--stdin" => stdin = true,
+            "--stdin-once" => stdin_once = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(Args {
+        id: id.ok_or("--id is required")?,
+        bundle: bundle.ok_or("--bundle is required")?,
+        log: log.ok_or("--log is required")?,
+        exit_file: exit_file.ok_or("--exit-file is required")?,
+        stdin,
+        stdin_once,
+    })
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("berth-shim: {e}");
+            std::process::exit(2);
+        }
+    };
+    let (rd, wr) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => report_and_exit(&format!("pipe: {e}")),
+    };
+    match berth_runtime::fork() {
+        Err(e) => report_and_exit(&format!("fork: {e}")),
+        Ok(ForkResult::Parent { .. }) => {
+            drop(wr);
+            // One line; the container's init holds the write end until it execs.
+            let mut f = File::from(rd);
+            let line = proto::read_line(&mut f).unwrap_or_default();
+            let rep: StartupReport = serde_json::from_str(&line).unwrap_or(StartupReport {
+                pid: None,
+                error: Some("shim exited during startup".into()),
+            });
+            println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+            std::process::exit(if rep.pid.is_some() { 0 } else { 1 });
+        }
+        Ok(ForkResult::Child) => {
+            drop(rd);
+            let code = shim(args, File::from(wr));
+            std::process::exit(code);
+        }
+    }
+}
+
+fn report_and_exit(msg: &str) -> ! {
+    let rep = StartupReport {
+        pid: None,
+        error: Some(msg.to_string()),
+    };
+    println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+    std::process::exit(1);
+}
+
+fn report(w: &mut File, rep: &StartupReport) {
+    let mut s = serde_json::to_string(rep).unwrap_or_default();
+    s.push('\n');
+    let _ = w.write_all(s.as_bytes());
+}
+
+/// Where attach clients and the log receive the container's output.
+#[derive(Debug)]
+struct Output {
+    log: Option<File>,
+    clients: Vec<Client>,
+    open_streams: usize,
+}
+
+#[derive(Debug)]
+struct Client {
+    stream: UnixStream,
+    stdout: bool,
+    stderr: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    created: Option<Created>,
+    started: bool,
+    exit: Option<(i32, bool)>,
+    waiters: usize,
+}
+
+#[derive(Debug)]
+struct Shim {
+    pid: i32,
+    terminal: bool,
+    stdin_once: bool,
+    state: Mutex<State>,
+    state_cv: Condvar,
+    out: Mutex<Output>,
+    out_cv: Condvar,
+    stdin: Mutex<Option<File>>,
+    master: Option<File>,
+    cgroup: Box<dyn CgroupManager>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn shim(args: Args, mut report_w: File) -> i32 {
+    let _ = berth_runtime::daemonize_setsid();
+    let _ = berth_runtime::set_child_subreaper();
+    // Do not keep berthd's pipes: stdio to /dev/null, diagnostics to the bundle's shim.log.
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    if let Ok(f) = File::options()
+        .create(true)
+        .append(true)
+        .open(args.bundle.join("shim.log"))
+    {
+        let _ = nix::unistd::dup2_stderr(&f);
+    }
+
+    let fail = |w: &mut File, msg: String| {
+        report(
+            w,
+            &StartupReport {
+                pid: None,
+                error: Some(msg),
+            },
+        );
+        1
+    };
+    let mut spec = match Spec::load(args.bundle.join("config.json")) {
+        Ok(s) => s,
+        Err(e) => return fail(&mut report_w, format!("load config.json: {e}")),
+    };
+    if let Some(root) = spec.root().clone() {
+        if root.path().is_relative() {
+            let mut r = root.clone();
+            r.set_path(args.bundle.join(root.path()));
+            spec.set_root(Some(r));
+        }
+    }
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let cgroups_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| berth_runtime::default_cgroups_path(&args.id));
+
+    // The container's stdio.
+    let mut stdin_w: Option<File> = None;
+    let mut pumps: Vec<(File, &'static str)> = Vec::new();
+    let stdio = if terminal {
+        ContainerStdio::Terminal
+    } else {
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC);
+        let made = (|| -> nix::Result<ContainerStdio> {
+            let stdin: OwnedFd = if args.stdin {
+                let (r, w) = pipe()?;
+                stdin_w = Some(File::from(w));
+                r
+            } else {
+                File::open("/dev/null")
+                    .map_err(|_| nix::errno::Errno::last())?
+                    .into()
+            };
+            let (or, ow) = pipe()?;
+            let (er, ew) = pipe()?;
+            pumps.push((File::from(or), "stdout"));
+            pumps.push((File::from(er), "stderr"));
+            Ok(ContainerStdio::Fds {
+                stdin,
+                stdout: ow,
+                stderr: ew,
+            })
+        })();
+        match made {
+            Ok(s) => s,
+            Err(e) => return fail(&mut report_w, format!("pipes: {e}")),
+        }
+    };
+
+    let t0 = Instant::now();
+    let mut created = match berth_runtime::create(&args.id, &spec, stdio) {
+        Ok(c) => c,
+        Err(e) => return fail(&mut report_w, e.to_string()),
+    };
+    eprintln!("berth-shim: {}: created in {:?}", args.id, t0.elapsed());
+    let pid = created.pid();
+    let cgroup = berth_runtime::cgroups::detect(&cgroups_path);
+    let mut master = None;
+    if terminal {
+        match created.take_pty_master() {
+            Some(m) => {
+                let m = File::from(m);
+                match m.try_clone() {
+                    Ok(r) => pumps.push((r, "stdout")),
+                    Err(e) => return fail(&mut report_w, format!("dup pty: {e}")),
+                }
+                if args.stdin {
+                    stdin_w = m.try_clone().ok();
+                }
+                master = Some(m);
+            }
+            None => return fail(&mut report_w, "no terminal from the runtime".into()),
+        }
+    }
+
+    let sock_path = args.bundle.join("shim.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let listener = match UnixListener::bind(&sock_path) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = berth_runtime::kill(pid, 9);
+            let _ = waitpid(Pid::from_raw(pid), None);
+            let _ = cgroup.delete();
+            return fail(
+                &mut report_w,
+                format!("listen on {}: {e}", sock_path.display()),
+            );
+        }
+    };
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&args.log)
+        .map_err(|e| eprintln!("berth-shim: open log {}: {e}", args.log.display()))
+        .ok();
+
+    let shim = Arc::new(Shim {
+        pid,
+        terminal,
+        stdin_once: args.stdin_once,
+        state: Mutex::new(State {
+            created: Some(created),
+            started: false,
+            exit: None,
+            waiters: 0,
+        }),
+        state_cv: Condvar::new(),
+        out: Mutex::new(Output {
+            log,
+            clients: Vec::new(),
+            open_streams: pumps.len(),
+        }),
+        out_cv: Condvar::new(),
+        stdin: Mutex::new(stdin_w),
+        master,
+        cgroup,
+    });
+    for (f, stream) in pumps {
+        let s = shim.clone();
+        spawn(move || pump(&s, f, stream));
+    }
+    {
+        let s = shim.clone();
+        spawn(move || accept_loop(&s, listener));
+    }
+    report(
+        &mut report_w,
+        &StartupReport {
+            pid: Some(pid),
+            error: None,
+        },
+    );
+    drop(report_w);
+
+    let status = reap_until(pid);
+    finish(&shim, status, &args, &sock_path);
+    0
+}
+
+fn spawn(f: impl FnOnce() + Send + 'static) {
+    let r = std::thread::Builder::new().stack_size(STACK).spawn(f);
+    if let Err(e) = r {
+        eprintln!("berth-shim: spawn thread: {e}");
+    }
+}
+
+/// Reaps children (we are a subreaper) until the container's init has ended.
+fn reap_until(pid: i32) -> ExitStatus {
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
+            Ok(ws) => {
+                if let Some((p, st)) = ExitStatus::from_wait(ws) {
+                    if p.as_raw() == pid {
+                        return st;
+                    }
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("berth-shim: waitpid: {e}");
+                return ExitStatus {
+                    code: 255,
+                    signal: None,
+                };
+            }
+        }
+    }
+}
+
+fn finish(shim: &Arc<Shim>, status: ExitStatus, args: &Args, sock: &Path) {
+    // Other processes of the container (without a pid namespace they may survive the init).
+    if let Ok(pids) = shim.cgroup.pids() {
+        for p in pids {
+            let _ = berth_runtime::kill(p, 9);
+        }
+    }
+    // Drain the output into the log (bounded: a process outside may hold a pipe open).
+    {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut out = lock(&shim.out);
+        while out.open_streams > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            out = shim
+                .out_cv
+                .wait_timeout(out, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if let Some(l) = out.log.as_mut() {
+            let _ = l.flush();
+        }
+    }
+    // Reap whatever else ended meanwhile.
+    while let Ok(ws) = waitpid(
+        None::<Pid>,
+        Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+    ) {
+        if ws == nix::sys::wait::WaitStatus::StillAlive {
+            break;
+        }
+    }
+    let oom = shim.cgroup.oom_kill_count() > 0;
+    let ef = ExitFile {
+        exit_code: status.code,
+        oom_killed: oom,
+        finished_at: rfc3339_nano(SystemTime::now()),
+    };
+    if let Err(e) = write_atomic(
+        &args.exit_file,
+        &serde_json::to_vec(&ef).unwrap_or_default(),
+    ) {
+        eprintln!("berth-shim: write {}: {e}", args.exit_file.display());
+    }
+    // Answer waiters, then close attach connections.
+    {
+        let mut st = lock(&shim.state);
+        st.exit = Some((status.code, oom));
+        shim.state_cv.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while st.waiters > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = shim
+                .state_cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+    {
+        let mut out = lock(&shim.out);
+        for c in out.clients.drain(..) {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+    if let Err(e) = shim.cgroup.delete() {
+        eprintln!("berth-shim: {e}");
+    }
+    let _ = std::fs::remove_file(sock);
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Copies one output stream into the log and to attached clients.
+fn pump(shim: &Shim, mut f: File, stream: &'static str) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut lines = LineSplitter::default();
+    let id: u8 = if stream == "stdout" { 1 } else { 2 };
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break, // EIO on a pty master once the terminal is gone
+        };
+        let data = &buf[..n];
+        let mut out = lock(&shim.out);
+        let now = rfc3339_nano(SystemTime::now());
+        let entries = lines.push(data);
+        write_log(&mut out, &entries, stream, &now);
+        let mut frame = Vec::with_capacity(n + 8);
+        if !shim.terminal {
+            frame.extend_from_slice(&[id, 0, 0, 0]);
+            frame.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        frame.extend_from_slice(data);
+        out.clients.retain_mut(|c| {
+            let wants = if id == 1 { c.stdout } else { c.stderr };
+            !wants || c.stream.write_all(&frame).is_ok()
+        });
+    }
+    let mut out = lock(&shim.out);
+    if let Some(rest) = lines.finish() {
+        let now = rfc3339_nano(SystemTime::now());
+        write_log(&mut out, &[rest], stream, &now);
+    }
+    out.open_streams = out.open_streams.saturating_sub(1);
+    shim.out_cv.notify_all();
+}
+
+fn write_log(out: &mut Output, entries: &[Vec<u8>], stream: &str, now: &str) {
+    if let Some(log) = out.log.as_mut() {
+        let mut s = String::new();
+        for e in entries {
+            s.push_str(&log_line(e, stream, now));
+        }
+        if !s.is_empty() {
+            if let Err(e) = log.write_all(s.as_bytes()) {
+                eprintln!("berth-shim: write log: {e}");
+            }
+        }
+    }
+}
+
+fn accept_loop(shim: &Arc<Shim>, listener: UnixListener) {
+    for conn in listener.incoming() {
+        match conn {
+            Ok(c) => {
+                let s = shim.clone();
+                spawn(move || serve(&s, c));
+            }
+            Err(e) => eprintln!("berth-shim: accept: {e}"),
+        }
+    }
+}
+
+fn send(c: &mut UnixStream, r: &Response) -> bool {
+    c.write_all(r.to_line().as_bytes()).is_ok()
+}
+
+fn status_of(st: &State) -> Status {
+    if st.exit.is_some() {
+        Status::Stopped
+    } else if st.started {
+        Status::Running
+    } else {
+        Status::Created
+    }
+}
+
+fn serve(shim: &Arc<Shim>, conn: UnixStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut w) = conn.try_clone() else { return };
+    let mut r = BufReader::new(conn);
+    let req = match proto::read_request(&mut r) {
+        Ok(q) => q,
+        Err(e) => {
+            send(&mut w, &Response::err(format!("bad request: {e}")));
+            return;
+        }
+    };
+    match req {
+        Request::Attach {
+            stdin,
+            stdout,
+            stderr,
+        } => attach(shim, r, w, stdin, stdout, stderr),
+        Request::Start => {
+            let mut st = lock(&shim.state);
+            let resp = match st.created.take() {
+                None if st.started => Response::err("container already started"),
+                None => Response::err("container cannot be started"),
+                Some(c) => match c.start() {
+                    Ok(_) => {
+                        st.started = true;
+                        Response::ok()
+                    }
+                    Err(e) => Response {
+                        exit_code: e.exec_exit_code(),
+                        ..Response::err(e.to_string())
+                    },
+                },
+            };
+            drop(st);
+            send(&mut w, &resp);
+        }
+        Request::Resize { width, height } => {
+            let resp = match &shim.master {
+                None => Response::err("the container has no terminal"),
+                Some(m) => match berth_runtime::set_winsize(m, width, height) {
+                    Ok(()) => Response::ok(),
+                    Err(e) => Response::err(format!("resize: {e}")),
+                },
+            };
+            send(&mut w, &resp);
+        }
+        Request::Kill { signal, all } => {
+            let running = lock(&shim.state).exit.is_none();
+            let resp = if !running {
+                Response::err("container is not running")
+            } else if all {
+                let pids = shim.cgroup.pids().unwrap_or_default();
+                for p in pids {
+                    let _ = berth_runtime::kill(p, signal);
+                }
+                let _ = berth_runtime::kill(shim.pid, signal);
+                Response::ok()
+            } else {
+                match berth_runtime::kill(shim.pid, signal) {
+                    Ok(()) => Response::ok(),
+                    Err(e) => Response::err(format!("kill: {e}")),
+                }
+            };
+            send(&mut w, &resp);
+        }
+        Request::State => {
+            let st = lock(&shim.state);
+            let resp = Response {
+                pid: Some(shim.pid),
+                status: Some(status_of(&st)),
+                exit_code: st.exit.map(|e| e.0),
+                ..Response::ok()
+            };
+            drop(st);
+            send(&mut w, &resp);
+        }
+        Request::Wait => {
+            let mut st = lock(&shim.state);
+            st.waiters += 1;
+            while st.exit.is_none() {
+                st = shim.state_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            let (code, oom) = st.exit.unwrap_or((255, false));
+            drop(st);
+            send(
+                &mut w,
+                &Response {
+                    exit_code: Some(code),
+                    oom_killed: Some(oom),
+                    ..Response::ok()
+                },
+            );
+            let mut st = lock(&shim.state);
+            st.waiters -= 1;
+            shim.state_cv.notify_all();
+        }
+    }
+}
+
+fn attach(
+    shim: &Arc<Shim>,
+    mut r: BufReader<UnixStream>,
+    mut w: UnixStream,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+) {
+    {
+        let mut out = lock(&shim.out);
+        if !send(&mut w, &Response::ok()) {
+            return;
+        }
+        if out.open_streams == 0 && lock(&shim.state).exit.is_some() {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if stdout || stderr {
+            match w.try_clone() {
+                Ok(stream) => out.clients.push(Client {
+                    stream,
+                    stdout,
+                    stderr,
+                }),
+                Err(_) => return,
+            }
+        }
+    }
+    if !stdin {
+        return;
+    }
+    let _ = r.get_ref().set_read_timeout(None);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut g = lock(&shim.stdin);
+        if let Some(f) = g.as_mut() {
+            if f.write_all(&buf[..n]).is_err() {
+                *g = None;
+            }
+        }
+    }
+    if shim.stdin_once && !shim.terminal {
+        lock(&shim.stdin).take();
+    }
+}

@@ -1,0 +1,465 @@
+//! Root integration tests: a busybox rootfs, a bundle from `docker_default_spec()`, and the
+//! real shim binary driven over its socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use berth_runtime::oci_spec::runtime::{Root, Spec};
+use berth_shim::proto::{self, Request, Response, StartupReport};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn busybox() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "busybox-static"])
+        .status()
+        .expect("apt-get");
+    assert!(st.success(), "install busybox-static");
+    PathBuf::from("/bin/busybox")
+}
+
+fn make_rootfs(dir: &Path) {
+    let bb = busybox();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for d in ["proc", "sys", "dev", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(&bb, bin.join("busybox")).unwrap();
+    let list = Command::new(&bb).arg("--list").output().unwrap();
+    for name in String::from_utf8_lossy(&list.stdout).lines() {
+        if name != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", bin.join(name));
+        }
+    }
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+struct Ctr {
+    _dir: tempfile::TempDir,
+    id: String,
+    root: PathBuf,
+    bundle: PathBuf,
+    sock: PathBuf,
+    log: PathBuf,
+    exit_file: PathBuf,
+    pid: i32,
+}
+
+struct Opts<'a> {
+    args: &'a [&'a str],
+    terminal: bool,
+    stdin: bool,
+    stdin_once: bool,
+}
+
+impl Ctr {
+    fn new(args: &[&str]) -> Ctr {
+        Self::with(Opts {
+            args,
+            terminal: false,
+            stdin: false,
+            stdin_once: false,
+        })
+    }
+
+    fn with(o: Opts<'_>) -> Ctr {
+        let dir = tempfile::Builder::new()
+            .prefix("bs")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let id = format!(
+            "t{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let root = dir.path().join("rootfs");
+        make_rootfs(&root);
+        let bundle = dir.path().join("b");
+        std::fs::create_dir_all(&bundle).unwrap();
+        let mut spec: Spec = berth_runtime::spec::docker_default_spec();
+        let mut r = Root::default();
+        r.set_path(root.clone());
+        r.set_readonly(Some(false));
+        spec.set_root(Some(r));
+        spec.set_hostname(Some("ctr-host".into()));
+        let mut p = spec.process().clone().unwrap();
+        p.set_args(Some(o.args.iter().map(|s| s.to_string()).collect()));
+        p.set_terminal(Some(o.terminal));
+        spec.set_process(Some(p));
+        let mut l = spec.linux().clone().unwrap();
+        l.set_cgroups_path(Some(PathBuf::from(format!("/berth/{id}"))));
+        let mut res = l.resources().clone().unwrap();
+        res.set_pids(Some(
+            serde_json::from_value(serde_json::json!({"limit": 100})).unwrap(),
+        ));
+        res.set_memory(Some(
+            serde_json::from_value(serde_json::json!({"limit": 256 * 1024 * 1024})).unwrap(),
+        ));
+        l.set_resources(Some(res));
+        spec.set_linux(Some(l));
+        spec.save(bundle.join("config.json")).unwrap();
+        let log = dir.path().join("ctr-json.log");
+        let exit_file = dir.path().join("exit.json");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth-shim"));
+        cmd.args(["--id", &id, "--bundle"])
+            .arg(&bundle)
+            .arg("--log")
+            .arg(&log)
+            .arg("--exit-file")
+            .arg(&exit_file);
+        if o.stdin {
+            cmd.arg("--stdin");
+        }
+        if o.stdin_once {
+            cmd.arg("--stdin-once");
+        }
+        let out = cmd.output().unwrap();
+        let line = String::from_utf8_lossy(&out.stdout);
+        let rep: StartupReport =
+            serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("report {line:?}: {e}"));
+        let pid = rep.pid.unwrap_or_else(|| {
+            let shimlog = std::fs::read_to_string(bundle.join("shim.log")).unwrap_or_default();
+            panic!("shim failed: {:?} {shimlog}", rep.error)
+        });
+        assert!(out.status.success());
+        Ctr {
+            sock: bundle.join("shim.sock"),
+            _dir: dir,
+            id,
+            root,
+            bundle,
+            log,
+            exit_file,
+            pid,
+        }
+    }
+
+    fn call(&self, req: &Request) -> Response {
+        proto::call(&self.sock, req, Some(TIMEOUT)).unwrap().0
+    }
+
+    fn attach(&self, stdin: bool) -> UnixStream {
+        let (r, s) = proto::call(
+            &self.sock,
+            &Request::Attach {
+                stdin,
+                stdout: true,
+                stderr: true,
+            },
+            Some(TIMEOUT),
+        )
+        .unwrap();
+        assert!(r.ok, "{r:?}");
+        s
+    }
+
+    fn start(&self) -> Response {
+        self.call(&Request::Start)
+    }
+
+    /// Sends a `wait` request now (so it is registered before the container ends); the
+    /// answer is read by the returned thread.
+    fn waiter(&self) -> Waiter {
+        let mut s = UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(b"{\"op\":\"wait\"}\n").unwrap();
+        Waiter(std::thread::spawn(move || {
+            let line = proto::read_line(&mut s).unwrap();
+            serde_json::from_str(&line).unwrap()
+        }))
+    }
+
+    /// Checks that the shim cleaned up: socket, cgroups, mounts.
+    fn assert_cleaned_up(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.sock.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!self.sock.exists(), "shim.sock left behind");
+        for h in ["memory", "pids", "cpu", "systemd", "unified"] {
+            let p = Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join("berth")
+                .join(&self.id);
+            if Path::new("/sys/fs/cgroup").join(h).exists() {
+                assert!(!p.exists(), "{} left behind", p.display());
+            }
+        }
+        let p = Path::new("/sys/fs/cgroup/berth").join(&self.id);
+        assert!(!p.exists());
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mi.contains(self.root.to_str().unwrap()),
+            "rootfs still mounted"
+        );
+        let ef: proto::ExitFile =
+            serde_json::from_slice(&std::fs::read(&self.exit_file).unwrap()).unwrap();
+        assert!(ef.finished_at.ends_with('Z'));
+    }
+}
+
+struct Waiter(std::thread::JoinHandle<Response>);
+
+impl Waiter {
+    fn wait(self) -> Response {
+        let r = self.0.join().unwrap();
+        assert!(r.ok, "{r:?}");
+        r
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        if self.sock.exists() {
+            let _ = berth_runtime::kill(self.pid, 9);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.sock.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = std::fs::read_dir(&self.bundle);
+    }
+}
+
+/// Reads stdcopy frames until EOF: (stdout, stderr).
+fn read_frames(mut s: UnixStream) -> (String, String) {
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i + 8 <= all.len() {
+        let n = u32::from_be_bytes([all[i + 4], all[i + 5], all[i + 6], all[i + 7]]) as usize;
+        let data = &all[i + 8..i + 8 + n];
+        match all[i] {
+            1 => o.extend_from_slice(data),
+            2 => e.extend_from_slice(data),
+            x => panic!("bad stream {x}"),
+        }
+        i += 8 + n;
+    }
+    assert_eq!(i, all.len(), "trailing bytes");
+    (
+        String::from_utf8_lossy(&o).into_owned(),
+        String::from_utf8_lossy(&e).into_owned(),
+    )
+}
+
+macro_rules! root_only {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+#[test]
+fn echo_hi_logs_and_cleans_up() {
+    root_only!();
+    let c = Ctr::new(&["sh", "-c", "echo hi; echo oops >&2"]);
+    let st = c.call(&Request::State);
+    assert_eq!(st.status, Some(proto::Status::Created));
+    assert_eq!(st.pid, Some(c.pid));
+    let a = c.attach(false);
+    let waiter = c.waiter();
+    let r = c.start();
+    assert!(r.ok, "{r:?}");
+    let (out, err) = read_frames(a);
+    assert_eq!(out, "hi\n");
+    assert_eq!(err, "oops\n");
+    let w = waiter.wait();
+    assert_eq!(w.exit_code, Some(0));
+    assert_eq!(w.oom_killed, Some(false));
+    c.assert_cleaned_up();
+    let log = std::fs::read_to_string(&c.log).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    let hi = lines.iter().find(|l| l["stream"] == "stdout").unwrap();
+    assert_eq!(hi["log"], "hi\n");
+    let t = hi["time"].as_str().unwrap();
+    assert_eq!(t.len(), "2026-11-25T21:50:20.123456789Z".len(), "{t}");
+    assert!(t.ends_with('Z'));
+    let oops = lines.iter().find(|l| l["stream"] == "stderr").unwrap();
+    assert_eq!(oops["log"], "oops\n");
+}
+
+#[test]
+fn exit_code_is_reported() {
+    root_only!();
+    let c = Ctr::new(&["sh", "-c", "exit 3"]);
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    assert_eq!(waiter.wait().exit_code, Some(3));
+    c.assert_cleaned_up();
+    let ef: proto::ExitFile =
+        serde_json::from_slice(&std::fs::read(&c.exit_file).unwrap()).unwrap();
+    assert_eq!(ef.exit_code, 3);
+}
+
+#[test]
+fn sigkill_gives_137() {
+    root_only!();
+    let c = Ctr::new(&["sleep", "100"]);
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    assert_eq!(c.call(&Request::State).status, Some(proto::Status::Running));
+    let r = c.call(&Request::Kill {
+        signal: 9,
+        all: false,
+    });
+    assert!(r.ok, "{r:?}");
+    assert_eq!(waiter.wait().exit_code, Some(137));
+    c.assert_cleaned_up();
+}
+
+#[test]
+fn exec_errors_read_like_runc() {
+    root_only!();
+    for (arg, msg, code) in [
+        (
+            "nosuch",
+            "exec: \"nosuch\": executable file not found in $PATH",
+            127,
+        ),
+        ("/etc", "exec: \"/etc\": permission denied", 126),
+        ("/x", "exec: \"/x\": no such file or directory", 127),
+    ] {
+        let c = Ctr::new(&[arg]);
+        let waiter = c.waiter();
+        let r = c.start();
+        assert!(!r.ok);
+        assert_eq!(r.error.as_deref(), Some(msg));
+        assert_eq!(r.exit_code, Some(code));
+        assert_eq!(waiter.wait().exit_code, Some(code));
+        c.assert_cleaned_up();
+    }
+}
+
+#[test]
+fn isolation_matches_docker_defaults() {
+    root_only!();
+    let script = "hostname; cat /proc/1/cmdline; echo; ps -o pid,args | wc -l; \
+                  cat /proc/kcore 2>/dev/null | wc -c; wc -c < /proc/keys; grep Cap /proc/self/status; \
+                  cat /proc/self/cgroup | grep memory; ls /sys/fs/cgroup/memory/ | grep -c limit_in_bytes; \
+                  touch /proc/sys/x 2>/dev/null || echo rofs; ls -l /dev/null; readlink /dev/ptmx; \
+                  cat /proc/self/status | grep -i nonewprivs";
+    let c = Ctr::new(&["sh", "-c", script]);
+    let a = c.attach(false);
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    let (out, err) = read_frames(a);
+    assert_eq!(waiter.wait().exit_code, Some(0), "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "ctr-host");
+    assert_eq!(
+        lines[1].replace('\0', " ").trim(),
+        format!("sh -c {script}")
+    );
+    // header + sh + ps + wc
+    assert_eq!(lines[2].trim(), "4", "{out}");
+    assert_eq!(lines[3].trim(), "0", "/proc/kcore readable");
+    assert_eq!(lines[4].trim(), "0", "/proc/keys not masked");
+    assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapPrm:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapAmb:\t0000000000000000"), "{out}");
+    assert!(out.contains(":memory:/\n"), "{out}");
+    assert!(out.contains("rofs"), "{out}");
+    assert!(out.contains("pts/ptmx"), "{out}");
+    assert!(out.contains("1,   3"), "{out}");
+    c.assert_cleaned_up();
+}
+
+#[test]
+fn tty_and_resize() {
+    root_only!();
+    let c = Ctr::with(Opts {
+        args: &["sh", "-c", "tty; stty size"],
+        terminal: true,
+        stdin: false,
+        stdin_once: false,
+    });
+    let mut a = c.attach(false);
+    let r = c.call(&Request::Resize {
+        width: 100,
+        height: 40,
+    });
+    assert!(r.ok, "{r:?}");
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    a.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut out = String::new();
+    a.read_to_string(&mut out).unwrap();
+    assert_eq!(waiter.wait().exit_code, Some(0));
+    assert_eq!(out, "/dev/pts/0\r\n40 100\r\n");
+    let log = std::fs::read_to_string(&c.log).unwrap();
+    assert!(
+        log.contains("{\"log\":\"/dev/pts/0\\r\\n\",\"stream\":\"stdout\""),
+        "{log}"
+    );
+    c.assert_cleaned_up();
+}
+
+#[test]
+fn stdin_once_closes_stdin() {
+    root_only!();
+    let c = Ctr::with(Opts {
+        args: &["cat"],
+        terminal: false,
+        stdin: true,
+        stdin_once: true,
+    });
+    let mut a = c.attach(true);
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    a.write_all(b"hello\n").unwrap();
+    a.shutdown(std::net::Shutdown::Write).unwrap();
+    let (out, _) = read_frames(a);
+    assert_eq!(out, "hello\n");
+    assert_eq!(waiter.wait().exit_code, Some(0));
+    c.assert_cleaned_up();
+}
+
+#[test]
+fn create_start_latency() {
+    root_only!();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let c = Ctr::new(&["/bin/true"]);
+        let t1 = Instant::now();
+        let waiter = c.waiter();
+        assert!(c.start().ok);
+        let t2 = Instant::now();
+        assert_eq!(waiter.wait().exit_code, Some(0));
+        let shimlog = std::fs::read_to_string(c.bundle.join("shim.log")).unwrap_or_default();
+        times.push((t1 - t0, t2 - t1, shimlog));
+        c.assert_cleaned_up();
+    }
+    for (create, start, log) in &times {
+        eprintln!(
+            "shim spawn+create (incl. rootfs copy): {create:?}, start: {start:?}; {}",
+            log.trim()
+        );
+    }
+}
