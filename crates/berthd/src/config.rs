@@ -1,0 +1,177 @@
+//! Command-line flags (named as dockerd names them) merged with the JSON config file.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde_json::Value;
+
+use crate::daemon::Settings;
+
+/// berthd's flags.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "berthd", version, about = "The Berth daemon: a Docker-compatible container engine")]
+pub struct Flags {
+    /// Daemon socket(s) to listen on (unix:///path).
+    #[arg(short = 'H', long = "host")]
+    pub hosts: Vec<String>,
+    /// Root directory of persistent state.
+    #[arg(long = "data-root")]
+    pub data_root: Option<PathBuf>,
+    /// Root directory of runtime state.
+    #[arg(long = "exec-root")]
+    pub exec_root: Option<PathBuf>,
+    /// Daemon configuration file (JSON).
+    #[arg(long = "config-file")]
+    pub config_file: Option<PathBuf>,
+    /// Path of the PID file.
+    #[arg(short = 'p', long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+    /// Enable debug mode.
+    #[arg(short = 'D', long = "debug")]
+    pub debug: bool,
+}
+
+/// Default socket.
+pub const DEFAULT_HOST: &str = "unix:///run/berth/berth.sock";
+/// Default config file, read when it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
+
+const KNOWN_KEYS: &[&str] = &["hosts", "data-root", "exec-root", "debug", "pidfile"];
+
+/// Turns `unix:///path` (or a bare absolute path) into a socket path.
+pub fn parse_host(h: &str) -> Result<PathBuf, String> {
+    if let Some(p) = h.strip_prefix("unix://") {
+        if p.is_empty() {
+            return Ok(PathBuf::from("/run/berth/berth.sock"));
+        }
+        return Ok(PathBuf::from(p));
+    }
+    if h.starts_with('/') {
+        return Ok(PathBuf::from(h));
+    }
+    Err(format!(
+        "invalid host {h:?}: only unix sockets (unix:///path) are supported"
+    ))
+}
+
+/// Merges flags with the config file's text (if any), as dockerd does.
+pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, String> {
+    let mut hosts = flags.hosts.clone();
+    let mut data_root = flags.data_root.clone();
+    let mut exec_root = flags.exec_root.clone();
+    let mut pidfile = flags.pidfile.clone();
+    let mut debug = flags.debug;
+    if let Some((name, text)) = file {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| format!("unable to configure the Docker daemon with file {name}: {e}"))?;
+        let obj = v.as_object().ok_or_else(|| {
+            format!("unable to configure the Docker daemon with file {name}: not a JSON object")
+        })?;
+        let unknown: Vec<&str> = obj
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !KNOWN_KEYS.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "unable to configure the Docker daemon with file {name}: the following directives don't match any configuration option: {}",
+                unknown.join(", ")
+            ));
+        }
+        let mut conflicts = Vec::new();
+        let s = |k: &str| obj.get(k).and_then(Value::as_str).map(PathBuf::from);
+        if let Some(h) = obj.get("hosts") {
+            let list: Vec<String> = serde_json::from_value(h.clone())
+                .map_err(|e| format!("invalid \"hosts\" in {name}: {e}"))?;
+            if !flags.hosts.is_empty() {
+                conflicts.push(format!(
+                    "hosts: (from flag: {:?}, from file: {:?})",
+                    flags.hosts, list
+                ));
+            }
+            hosts = list;
+        }
+        for (key, flag, slot) in [
+            ("data-root", &flags.data_root, &mut data_root),
+            ("exec-root", &flags.exec_root, &mut exec_root),
+            ("pidfile", &flags.pidfile, &mut pidfile),
+        ] {
+            if let Some(v) = s(key) {
+                if let Some(f) = flag {
+                    conflicts.push(format!(
+                        "{key}: (from flag: {}, from file: {})",
+                        f.display(),
+                        v.display()
+                    ));
+                }
+                *slot = Some(v);
+            }
+        }
+        if let Some(dv) = obj.get("debug") {
+            let b = dv
+                .as_bool()
+                .ok_or_else(|| format!("invalid \"debug\" in {name}: not a boolean"))?;
+            if flags.debug {
+                conflicts.push(format!("debug: (from flag: true, from file: {b})"));
+            }
+            debug = b;
+        }
+        if !conflicts.is_empty() {
+            return Err(format!(
+                "unable to configure the Docker daemon with file {name}: the following directives are specified both as a flag and in the configuration file: {}",
+                conflicts.join(", ")
+            ));
+        }
+    }
+    if hosts.is_empty() {
+        hosts.push(DEFAULT_HOST.into());
+    }
+    for h in &hosts {
+        parse_host(h)?;
+    }
+    let exec_root = exec_root.unwrap_or_else(|| PathBuf::from("/run/berth"));
+    Ok(Settings {
+        hosts,
+        data_root: data_root.unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
+        pidfile: pidfile.unwrap_or_else(|| exec_root.join("berthd.pid")),
+        exec_root,
+        debug,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let s = merge(&Flags::default(), None).unwrap();
+        assert_eq!(s.hosts, [DEFAULT_HOST]);
+        assert_eq!(s.data_root, PathBuf::from("/var/lib/berth"));
+        assert_eq!(s.pidfile, PathBuf::from("/run/berth/berthd.pid"));
+    }
+
+    #[test]
+    fn file_and_flags() {
+        let f = Flags {
+            data_root: Some("/d".into()),
+            ..Default::default()
+        };
+        let s = merge(&f, Some(("x.json", r#"{"exec-root":"/e","debug":true}"#))).unwrap();
+        assert_eq!(s.exec_root, PathBuf::from("/e"));
+        assert_eq!(s.pidfile, PathBuf::from("/e/berthd.pid"));
+        assert!(s.debug);
+        let e = merge(&f, Some(("x.json", r#"{"data-root":"/other"}"#))).unwrap_err();
+        assert!(e.contains("specified both as a flag and in the configuration file"), "{e}");
+        assert!(e.contains("data-root"));
+        let e = merge(&f, Some(("x.json", r#"{"bogus":1}"#))).unwrap_err();
+        assert!(e.contains("don't match any configuration option: bogus"));
+        assert!(merge(&f, Some(("x.json", "{"))).is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(parse_host("unix:///tmp/x.sock").unwrap(), PathBuf::from("/tmp/x.sock"));
+        assert!(parse_host("tcp://1.2.3.4:2375").is_err());
+    }
+}

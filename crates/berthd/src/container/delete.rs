@@ -1,0 +1,62 @@
+//! `DELETE /containers/{id}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Ctr;
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+
+/// Removes a container; a running one only with `force` (killed first).
+pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool) -> Result<()> {
+    let rec = c.snapshot();
+    if rec.state.running {
+        if !force {
+            return Err(Error::Conflict(format!(
+                "cannot remove container \"{}\": container is running: stop the container before removing or force remove",
+                rec.name
+            )));
+        }
+        super::stop::kill_and_wait(d, c, 9, Duration::from_secs(10)).await?;
+    }
+    let _op = c.op.lock().await;
+    if c.events.borrow().removed {
+        return Ok(());
+    }
+    if c.snapshot().state.running {
+        return Err(Error::Conflict(format!(
+            "cannot remove container \"{}\": container is running: stop the container before removing or force remove",
+            rec.name
+        )));
+    }
+    remove_locked(d, c).await
+}
+
+/// Removes a stopped container's mounts, layer, files and record; the caller holds the op lock.
+pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
+    if c.events.borrow().removed {
+        return Ok(());
+    }
+    c.update(|r| r.state.status = "removing".into());
+    let p = d.paths(&c.id);
+    super::start::unmount_rootfs(&p.rootfs()).await;
+    d.images.remove_layer(&c.id).await?;
+    let (data, bundle) = (p.data.clone(), p.bundle.clone());
+    let id = c.id.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = berth_runtime::delete_cgroups(&format!("/berth/{id}"));
+        for dir in [bundle, data] {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("remove {}: {e}", dir.display());
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::internal(e.to_string()))?;
+    d.registry.lock().expect("registry").remove(&c.id);
+    c.events.send_modify(|s| s.removed = true);
+    tracing::info!(id = %c.id, "container removed");
+    Ok(())
+}

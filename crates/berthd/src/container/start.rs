@@ -1,0 +1,211 @@
+//! `POST /containers/{id}/start`: rootfs, hosts files, OCI spec, shim, then `start`.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+
+use super::spec::{SpecInputs, build_spec, hosts_file, resolv_conf};
+use super::{Ctr, Record};
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::shim::{self, ShimError, SpawnArgs};
+
+/// The prefix dockerd puts before a runtime's start error; the docker CLI maps the tail to 126/127.
+pub const OCI_PREFIX: &str = "failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: ";
+
+/// The exit code Docker records for a failed start message.
+pub fn start_error_code(msg: &str) -> i64 {
+    if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        127
+    } else if msg.contains("permission denied") {
+        126
+    } else {
+        128
+    }
+}
+
+/// Starts a created or exited container.
+pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
+    let _op = c.op.lock().await;
+    let rec = c.snapshot();
+    if rec.state.running {
+        return Err(Error::NotModified("container already started".into()));
+    }
+    if rec.state.status == "removing" || c.events.borrow().removed {
+        return Err(Error::Conflict(format!(
+            "container {} is marked for removal and cannot be started",
+            rec.id
+        )));
+    }
+    let p = d.paths(&c.id);
+    // Prepare the bundle, the rootfs and the files mounted into the container (blocking work).
+    let prep = {
+        let rec = rec.clone();
+        let p = p.clone();
+        tokio::task::spawn_blocking(move || prepare(&rec, &p))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+    };
+    if let Err(e) = prep {
+        unmount_rootfs(&p.rootfs()).await;
+        return Err(e);
+    }
+    let log = p.log();
+    let exit_file = p.exit_file();
+    let args = SpawnArgs {
+        id: &c.id,
+        bundle: &p.bundle,
+        log: &log,
+        exit_file: &exit_file,
+        stdin: rec.config.open_stdin,
+        stdin_once: rec.config.stdin_once,
+    };
+    let pid = match shim::spawn(&d.shim, &args).await {
+        Ok(pid) => pid,
+        Err(e) => return Err(failed_start(d, c, &p, e).await),
+    };
+    let sock = p.shim_sock();
+    // Hand the shim to clients that attached before start, so they see all output.
+    let pending = std::mem::take(&mut *c.pending.lock().expect("pending"));
+    for pa in pending {
+        match shim::attach(&sock, pa.stdin, pa.stdout, pa.stderr).await {
+            Ok(s) => {
+                let _ = pa.tx.send(s);
+            }
+            Err(e) => tracing::warn!(id = %c.id, "attach to shim failed: {e}"),
+        }
+    }
+    // The exit watcher's connection is opened before the process can run, so no exit is missed.
+    let waiter = open_wait(&sock).await.ok();
+    if let Err(e) = shim::call(&sock, json!({"op":"start"})).await {
+        let _ = shim::call(&sock, json!({"op":"kill","signal":9,"all":true})).await;
+        return Err(failed_start(d, c, &p, e).await);
+    }
+    c.update(|r| {
+        r.state.status = "running".into();
+        r.state.running = true;
+        r.state.pid = pid;
+        r.state.exit_code = 0;
+        r.state.error = String::new();
+        r.state.oom_killed = false;
+        r.state.started_at = crate::util::now_rfc3339();
+        r.state.finished_at = berth_api::container::ZERO_TIME.into();
+        r.has_been_manually_stopped = false;
+    });
+    d.save(c)?;
+    c.notify(false);
+    tracing::info!(id = %c.id, pid, "container started");
+    let (d2, c2) = (d.clone(), c.clone());
+    tokio::spawn(async move { super::wait::watch_exit(d2, c2, waiter).await });
+    Ok(())
+}
+
+/// Sends `{"op":"wait"}` and leaves the answer for the exit watcher.
+pub async fn open_wait(sock: &std::path::Path) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(sock).await?;
+    s.write_all(b"{\"op\":\"wait\"}\n").await?;
+    Ok(s)
+}
+
+async fn failed_start(
+    d: &Arc<Daemon>,
+    c: &Arc<Ctr>,
+    p: &super::CtrPaths,
+    e: ShimError,
+) -> Error {
+    let msg = match e {
+        ShimError::Refused(m) => format!("{OCI_PREFIX}{m}: unknown"),
+        other => format!("{OCI_PREFIX}{other}: unknown"),
+    };
+    let code = start_error_code(&msg);
+    c.update(|r| {
+        r.state.error = msg.clone();
+        r.state.exit_code = code;
+        r.state.running = false;
+        r.state.pid = 0;
+    });
+    let _ = d.save(c);
+    unmount_rootfs(&p.rootfs()).await;
+    c.notify(true);
+    tracing::info!(id = %c.id, "start failed: {msg}");
+    if c.snapshot().host_config.auto_remove {
+        let (d2, c2) = (d.clone(), c.clone());
+        // The caller holds the op lock; remove once it is released.
+        tokio::spawn(async move {
+            let _op = c2.op.lock().await;
+            let _ = super::delete::remove_locked(&d2, &c2).await;
+        });
+    }
+    Error::invalid(msg)
+}
+
+/// Unmounts a container's rootfs if mounted.
+pub async fn unmount_rootfs(rootfs: &std::path::Path) {
+    let rootfs = rootfs.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        if berth_runtime::is_mountpoint(&rootfs).unwrap_or(false) {
+            if let Err(e) = berth_runtime::unmount(&rootfs) {
+                tracing::warn!("unmount {}: {e}", rootfs.display());
+            }
+        }
+    })
+    .await;
+}
+
+fn prepare(rec: &Record, p: &super::CtrPaths) -> Result<()> {
+    let io = |what: &str, e| Error::io(what.to_string(), e);
+    std::fs::create_dir_all(&p.data).map_err(|e| io("create container dir", e))?;
+    let rootfs = p.rootfs();
+    std::fs::create_dir_all(&rootfs).map_err(|e| io("create bundle", e))?;
+    let _ = std::fs::remove_file(p.shim_sock());
+    let _ = std::fs::remove_file(p.exit_file());
+    if !berth_runtime::is_mountpoint(&rootfs).unwrap_or(false) {
+        let l = &rec.layer;
+        berth_runtime::mount_overlay(&rootfs, &l.lowers, &l.upper, &l.work)
+            .map_err(|e| Error::internal(format!("mount rootfs: {e}")))?;
+    }
+    let hostname_path = p.data.join("hostname");
+    let hosts_path = p.data.join("hosts");
+    let resolv_path = p.data.join("resolv.conf");
+    let hc = &rec.host_config;
+    std::fs::write(&hostname_path, format!("{}\n", rec.config.hostname))
+        .map_err(|e| io("write hostname", e))?;
+    std::fs::write(&hosts_path, hosts_file(&rec.config.hostname, &hc.extra_hosts))
+        .map_err(|e| io("write hosts", e))?;
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(
+        &resolv_path,
+        resolv_conf(&host_resolv, &hc.dns, &hc.dns_search, &hc.dns_options),
+    )
+    .map_err(|e| io("write resolv.conf", e))?;
+    let spec = build_spec(
+        rec,
+        &SpecInputs {
+            rootfs: &rootfs,
+            hostname_path: &hostname_path,
+            hosts_path: &hosts_path,
+            resolv_path: &resolv_path,
+        },
+    )?;
+    let data = serde_json::to_vec_pretty(&spec).map_err(|e| Error::internal(e.to_string()))?;
+    crate::util::write_atomic(&p.bundle.join("config.json"), &data)
+        .map_err(|e| io("write config.json", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(
+            start_error_code("exec: \"nosuch\": executable file not found in $PATH"),
+            127
+        );
+        assert_eq!(start_error_code("exec: \"/etc\": permission denied"), 126);
+        assert_eq!(start_error_code("other"), 128);
+    }
+}

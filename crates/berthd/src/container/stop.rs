@@ -1,0 +1,144 @@
+//! `kill`, `stop`, `restart` and `resize`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::Ctr;
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::shim::{self, ShimError};
+
+fn not_running(id: &str) -> Error {
+    Error::Conflict(format!("Container {id} is not running"))
+}
+
+/// Sends a signal to a running container's process (`POST /kill`).
+pub async fn kill(d: &Arc<Daemon>, c: &Arc<Ctr>, signal: i32) -> Result<()> {
+    if !c.snapshot().state.running {
+        return Err(not_running(&c.id));
+    }
+    if signal == 9 || signal == 15 {
+        c.update(|r| r.has_been_manually_stopped = true);
+    }
+    match shim::call(
+        &d.paths(&c.id).shim_sock(),
+        json!({"op":"kill","signal":signal,"all":false}),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(ShimError::Connect { .. }) => Err(not_running(&c.id)),
+        Err(e) => {
+            if c.snapshot().state.running {
+                Err(Error::internal(format!(
+                    "Cannot kill container: {}: {e}",
+                    c.id
+                )))
+            } else {
+                Err(not_running(&c.id))
+            }
+        }
+    }
+}
+
+/// Waits until the container is not running, at most `timeout`; true when it stopped.
+pub async fn wait_stopped(c: &Arc<Ctr>, timeout: Duration) -> bool {
+    let mut rx = c.events.subscribe();
+    let fut = async {
+        loop {
+            if !rx.borrow_and_update().running {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, fut).await.is_ok()
+}
+
+/// Kills with `signal` and waits for the exit to be recorded.
+pub async fn kill_and_wait(d: &Arc<Daemon>, c: &Arc<Ctr>, signal: i32, t: Duration) -> Result<()> {
+    match kill(d, c, signal).await {
+        Ok(()) => {}
+        Err(Error::Conflict(_)) if !c.snapshot().state.running => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if wait_stopped(c, t).await {
+        Ok(())
+    } else {
+        Err(Error::internal(format!(
+            "container {} did not exit after signal {signal}",
+            c.id
+        )))
+    }
+}
+
+/// Stops a container: its stop signal, then SIGKILL after the timeout (`POST /stop`).
+pub async fn stop(
+    d: &Arc<Daemon>,
+    c: &Arc<Ctr>,
+    timeout: Option<i64>,
+    signal: Option<&str>,
+) -> Result<()> {
+    let rec = c.snapshot();
+    if !rec.state.running {
+        return Err(Error::NotModified("container already stopped".into()));
+    }
+    let sig = match signal.filter(|s| !s.is_empty()) {
+        Some(s) => crate::signal::parse(s)?,
+        None => match rec.config.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => crate::signal::parse(s)?,
+            None => 15,
+        },
+    };
+    let t = timeout.or(rec.config.stop_timeout).unwrap_or(10);
+    c.update(|r| r.has_been_manually_stopped = true);
+    if t != 0 {
+        match kill(d, c, sig).await {
+            Ok(()) => {}
+            Err(Error::Conflict(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let wait = if t < 0 {
+            Duration::from_secs(u64::MAX / 4)
+        } else {
+            Duration::from_secs(t as u64)
+        };
+        if wait_stopped(c, wait).await {
+            return Ok(());
+        }
+        tracing::info!(id = %c.id, "container did not stop after {t}s, killing it");
+    }
+    kill_and_wait(d, c, 9, Duration::from_secs(30)).await
+}
+
+/// Restarts a container (`POST /restart`).
+pub async fn restart(
+    d: &Arc<Daemon>,
+    c: &Arc<Ctr>,
+    timeout: Option<i64>,
+    signal: Option<&str>,
+) -> Result<()> {
+    match stop(d, c, timeout, signal).await {
+        Ok(()) | Err(Error::NotModified(_)) => {}
+        Err(e) => return Err(e),
+    }
+    super::start::start(d, c).await
+}
+
+/// Resizes the TTY (`POST /resize`).
+pub async fn resize(d: &Arc<Daemon>, c: &Arc<Ctr>, h: i64, w: i64) -> Result<()> {
+    if !c.snapshot().state.running {
+        return Err(not_running(&c.id));
+    }
+    shim::call(
+        &d.paths(&c.id).shim_sock(),
+        json!({"op":"resize","width":w,"height":h}),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| Error::internal(format!("resize: {e}")))
+}

@@ -1,0 +1,135 @@
+//! The engine state shared by all requests: paths, the container registry, the image store.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::container::{Ctr, CtrPaths, Record, Registry};
+use crate::error::{Error, Result};
+use crate::images::Images;
+
+/// Settings the daemon runs with (flags merged with the config file).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Unix socket paths to listen on.
+    pub hosts: Vec<String>,
+    /// `--data-root`.
+    pub data_root: PathBuf,
+    /// `--exec-root`.
+    pub exec_root: PathBuf,
+    /// `--pidfile`.
+    pub pidfile: PathBuf,
+    /// `--debug`.
+    pub debug: bool,
+}
+
+/// The daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Settings.
+    pub settings: Settings,
+    /// Containers.
+    pub registry: Mutex<Registry>,
+    /// The image store.
+    pub images: Images,
+    /// The `berth-shim` binary.
+    pub shim: PathBuf,
+    /// A stable daemon ID.
+    pub id: String,
+}
+
+impl Daemon {
+    /// Opens the stores under the data root.
+    pub fn open(settings: Settings) -> Result<Arc<Self>> {
+        for d in [
+            settings.data_root.join("containers"),
+            settings.exec_root.join("containers"),
+        ] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        }
+        let id_file = settings.data_root.join("engine-id");
+        let id = match std::fs::read_to_string(&id_file) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+            _ => {
+                let id = crate::util::random_hex(16);
+                crate::util::write_atomic(&id_file, id.as_bytes())
+                    .map_err(|e| Error::io("write engine-id", e))?;
+                id
+            }
+        };
+        let images = Images::open(&settings.data_root)?;
+        Ok(Arc::new(Daemon {
+            shim: crate::shim::find_shim(),
+            registry: Mutex::new(Registry::default()),
+            images,
+            settings,
+            id,
+        }))
+    }
+
+    /// Paths of container `id`.
+    pub fn paths(&self, id: &str) -> CtrPaths {
+        CtrPaths::new(&self.settings.data_root, &self.settings.exec_root, id)
+    }
+
+    /// Looks a container up by ID, name or prefix.
+    pub fn find(&self, key: &str) -> Result<Arc<Ctr>> {
+        self.registry.lock().expect("registry").find(key)
+    }
+
+    /// All containers.
+    pub fn all(&self) -> Vec<Arc<Ctr>> {
+        self.registry.lock().expect("registry").all()
+    }
+
+    /// Writes a container's record crash-safely.
+    pub fn save(&self, c: &Ctr) -> Result<()> {
+        let rec = c.snapshot();
+        self.save_record(&rec)
+    }
+
+    /// Writes a record crash-safely.
+    pub fn save_record(&self, rec: &Record) -> Result<()> {
+        let p = self.paths(&rec.id).config();
+        let data = serde_json::to_vec_pretty(rec).map_err(|e| Error::internal(e.to_string()))?;
+        crate::util::write_atomic(&p, &data)
+            .map_err(|e| Error::io(format!("write {}", p.display()), e))
+    }
+
+    /// True when some container uses image `image_id`.
+    pub fn image_in_use(&self, image_id: &str) -> Option<String> {
+        self.all().into_iter().find_map(|c| {
+            let r = c.snapshot();
+            (r.image == image_id).then_some(r.id)
+        })
+    }
+
+    /// Loads every container record; containers recorded as running are adopted or marked exited.
+    pub async fn restore(self: &Arc<Self>) -> Result<()> {
+        let dir = self.settings.data_root.join("containers");
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read containers", e))?;
+        let mut loaded = Vec::new();
+        for ent in entries.flatten() {
+            let p = ent.path().join("config.v2.json");
+            let rec: Record = match std::fs::read(&p)
+                .ok()
+                .and_then(|d| serde_json::from_slice(&d).ok())
+            {
+                Some(r) => r,
+                None => {
+                    tracing::warn!("skipping {}: no readable config.v2.json", ent.path().display());
+                    continue;
+                }
+            };
+            let c = Ctr::new(rec);
+            self.registry.lock().expect("registry").insert(c.clone());
+            loaded.push(c);
+        }
+        for c in loaded {
+            if c.snapshot().running() {
+                crate::container::wait::adopt(self.clone(), c).await;
+            }
+        }
+        Ok(())
+    }
+}

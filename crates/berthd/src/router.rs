@@ -1,0 +1,473 @@
+//! The API server: version handling, routing, and the endpoint handlers' HTTP side.
+
+use std::sync::Arc;
+
+use berth_api::ApiVersion;
+use berth_api::container::CreateRequest;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+use crate::container::{self, attach, delete, list, logs, start, stop, wait};
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::http::{Body, Query, Resp, empty, error_response, json, read_json, text};
+
+/// The `Server` header value.
+pub fn server_header() -> String {
+    format!("Berth/{} (linux)", crate::system::ENGINE_VERSION)
+}
+
+/// Serves one connection's requests.
+pub async fn serve_conn(d: Arc<Daemon>, stream: tokio::net::UnixStream) {
+    let svc = hyper::service::service_fn(move |req| {
+        let d = d.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(d, req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// Handles one request: version check, routing, common headers.
+pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Resp {
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    tracing::debug!("{method} {}", req.uri());
+    let (ver, path) = berth_api::version::split_versioned_path(&raw_path);
+    let path = percent_decode(path);
+    let mut resp = match ver.map(check_version).transpose() {
+        Err(e) => error_response(&e),
+        Ok(_) => match route(&d, method, &path, req).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        },
+    };
+    let h = resp.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static("1.44"));
+    if let Ok(v) = HeaderValue::from_str(&server_header()) {
+        h.insert("Server", v);
+    }
+    resp
+}
+
+fn check_version(v: &str) -> Result<ApiVersion> {
+    let parsed = ApiVersion::parse(v)
+        .ok_or_else(|| Error::invalid(format!("invalid API version: {v}")))?;
+    parsed.check().map_err(Error::Invalid)
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn not_found() -> Resp {
+    json(404, &berth_api::ErrorBody::new("page not found"))
+}
+
+async fn route(d: &Arc<Daemon>, method: Method, path: &str, req: Request<Incoming>) -> Result<Resp> {
+    let q = Query::parse(req.uri().query());
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (&method, segs.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(ping()),
+        (&Method::GET, ["version"]) => Ok(json(200, &crate::system::version())),
+        (&Method::GET, ["info"]) => Ok(json(200, &crate::system::info(d).await)),
+        (&Method::POST, ["containers", "create"]) => {
+            let body: CreateRequest = read_json(req).await?;
+            let r = container::create::create(d, q.get("name"), body).await?;
+            Ok(json(201, &r))
+        }
+        (&Method::GET, ["containers", "json"]) => containers_list(d, &q).await,
+        (&Method::POST, ["containers", "prune"]) => Ok(not_found()),
+        (_, ["containers", id, rest @ ..]) => container_route(d, &method, id, rest, q, req).await,
+        (&Method::GET, ["images", "json"]) => {
+            let l = d.images.list(q.bool("all"), &q.filters()?).await?;
+            Ok(json(200, &l))
+        }
+        (&Method::POST, ["images", "create"]) => images_create(d, &q, req).await,
+        (_, ["images", ..]) => image_route(d, &method, path, &q).await,
+        _ => Ok(not_found()),
+    }
+}
+
+fn ping() -> Resp {
+    let mut r = text(200, "OK");
+    let h = r.headers_mut();
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert(
+        "Cache-Control",
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert("Pragma", HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn containers_list(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
+    let filters = q.filters()?;
+    list::validate_filters(&filters)?;
+    let opts = list::ListOptions {
+        all: q.bool("all"),
+        limit: q.int("limit")?.unwrap_or(-1),
+        filters,
+    };
+    // `ancestor`: each reference resolved once to an image ID.
+    let mut ancestors: Vec<(String, Option<String>)> = Vec::new();
+    for a in opts.filters.get("ancestor") {
+        ancestors.push((a.clone(), d.images.resolve(a).await.ok()));
+    }
+    let matches = |a: &str, r: &container::Record| {
+        r.config.image == a
+            || ancestors
+                .iter()
+                .any(|(name, id)| name == a && id.as_deref() == Some(r.image.as_str()))
+    };
+    let recs: Vec<_> = d.all().iter().map(|c| c.snapshot()).collect();
+    let sel = list::select(recs, &opts, &matches);
+    let out: Vec<_> = sel.iter().map(list::summary).collect();
+    Ok(json(200, &out))
+}
+
+async fn container_route(
+    d: &Arc<Daemon>,
+    method: &Method,
+    key: &str,
+    rest: &[&str],
+    q: Query,
+    mut req: Request<Incoming>,
+) -> Result<Resp> {
+    // Check the route before the container, so unknown routes are 404 "page not found".
+    let known = matches!(
+        (method, rest),
+        (&Method::GET, ["json"])
+            | (&Method::GET, ["logs"])
+            | (&Method::DELETE, [])
+            | (
+                &Method::POST,
+                ["start"] | ["stop"] | ["restart"] | ["kill"] | ["wait"] | ["attach"] | ["resize"]
+            )
+    );
+    if !known {
+        return Ok(not_found());
+    }
+    let c = d.find(key)?;
+    match (method, rest) {
+        (&Method::GET, ["json"]) => {
+            let rec = c.snapshot();
+            Ok(json(200, &list::inspect(&rec, &d.paths(&rec.id))))
+        }
+        (&Method::POST, ["start"]) => {
+            start::start(d, &c).await?;
+            Ok(empty(204))
+        }
+        (&Method::POST, ["stop"]) => {
+            stop::stop(d, &c, q.int("t")?, q.get("signal")).await?;
+            Ok(empty(204))
+        }
+        (&Method::POST, ["restart"]) => {
+            stop::restart(d, &c, q.int("t")?, q.get("signal")).await?;
+            Ok(empty(204))
+        }
+        (&Method::POST, ["kill"]) => {
+            let sig = match q.get("signal").filter(|s| !s.is_empty()) {
+                Some(s) => crate::signal::parse(s)?,
+                None => 9,
+            };
+            stop::kill(d, &c, sig).await?;
+            Ok(empty(204))
+        }
+        (&Method::POST, ["resize"]) => {
+            let h = q.int("h")?.unwrap_or(0);
+            let w = q.int("w")?.unwrap_or(0);
+            stop::resize(d, &c, h, w).await?;
+            Ok(empty(200))
+        }
+        (&Method::DELETE, []) => {
+            delete::remove(d, &c, q.bool("force")).await?;
+            Ok(empty(204))
+        }
+        (&Method::POST, ["wait"]) => {
+            let cond = wait::Condition::parse(q.get("condition"))?;
+            let (tx, body) = Body::channel();
+            let c2 = c.clone();
+            tokio::spawn(async move {
+                let code = wait::wait(&c2, cond).await;
+                let line = json!({"StatusCode": code, "Error": null}).to_string() + "\n";
+                let _ = tx.send(Bytes::from(line)).await;
+            });
+            let mut r = hyper::Response::new(body);
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
+        }
+        (&Method::GET, ["logs"]) => {
+            let rec = c.snapshot();
+            let o = logs::LogOptions {
+                follow: q.bool("follow"),
+                stdout: q.bool("stdout"),
+                stderr: q.bool("stderr"),
+                since: logs::parse_timestamp(q.get("since").unwrap_or(""))?,
+                until: logs::parse_timestamp(q.get("until").unwrap_or(""))?,
+                timestamps: q.bool("timestamps"),
+                tail: logs::parse_tail(q.get("tail"))?,
+                tty: rec.config.tty,
+            };
+            if !o.stdout && !o.stderr {
+                return Err(Error::invalid(
+                    "Bad parameters: you must choose at least one stream",
+                ));
+            }
+            let (tx, body) = Body::channel();
+            let path = d.paths(&c.id).log();
+            let rx = c.events.subscribe();
+            tokio::spawn(async move { logs::stream(&path, o, rx, tx).await });
+            let mut r = hyper::Response::new(body);
+            r.headers_mut().insert(CONTENT_TYPE, stream_type(rec.config.tty));
+            Ok(r)
+        }
+        (&Method::POST, ["attach"]) => {
+            let rec = c.snapshot();
+            let keys = match q.get("detachKeys").filter(|s| !s.is_empty()) {
+                Some(k) => attach::parse_detach_keys(k)?,
+                None => attach::DEFAULT_DETACH.to_vec(),
+            };
+            let stdin = q.bool("stdin");
+            let (stdout, stderr) = (q.bool("stdout"), q.bool("stderr"));
+            let want_logs = q.bool("logs");
+            let want_stream = q.bool("stream");
+            let source = if want_stream {
+                Some(attach::open(d, &c, stdin, stdout, stderr).await?)
+            } else {
+                None
+            };
+            let log_opts = logs::LogOptions {
+                stdout,
+                stderr,
+                tty: rec.config.tty,
+                ..Default::default()
+            };
+            let log_path = d.paths(&c.id).log();
+            let upgrade = req
+                .headers()
+                .get(UPGRADE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"tcp"));
+            if upgrade {
+                let on = hyper::upgrade::on(&mut req);
+                let events = c.events.subscribe();
+                tokio::spawn(async move {
+                    let Ok(up) = on.await else { return };
+                    let mut io = TokioIo::new(up);
+                    if want_logs {
+                        replay_logs(&log_path, log_opts, events, &mut io).await;
+                    }
+                    if let Some(src) = source {
+                        if let Some(shim) = src.connect().await {
+                            attach::splice(io, shim, stdin, keys).await;
+                        }
+                    }
+                });
+                let mut r = empty(101);
+                let h = r.headers_mut();
+                h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+                h.insert(UPGRADE, HeaderValue::from_static("tcp"));
+                h.insert(CONTENT_TYPE, stream_type(rec.config.tty));
+                Ok(r)
+            } else {
+                let (tx, body) = Body::channel();
+                let events = c.events.subscribe();
+                tokio::spawn(async move {
+                    if want_logs {
+                        let (ltx, mut lrx) = tokio::sync::mpsc::channel(16);
+                        let lp = log_path.clone();
+                        let h = tokio::spawn(async move {
+                            logs::stream(&lp, log_opts, events, ltx).await
+                        });
+                        while let Some(b) = lrx.recv().await {
+                            if tx.send(b).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = h.await;
+                    }
+                    if let Some(src) = source {
+                        if let Some(mut shim) = src.connect().await {
+                            use tokio::io::AsyncReadExt;
+                            let mut buf = vec![0u8; 32 * 1024];
+                            while let Ok(n) = shim.read(&mut buf).await {
+                                if n == 0
+                                    || tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+                let mut r = hyper::Response::new(body);
+                *r.status_mut() = StatusCode::OK;
+                r.headers_mut().insert(CONTENT_TYPE, stream_type(rec.config.tty));
+                Ok(r)
+            }
+        }
+        _ => Ok(not_found()),
+    }
+}
+
+async fn replay_logs<W: tokio::io::AsyncWrite + Unpin>(
+    path: &std::path::Path,
+    o: logs::LogOptions,
+    events: tokio::sync::watch::Receiver<container::Signal>,
+    w: &mut W,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let p = path.to_path_buf();
+    let h = tokio::spawn(async move { logs::stream(&p, o, events, tx).await });
+    while let Some(b) = rx.recv().await {
+        if w.write_all(&b).await.is_err() {
+            break;
+        }
+    }
+    let _ = h.await;
+}
+
+fn stream_type(tty: bool) -> HeaderValue {
+    if tty {
+        HeaderValue::from_static("application/vnd.docker.raw-stream")
+    } else {
+        HeaderValue::from_static("application/vnd.docker.multiplexed-stream")
+    }
+}
+
+async fn image_route(d: &Arc<Daemon>, method: &Method, path: &str, q: &Query) -> Result<Resp> {
+    let rest = path.trim_start_matches('/').strip_prefix("images/").unwrap_or("");
+    if method == Method::GET {
+        if let Some(name) = rest.strip_suffix("/json") {
+            return Ok(json(200, &d.images.inspect(name).await?));
+        }
+    } else if method == Method::POST {
+        if let Some(name) = rest.strip_suffix("/tag") {
+            d.images
+                .tag(name, q.get("repo").unwrap_or(""), q.get("tag").unwrap_or(""))
+                .await?;
+            return Ok(empty(201));
+        }
+    } else if method == Method::DELETE && !rest.is_empty() {
+        let dd = d.clone();
+        let in_use = Arc::new(move |id: &str| {
+            let mut found = None;
+            for c in dd.all() {
+                let r = c.snapshot();
+                if r.image == id {
+                    if r.state.running {
+                        return Some((r.id, true));
+                    }
+                    found.get_or_insert((r.id, false));
+                }
+            }
+            found
+        });
+        let items = d
+            .images
+            .remove(rest, q.bool("force"), !q.bool("noprune"), in_use)
+            .await?;
+        return Ok(json(200, &items));
+    }
+    Ok(not_found())
+}
+
+async fn images_create(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> Result<Resp> {
+    if let Some(src) = q.get("fromSrc").filter(|s| !s.is_empty()) {
+        if src != "-" {
+            return Err(Error::invalid(
+                "importing from a URL is not supported; send the tar as the request body (fromSrc=-)",
+            ));
+        }
+        let repo = q.get("repo").unwrap_or("");
+        let tag = q.get("tag").unwrap_or("");
+        let reference = match (repo.is_empty(), tag.is_empty()) {
+            (true, _) => None,
+            (false, true) => Some(repo.to_string()),
+            (false, false) => Some(format!("{repo}:{tag}")),
+        };
+        let changes: Vec<String> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == "changes")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        let opts = berth_image::ImportOptions {
+            changes,
+            message: q.get("message").map(str::to_string),
+            source: Some(src.to_string()),
+            architecture: None,
+        };
+        let out = d.images.import(req.into_body(), reference, opts).await?;
+        let mut r = hyper::Response::new(crate::http::full(out));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(r);
+    }
+    if let Some(img) = q.get("fromImage").filter(|s| !s.is_empty()) {
+        let tag = q.get("tag").unwrap_or("");
+        let full = if tag.is_empty() || img.contains('@') {
+            img.to_string()
+        } else {
+            format!("{img}:{tag}")
+        };
+        if d.images.resolve(&full).await.is_ok() {
+            let name = full.clone();
+            let lines = [
+                berth_api::progress::JsonMessage::status(format!(
+                    "Status: Image is up to date for {name}"
+                ))
+                .to_line(),
+            ]
+            .concat();
+            let mut r = hyper::Response::new(crate::http::full(lines));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(r);
+        }
+        let repo = img.split('@').next().unwrap_or(img);
+        return Err(Error::NotFound(format!(
+            "pull access denied for {repo}, repository does not exist or may require 'docker login'"
+        )));
+    }
+    Err(Error::invalid("fromImage or fromSrc is required"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode() {
+        assert_eq!(percent_decode("/images/a%2Fb:c/json"), "/images/a/b:c/json");
+        assert_eq!(percent_decode("/x%"), "/x%");
+        assert_eq!(percent_decode("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,153 @@
+//! Small helpers: crash-safe writes, time formatting, random IDs.
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Writes `data` to `path` crash-safely: a temp file beside it, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).expect("getrandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random number below `n` (n > 0).
+pub fn random_below(n: usize) -> usize {
+    let mut buf = [0u8; 8];
+    getrandom::fill(&mut buf).expect("getrandom");
+    (u64::from_le_bytes(buf) % n as u64) as usize
+}
+
+/// Formats a time as Go's RFC3339Nano (trailing zeros of the fraction trimmed).
+pub fn rfc3339_nano(t: DateTime<Utc>) -> String {
+    let s = t.to_rfc3339_opts(SecondsFormat::Nanos, true);
+    // "2024-01-01T00:00:00.123450000Z" → "2024-01-01T00:00:00.12345Z"
+    if let Some((head, frac)) = s.strip_suffix('Z').and_then(|x| x.rsplit_once('.')) {
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            format!("{head}Z")
+        } else {
+            format!("{head}.{frac}Z")
+        }
+    } else {
+        s
+    }
+}
+
+/// The current time as RFC3339Nano.
+pub fn now_rfc3339() -> String {
+    rfc3339_nano(Utc::now())
+}
+
+/// Parses an RFC3339 time; `None` for Docker's zero time or garbage.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if s.is_empty() || s.starts_with("0001-") {
+        return None;
+    }
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Go's `units.HumanDuration`, as `docker ps` prints it.
+pub fn human_duration(secs: i64) -> String {
+    let seconds = secs;
+    if seconds < 1 {
+        return "Less than a second".into();
+    } else if seconds == 1 {
+        return "1 second".into();
+    } else if seconds < 60 {
+        return format!("{seconds} seconds");
+    }
+    let minutes = seconds / 60;
+    if minutes == 1 {
+        return "About a minute".into();
+    } else if minutes < 60 {
+        return format!("{minutes} minutes");
+    }
+    let hours = (seconds as f64 / 3600.0).round() as i64;
+    if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", seconds / 3600 / 24 / 365)
+    }
+}
+
+/// Docker's truthiness of a query parameter: anything but "", "0", "no", "false", "none".
+pub fn bool_value(v: Option<&str>) -> bool {
+    match v {
+        None => false,
+        Some(s) => !matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "no" | "false" | "none"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(3), "3 seconds");
+        assert_eq!(human_duration(61), "About a minute");
+        assert_eq!(human_duration(300), "5 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(3 * 3600), "3 hours");
+        assert_eq!(human_duration(72 * 3600), "3 days");
+    }
+
+    #[test]
+    fn nano_times() {
+        let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05.120Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(rfc3339_nano(t), "2024-01-02T03:04:05.12Z");
+        let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(rfc3339_nano(t), "2024-01-02T03:04:05Z");
+        assert!(parse_time("0001-01-01T00:00:00Z").is_none());
+    }
+
+    #[test]
+    fn bools() {
+        assert!(bool_value(Some("1")));
+        assert!(bool_value(Some("true")));
+        assert!(!bool_value(Some("0")));
+        assert!(!bool_value(Some("False")));
+        assert!(!bool_value(None));
+    }
+}
