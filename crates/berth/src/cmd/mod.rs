@@ -1,0 +1,222 @@
+//! Command implementations and the dispatcher from docker's command names to them.
+
+pub mod container;
+pub mod image;
+pub mod run;
+pub mod system;
+
+use crate::cli::{Command, Matches, UsageError};
+use crate::client::{Client, ClientError};
+use crate::template::TemplateError;
+
+/// Failures of a command, each with docker's exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Misuse of flags or arguments.
+    #[error("{0}")]
+    Usage(#[from] UsageError),
+    /// The daemon or the connection failed.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// A `--format` template failed.
+    #[error("{0}")]
+    Template(#[from] TemplateError),
+    /// A local I/O failure.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A message with an exit status.
+    #[error("{0}")]
+    Msg(String, i32),
+    /// Everything was printed already; exit with this status.
+    #[error("")]
+    Exit(i32),
+}
+
+impl CliError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(u) => u.exit_code(),
+            CliError::Msg(_, c) | CliError::Exit(c) => *c,
+            _ => 1,
+        }
+    }
+}
+
+/// Result of a command: the exit status.
+pub type CmdResult = Result<i32, CliError>;
+
+/// What every command gets: where the daemon is and whether to log requests.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Daemon address.
+    pub host: String,
+    /// `--debug`.
+    pub debug: bool,
+}
+
+impl Ctx {
+    /// Connects to the daemon (negotiating the API version).
+    pub async fn client(&self) -> Result<Client, ClientError> {
+        Client::connect(&self.host, self.debug).await
+    }
+}
+
+/// Every top-level command and management subcommand: (name, its grammar).
+pub fn lookup(args: &[String]) -> Option<(Command, usize)> {
+    let first = args.first()?.as_str();
+    let (group, sub) = (first, args.get(1).map(String::as_str));
+    let pick = |path: &str| find(path).map(|c| (c, if path.contains(' ') { 2 } else { 1 }));
+    match (group, sub) {
+        ("container", Some(s)) => {
+            let real = match s {
+                "ls" | "list" | "ps" => "container ls",
+                "rm" | "remove" => "container rm",
+                "run" => "container run",
+                "create" => "container create",
+                "start" => "container start",
+                "stop" => "container stop",
+                "kill" => "container kill",
+                "logs" => "container logs",
+                "inspect" => "container inspect",
+                "attach" => "container attach",
+                "wait" => "container wait",
+                "restart" => "container restart",
+                _ => return None,
+            };
+            pick(real)
+        }
+        ("image", Some(s)) => {
+            let real = match s {
+                "ls" | "list" => "image ls",
+                "rm" | "remove" => "image rm",
+                "inspect" => "image inspect",
+                "tag" => "image tag",
+                "import" => "image import",
+                "pull" => "image pull",
+                _ => return None,
+            };
+            pick(real)
+        }
+        ("system", Some("info")) => pick("system info"),
+        (c, _) => pick(match c {
+            "run" | "create" | "start" | "stop" | "kill" | "rm" | "ps" | "logs" | "inspect"
+            | "images" | "tag" | "rmi" | "import" | "pull" | "version" | "info" | "attach"
+            | "wait" | "restart" => c,
+            _ => return None,
+        }),
+    }
+}
+
+fn find(path: &str) -> Option<Command> {
+    COMMANDS.iter().find(|c| c.path == path).copied()
+}
+
+/// All command grammars.
+pub static COMMANDS: std::sync::LazyLock<Vec<Command>> = std::sync::LazyLock::new(|| {
+    let mut v = Vec::new();
+    for (path, base) in [
+        ("run", run::RUN),
+        ("container run", run::RUN),
+        ("create", run::CREATE),
+        ("container create", run::CREATE),
+        ("start", run::START),
+        ("container start", run::START),
+        ("attach", run::ATTACH),
+        ("container attach", run::ATTACH),
+        ("ps", container::PS),
+        ("container ls", container::PS),
+        ("stop", container::STOP),
+        ("container stop", container::STOP),
+        ("restart", container::RESTART),
+        ("container restart", container::RESTART),
+        ("kill", container::KILL),
+        ("container kill", container::KILL),
+        ("rm", container::RM),
+        ("container rm", container::RM),
+        ("logs", container::LOGS),
+        ("container logs", container::LOGS),
+        ("inspect", container::INSPECT),
+        ("container inspect", container::CONTAINER_INSPECT),
+        ("wait", container::WAIT),
+        ("container wait", container::WAIT),
+        ("images", image::IMAGES),
+        ("image ls", image::IMAGES),
+        ("rmi", image::RMI),
+        ("image rm", image::RMI),
+        ("image inspect", image::IMAGE_INSPECT),
+        ("tag", image::TAG),
+        ("image tag", image::TAG),
+        ("import", image::IMPORT),
+        ("image import", image::IMPORT),
+        ("pull", image::PULL),
+        ("image pull", image::PULL),
+        ("version", system::VERSION),
+        ("info", system::INFO),
+        ("system info", system::INFO),
+    ] {
+        v.push(Command {
+            path: Box::leak(path.to_string().into_boxed_str()),
+            ..base
+        });
+    }
+    v
+});
+
+/// Runs a parsed command.
+pub async fn dispatch(ctx: &Ctx, cmd: &Command, m: Matches) -> CmdResult {
+    let verb = cmd.path.rsplit(' ').next().unwrap_or(cmd.path);
+    let is_image = cmd.path.starts_with("image ");
+    match (verb, is_image) {
+        ("run", _) => run::run(ctx, cmd, m).await,
+        ("create", _) => run::create(ctx, cmd, m).await,
+        ("start", _) => run::start(ctx, m).await,
+        ("attach", _) => run::attach(ctx, m).await,
+        ("ps" | "ls", false) => container::ps(ctx, m).await,
+        ("stop", _) => container::stop(ctx, m).await,
+        ("restart", _) => container::restart(ctx, m).await,
+        ("kill", _) => container::kill(ctx, m).await,
+        ("rm", false) => container::rm(ctx, m).await,
+        ("logs", _) => container::logs(ctx, m).await,
+        ("inspect", false) => {
+            let kind = if cmd.path == "container inspect" {
+                Some("container")
+            } else {
+                None
+            };
+            container::inspect(ctx, m, kind).await
+        }
+        ("wait", _) => container::wait(ctx, m).await,
+        ("images" | "ls", _) => image::images(ctx, m).await,
+        ("rmi" | "rm", _) => image::rmi(ctx, m).await,
+        ("inspect", true) => container::inspect(ctx, m, Some("image")).await,
+        ("tag", _) => image::tag(ctx, m).await,
+        ("import", _) => image::import(ctx, m).await,
+        ("pull", _) => image::pull(ctx, m).await,
+        ("version", _) => system::version(ctx, m).await,
+        ("info", _) => system::info(ctx, m).await,
+        _ => Err(CliError::Msg(format!("berth: '{}' is not a berth command.", cmd.path), 1)),
+    }
+}
+
+/// Runs `f` for each argument, printing the argument on success and docker's message on failure;
+/// exits 1 if any failed.
+pub async fn for_each<F, Fut>(args: &[String], mut f: F) -> CmdResult
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, CliError>>,
+{
+    let mut failed = false;
+    for a in args {
+        match f(a.clone()).await {
+            Ok(Some(out)) => println!("{out}"),
+            Ok(None) => {}
+            Err(e @ CliError::Client(ClientError::Connect(_))) => return Err(e),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}

@@ -1,0 +1,48 @@
+//! Terminal handling: raw mode on stdin (restored on drop) and the window size.
+
+use std::io;
+
+use rustix::termios::{self, OptionalActions, Termios};
+
+/// Whether stdin is a terminal.
+pub fn stdin_is_tty() -> bool {
+    termios::isatty(io::stdin())
+}
+
+/// Whether stdout is a terminal.
+pub fn stdout_is_tty() -> bool {
+    termios::isatty(io::stdout())
+}
+
+/// The terminal size of stdout as (rows, columns).
+pub fn size() -> Option<(u16, u16)> {
+    termios::tcgetwinsize(io::stdout())
+        .or_else(|_| termios::tcgetwinsize(io::stdin()))
+        .ok()
+        .filter(|w| w.ws_row > 0 && w.ws_col > 0)
+        .map(|w| (w.ws_row, w.ws_col))
+}
+
+/// Puts stdin in raw mode until dropped.
+#[derive(Debug)]
+pub struct RawGuard {
+    orig: Termios,
+}
+
+impl RawGuard {
+    /// Switches stdin to raw mode (cfmakeraw, as moby/term does).
+    pub fn enable() -> io::Result<RawGuard> {
+        let stdin = io::stdin();
+        let orig = termios::tcgetattr(&stdin)?;
+        let mut raw = orig.clone();
+        raw.make_raw();
+        termios::tcsetattr(&stdin, OptionalActions::Now, &raw)?;
+        Ok(RawGuard { orig })
+    }
+}
+
+impl Drop for RawGuard {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(io::stdin(), OptionalActions::Now, &self.orig);
+    }
+}
