@@ -714,3 +714,87 @@ fn history_and_prune() {
     assert_eq!(s.list(true).len(), 1);
     assert_eq!(s.list(true)[0].id, used.id);
 }
+
+/// Imports a tar written by GNU tar (pax, long names, hard links, fifo, sparse file, xattrs, setuid) and
+/// compares the unpacked tree with the source.
+#[test]
+fn gnu_tar_round_trip() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if Command::new("tar").arg("--version").output().is_err() {
+        eprintln!("skipping: no tar");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let long = "l".repeat(150);
+    fs::create_dir_all(src.join("a/b").join(&long)).unwrap();
+    fs::write(src.join("a/b").join(&long).join("file"), b"deep").unwrap();
+    fs::write(src.join("a/suid"), b"#!/bin/sh\n").unwrap();
+    std::os::unix::fs::lchown(src.join("a/suid"), Some(1234), Some(5678)).unwrap();
+    fs::set_permissions(src.join("a/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::hard_link(src.join("a/suid"), src.join("a/suid-link")).unwrap();
+    std::os::unix::fs::symlink("../a/suid", src.join("a/b/sym")).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("a/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    let sparse = fs::File::create(src.join("a/sparse")).unwrap();
+    sparse.set_len(8 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"middle", 4 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"end", (8 << 20) - 3).unwrap();
+    drop(sparse);
+    xattr::set(src.join("a/suid"), "user.berth", b"yes").unwrap();
+    let tar_path = d.path().join("rootfs.tar");
+    let st = Command::new("tar")
+        .args([
+            "--format=pax",
+            "--xattrs",
+            "--xattrs-include=user.*",
+            "--sparse",
+            "-C",
+        ])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar_path)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s = ImageStore::open(&d.path().join("root")).unwrap();
+    let tar = fs::File::open(&tar_path).unwrap();
+    s.import(tar, Some("gnu"), &ImportOptions::default())
+        .unwrap();
+    let det = s.inspect("gnu").unwrap();
+    let l = PathBuf::from(&det.graph_driver.data["UpperDir"]);
+    assert_eq!(
+        fs::read(l.join("a/b").join(&long).join("file")).unwrap(),
+        b"deep"
+    );
+    let m = fs::metadata(l.join("a/suid")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o4755);
+    assert_eq!((m.uid(), m.gid()), (1234, 5678));
+    assert_eq!(m.ino(), fs::metadata(l.join("a/suid-link")).unwrap().ino());
+    assert_eq!(
+        fs::read_link(l.join("a/b/sym")).unwrap(),
+        PathBuf::from("../a/suid")
+    );
+    assert!(
+        fs::symlink_metadata(l.join("a/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(
+        fs::read(l.join("a/sparse")).unwrap(),
+        fs::read(src.join("a/sparse")).unwrap()
+    );
+    assert_eq!(
+        xattr::get(l.join("a/suid"), "user.berth").unwrap(),
+        Some(b"yes".to_vec())
+    );
+    assert_eq!(
+        fs::metadata(l.join("a")).unwrap().mtime(),
+        fs::metadata(src.join("a")).unwrap().mtime()
+    );
+}

@@ -11,6 +11,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -109,6 +110,17 @@ struct Meta {
     mtime: i64,
     mtime_nanos: i64,
     xattrs: Vec<(String, Vec<u8>)>,
+    sparse: Option<PaxSparse>,
+}
+
+/// PAX sparse-file keys (GNU tar `--sparse --format=pax`), which the `tar` crate does not expand.
+#[derive(Default)]
+struct PaxSparse {
+    major: Option<String>,
+    minor: Option<String>,
+    name: Option<Vec<u8>>,
+    realsize: Option<u64>,
+    map: Option<String>,
 }
 
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
@@ -120,6 +132,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
         mtime: h.mtime().map_err(bad_tar)? as i64,
         mtime_nanos: 0,
         xattrs: Vec::new(),
+        sparse: None,
     };
     if let Some(exts) = entry.pax_extensions().map_err(bad_tar)? {
         for ext in exts {
@@ -139,6 +152,20 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
                                 frac.chars().chain(std::iter::repeat('0')).take(9).collect();
                             m.mtime_nanos = padded.parse().unwrap_or(0);
                         }
+                    }
+                }
+                k if k.starts_with("GNU.sparse.") => {
+                    let sp = m.sparse.get_or_insert_with(PaxSparse::default);
+                    let text = num().map(str::to_string);
+                    match k {
+                        "GNU.sparse.major" => sp.major = text,
+                        "GNU.sparse.minor" => sp.minor = text,
+                        "GNU.sparse.name" => sp.name = Some(val.to_vec()),
+                        "GNU.sparse.realsize" | "GNU.sparse.size" => {
+                            sp.realsize = text.and_then(|t| t.parse().ok())
+                        }
+                        "GNU.sparse.map" => sp.map = text,
+                        _ => {}
                     }
                 }
                 k => {
@@ -176,6 +203,78 @@ fn apply_meta(path: &Path, meta: &Meta, is_symlink: bool, set_time: bool) -> Res
     Ok(())
 }
 
+/// Reads one decimal number terminated by `\n` from the sparse map at the start of a PAX 1.0 sparse
+/// entry's data; counts the bytes consumed.
+fn read_map_number(r: &mut impl Read, consumed: &mut u64) -> Result<u64> {
+    let mut digits = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        r.read_exact(&mut byte).map_err(bad_tar)?;
+        *consumed += 1;
+        if byte[0] == b'\n' {
+            break;
+        }
+        if !byte[0].is_ascii_digit() || digits.len() > 20 {
+            return Err(bad_layer("invalid sparse map".into()));
+        }
+        digits.push(byte[0]);
+    }
+    std::str::from_utf8(&digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| bad_layer("invalid sparse map".into()))
+}
+
+/// Writes a PAX sparse entry (format 0.1 or 1.0) into `f`; returns its apparent size.
+fn write_sparse(entry: &mut impl Read, f: &mut File, sp: &PaxSparse) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let realsize = sp
+        .realsize
+        .ok_or_else(|| bad_layer("sparse file without size".into()))?;
+    let mut segments: Vec<(u64, u64)> = Vec::new();
+    match (sp.major.as_deref(), sp.minor.as_deref(), sp.map.as_deref()) {
+        (Some("1"), Some("0"), _) => {
+            let mut consumed = 0;
+            let count = read_map_number(entry, &mut consumed)?;
+            if count > 1 << 20 {
+                return Err(bad_layer("sparse map too large".into()));
+            }
+            for _ in 0..count {
+                let off = read_map_number(entry, &mut consumed)?;
+                let len = read_map_number(entry, &mut consumed)?;
+                segments.push((off, len));
+            }
+            let pad = (512 - consumed % 512) % 512;
+            io::copy(&mut entry.take(pad), &mut io::sink()).map_err(bad_tar)?;
+        }
+        (_, _, Some(map)) => {
+            let nums: Vec<u64> = map
+                .split(',')
+                .map(|n| n.trim().parse())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| bad_layer("invalid sparse map".into()))?;
+            if nums.len() % 2 != 0 {
+                return Err(bad_layer("invalid sparse map".into()));
+            }
+            segments = nums.chunks(2).map(|c| (c[0], c[1])).collect();
+        }
+        _ => return Err(bad_layer("unsupported sparse file format".into())),
+    }
+    for (off, len) in segments {
+        if off.checked_add(len).is_none_or(|end| end > realsize) {
+            return Err(bad_layer("sparse segment beyond the file size".into()));
+        }
+        f.seek(SeekFrom::Start(off))
+            .map_err(|e| Error::io("seek", e))?;
+        let n = io::copy(&mut entry.take(len), f).map_err(bad_tar)?;
+        if n != len {
+            return Err(bad_layer("truncated sparse file".into()));
+        }
+    }
+    f.set_len(realsize).map_err(|e| Error::io("truncate", e))?;
+    Ok(realsize)
+}
+
 /// Unpacks the tar stream `reader` into the (existing, private) directory `dest`; returns the layer size
 /// (bytes of regular files).
 pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
@@ -188,7 +287,11 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
         if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
             continue;
         }
-        let raw = entry.path().map_err(bad_tar)?.into_owned();
+        let meta = read_meta(&mut entry)?;
+        let raw = match meta.sparse.as_ref().and_then(|sp| sp.name.as_ref()) {
+            Some(name) => PathBuf::from(std::ffi::OsStr::from_bytes(name)),
+            None => entry.path().map_err(bad_tar)?.into_owned(),
+        };
         let Some(comps) = clean_path(&raw)? else {
             continue; // the layer root itself
         };
@@ -214,7 +317,6 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
 
         let parent = walk_dirs(dest, parent_comps, true, &raw)?;
         let target = parent.join(name);
-        let meta = read_meta(&mut entry)?;
         let existing = fs::symlink_metadata(&target).ok();
         match kind {
             EntryType::Directory => {
@@ -234,7 +336,10 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
                     .custom_flags(nix::libc::O_NOFOLLOW)
                     .open(&target)
                     .ctx("create", &target)?;
-                size += io::copy(&mut entry, &mut f).map_err(bad_tar)?;
+                size += match &meta.sparse {
+                    None => io::copy(&mut entry, &mut f).map_err(bad_tar)?,
+                    Some(sp) => write_sparse(&mut entry, &mut f, sp)?,
+                };
                 drop(f);
                 apply_meta(&target, &meta, false, true)?;
             }
