@@ -133,6 +133,17 @@ fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
 ///
 /// Must be called from a single-threaded process (it forks; it refuses otherwise).
 pub fn create(id: &str, spec: &Spec, stdio: ContainerStdio) -> Result<Created> {
+    create_in(id, spec, stdio, None)
+}
+
+/// [`create`] with the cgroup hierarchies detected under `cgroup_root` instead of
+/// `/sys/fs/cgroup` (for tests and unusual hosts).
+pub fn create_in(
+    id: &str,
+    spec: &Spec,
+    stdio: ContainerStdio,
+    cgroup_root: Option<&Path>,
+) -> Result<Created> {
     let process = spec
         .process()
         .as_ref()
@@ -191,7 +202,10 @@ pub fn create(id: &str, spec: &Spec, stdio: ContainerStdio) -> Result<Created> {
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|| default_cgroups_path(id));
-    let cgroup = cgroups::detect(&cgroups_path);
+    let cgroup = cgroups::detect_at(
+        cgroup_root.unwrap_or(Path::new(cgroups::DEFAULT_ROOT)),
+        &cgroups_path,
+    );
     cgroup.create()?;
     if let Some(r) = linux.and_then(|l| l.resources().as_ref()) {
         if let Err(e) = cgroup.apply(r) {
@@ -213,7 +227,20 @@ pub fn create(id: &str, spec: &Spec, stdio: ContainerStdio) -> Result<Created> {
         Some(p) => Some(enter_pidns(p)?),
         None => None,
     };
-    let cloned = sys::clone_fork(clone_flags);
+    // On cgroup v2, start the child in its cgroup; elsewhere (or if clone3 is refused) move it.
+    let mut joined = false;
+    let mut cloned = Err(nix::errno::Errno::ENOSYS);
+    if let Some(dir) = cgroup.clone_into_dir() {
+        use nix::fcntl::{OFlag, open};
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        if let Ok(fd) = open(dir, flags, nix::sys::stat::Mode::empty()) {
+            cloned = sys::clone_fork_into_cgroup(clone_flags, &fd);
+            joined = cloned.is_ok();
+        }
+    }
+    if !joined {
+        cloned = sys::clone_fork(clone_flags);
+    }
     if let Some(own) = restore_pidns {
         let _ = nix::sched::setns(own, CloneFlags::CLONE_NEWPID);
     }
@@ -244,8 +271,10 @@ pub fn create(id: &str, spec: &Spec, stdio: ContainerStdio) -> Result<Created> {
         let _ = cgroup.delete();
         e
     };
-    if let Err(e) = cgroup.add_pid(pid.as_raw()) {
-        return Err(fail(e));
+    if !joined {
+        if let Err(e) = cgroup.add_pid(pid.as_raw()) {
+            return Err(fail(e));
+        }
     }
     if let Err(e) = sys::send_msg(&parent_sock, b"G", None) {
         return Err(fail(RuntimeError::sys("signal container init", e)));

@@ -107,14 +107,6 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
         nix::sched::setns(f, *flag).ctx(|| format!("setns {}", path.display()))?;
     }
 
-    // Wait until the parent put us in our cgroups.
-    match sys::recv_msg(sock) {
-        Ok((m, _)) if m.first() == Some(&b'G') => {}
-        _ => sys::exit_now(1),
-    }
-    if cfg.new_cgroupns {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "unshare cgroup ns".into())?;
-    }
     nix::unistd::setsid().ctx(|| "setsid".into())?;
     if let Some(h) = spec.hostname() {
         nix::unistd::sethostname(h).ctx(|| "sethostname".into())?;
@@ -124,7 +116,20 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
     }
 
     let terminal = process.terminal() == Some(true);
-    prepare_rootfs(spec, cfg.rootfs, terminal)?;
+    // The parent joins our cgroups meanwhile (a cgroup join can stall for an RCU grace
+    // period): mount everything that does not depend on it first.
+    let new_cgroupns = cfg.new_cgroupns;
+    let mut joined = || -> R {
+        match sys::recv_msg(sock) {
+            Ok((m, _)) if m.first() == Some(&b'G') => {}
+            _ => sys::exit_now(1),
+        }
+        if new_cgroupns {
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "unshare cgroup ns".into())?;
+        }
+        Ok(())
+    };
+    prepare_rootfs(spec, cfg.rootfs, terminal, &mut joined)?;
     pivot_root(cfg.rootfs)?;
 
     // Terminal or stdio.
@@ -327,7 +332,7 @@ fn set_rlimit(t: PosixRlimitType, soft: u64, hard: u64) -> R {
     setrlimit(r, soft, hard).ctx(|| format!("setrlimit {t}"))
 }
 
-fn prepare_rootfs(spec: &Spec, rootfs: &Path, terminal: bool) -> R {
+fn prepare_rootfs(spec: &Spec, rootfs: &Path, terminal: bool, joined: &mut dyn FnMut() -> R) -> R {
     let linux = spec.linux().as_ref();
     let prop = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         Some("shared") | Some("rshared") => MsFlags::MS_SHARED | MsFlags::MS_REC,
@@ -362,10 +367,19 @@ fn prepare_rootfs(spec: &Spec, rootfs: &Path, terminal: bool) -> R {
         if dest == Path::new("/dev/pts") {
             pts_mounted = true;
         }
-        do_mount(rootfs, m)?;
+        if m.typ().as_deref() != Some("cgroup") {
+            do_mount(rootfs, m)?;
+        }
     }
     if dev_mounted {
         create_devices(spec, rootfs, terminal, pts_mounted)?;
+    }
+    joined()?;
+    // cgroup filesystems show the cgroup namespace's root: mounted once we joined.
+    for m in spec.mounts().iter().flatten() {
+        if m.typ().as_deref() == Some("cgroup") {
+            do_mount(rootfs, m)?;
+        }
     }
     if prop != (MsFlags::MS_PRIVATE | MsFlags::MS_REC) {
         mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)

@@ -16,7 +16,7 @@ pub mod spec;
 pub mod sys;
 
 pub use cgroups::{CgroupManager, delete_cgroups};
-pub use create::{ContainerStdio, Created, Started, create, default_cgroups_path};
+pub use create::{ContainerStdio, Created, Started, create, create_in, default_cgroups_path};
 pub use error::{ExecErrorKind, RuntimeError};
 pub use mount::{is_mountpoint, mount_overlay, unmount};
 pub use oci_spec;

@@ -1,6 +1,7 @@
 //! `berth-shim`: the per-container supervisor (see docs/INTERNALS.md).
 //!
-//! `berth-shim --id ID --bundle DIR --log FILE --exit-file FILE [--stdin] [--stdin-once]`
+//! `berth-shim --id ID --bundle DIR --log FILE --exit-file FILE [--stdin] [--stdin-once]
+//! [--cgroup-root DIR]`
 
 #![forbid(unsafe_code)]
 
@@ -30,12 +31,13 @@ struct Args {
     exit_file: PathBuf,
     stdin: bool,
     stdin_once: bool,
+    cgroup_root: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut id, mut bundle, mut log, mut exit_file) = (None, None, None, None);
-    let (mut stdin, mut stdin_once) = (false, false);
+    let (mut stdin, mut stdin_once, mut cgroup_root) = (false, false, None);
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -45,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
             "--exit-file" => exit_file = Some(PathBuf::from(val()?)),
             "--stdin" => stdin = true,
             "--stdin-once" => stdin_once = true,
+            "--cgroup-root" => cgroup_root = Some(PathBuf::from(val()?)),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -55,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         exit_file: exit_file.ok_or("--exit-file is required")?,
         stdin,
         stdin_once,
+        cgroup_root,
     })
 }
 
@@ -231,13 +235,19 @@ fn shim(args: Args, mut report_w: File) -> i32 {
     };
 
     let t0 = Instant::now();
-    let mut created = match berth_runtime::create(&args.id, &spec, stdio) {
-        Ok(c) => c,
-        Err(e) => return fail(&mut report_w, e.to_string()),
-    };
+    let mut created =
+        match berth_runtime::create_in(&args.id, &spec, stdio, args.cgroup_root.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return fail(&mut report_w, e.to_string()),
+        };
     eprintln!("berth-shim: {}: created in {:?}", args.id, t0.elapsed());
     let pid = created.pid();
-    let cgroup = berth_runtime::cgroups::detect(&cgroups_path);
+    let cgroup = berth_runtime::cgroups::detect_at(
+        args.cgroup_root
+            .as_deref()
+            .unwrap_or(Path::new(berth_runtime::cgroups::DEFAULT_ROOT)),
+        &cgroups_path,
+    );
     let mut master = None;
     if terminal {
         match created.take_pty_master() {

@@ -65,6 +65,7 @@ struct Opts<'a> {
     terminal: bool,
     stdin: bool,
     stdin_once: bool,
+    cgroup_root: Option<&'a str>,
 }
 
 impl Ctr {
@@ -74,6 +75,7 @@ impl Ctr {
             terminal: false,
             stdin: false,
             stdin_once: false,
+            cgroup_root: None,
         })
     }
 
@@ -110,7 +112,9 @@ impl Ctr {
         res.set_memory(Some(
             serde_json::from_value(serde_json::json!({"limit": 256 * 1024 * 1024})).unwrap(),
         ));
-        l.set_resources(Some(res));
+        if o.cgroup_root.is_none() {
+            l.set_resources(Some(res));
+        }
         spec.set_linux(Some(l));
         spec.save(bundle.join("config.json")).unwrap();
         let log = dir.path().join("ctr-json.log");
@@ -127,6 +131,9 @@ impl Ctr {
         }
         if o.stdin_once {
             cmd.arg("--stdin-once");
+        }
+        if let Some(r) = o.cgroup_root {
+            cmd.args(["--cgroup-root", r]);
         }
         let out = cmd.output().unwrap();
         let line = String::from_utf8_lossy(&out.stdout);
@@ -398,6 +405,7 @@ fn tty_and_resize() {
         terminal: true,
         stdin: false,
         stdin_once: false,
+        cgroup_root: None,
     });
     let mut a = c.attach(false);
     let r = c.call(&Request::Resize {
@@ -428,6 +436,7 @@ fn stdin_once_closes_stdin() {
         terminal: false,
         stdin: true,
         stdin_once: true,
+        cgroup_root: None,
     });
     let mut a = c.attach(true);
     let waiter = c.waiter();
@@ -462,4 +471,45 @@ fn create_start_latency() {
             log.trim()
         );
     }
+}
+
+/// On cgroup v2 the child is cloned straight into its cgroup (`CLONE_INTO_CGROUP`). A hybrid
+/// host's `unified` mount is a real cgroup2 hierarchy to try it on.
+#[test]
+fn cgroup_v2_clone_into_cgroup() {
+    root_only!();
+    let root = "/sys/fs/cgroup/unified";
+    if !Path::new(root).join("cgroup.controllers").exists() {
+        if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            eprintln!("skipped: no cgroup2 hierarchy");
+            return;
+        }
+    }
+    let root = if Path::new(root).exists() {
+        root
+    } else {
+        "/sys/fs/cgroup"
+    };
+    let c = Ctr::with(Opts {
+        args: &["sleep", "100"],
+        terminal: false,
+        stdin: false,
+        stdin_once: false,
+        cgroup_root: Some(root),
+    });
+    let dir = Path::new(root).join("berth").join(&c.id);
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+    assert_eq!(procs.trim(), c.pid.to_string());
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    assert!(
+        c.call(&Request::Kill {
+            signal: 9,
+            all: true
+        })
+        .ok
+    );
+    assert_eq!(waiter.wait().exit_code, Some(137));
+    c.assert_cleaned_up();
+    assert!(!dir.exists());
 }

@@ -34,6 +34,11 @@ pub trait CgroupManager: Debug + Send + Sync {
     fn freeze(&self, frozen: bool) -> Result<()>;
     /// Removes the container's cgroup directories (retrying briefly while busy).
     fn delete(&self) -> Result<()>;
+    /// On a pure cgroup v2 host: the container's directory, which a child can be cloned
+    /// straight into (`CLONE_INTO_CGROUP`) instead of being moved afterwards.
+    fn clone_into_dir(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// Whether the host runs the cgroup v2 unified hierarchy at `root`.

@@ -164,6 +164,10 @@ impl CgroupManager for CgroupV2 {
     fn delete(&self) -> Result<()> {
         rmdir_retry(&self.dir)
     }
+
+    fn clone_into_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
 }
 
 #[cfg(test)]
