@@ -479,11 +479,11 @@ fn create_start_latency() {
 fn cgroup_v2_clone_into_cgroup() {
     root_only!();
     let root = "/sys/fs/cgroup/unified";
-    if !Path::new(root).join("cgroup.controllers").exists() {
-        if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-            eprintln!("skipped: no cgroup2 hierarchy");
-            return;
-        }
+    if !Path::new(root).join("cgroup.controllers").exists()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        eprintln!("skipped: no cgroup2 hierarchy");
+        return;
     }
     let root = if Path::new(root).exists() {
         root
@@ -500,6 +500,8 @@ fn cgroup_v2_clone_into_cgroup() {
     let dir = Path::new(root).join("berth").join(&c.id);
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
     assert_eq!(procs.trim(), c.pid.to_string());
+    let shimlog = std::fs::read_to_string(c.bundle.join("shim.log")).unwrap_or_default();
+    eprintln!("{}", shimlog.trim());
     let waiter = c.waiter();
     assert!(c.start().ok);
     assert!(
