@@ -93,7 +93,12 @@ pub struct UsageError {
 impl UsageError {
     /// docker exits 125 for flag errors and for `run`/`create` argument errors, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        if !self.args || matches!(self.path.as_str(), "run" | "create" | "container run" | "container create") {
+        if !self.args
+            || matches!(
+                self.path.as_str(),
+                "run" | "create" | "container run" | "container create"
+            )
+        {
             125
         } else {
             1
@@ -109,7 +114,11 @@ impl fmt::Display for UsageError {
             format!("berth {}", self.path)
         };
         if self.args {
-            let verb = if self.msg.ends_with("accepts no arguments") { "Run" } else { "See" };
+            let verb = if self.msg.ends_with("accepts no arguments") {
+                "Run"
+            } else {
+                "See"
+            };
             write!(
                 f,
                 "berth: {}\n\nUsage:  {path} {}\n\n{verb} '{path} --help' for more information",
@@ -154,7 +163,10 @@ impl Matches {
 
     /// The last value of a flag.
     pub fn value(&self, name: &str) -> Option<&str> {
-        self.set.get(name).and_then(|v| v.last()).map(String::as_str)
+        self.set
+            .get(name)
+            .and_then(|v| v.last())
+            .map(String::as_str)
     }
 
     /// All values of a repeatable flag.
@@ -257,7 +269,9 @@ impl Command {
                             i += 1;
                             argv[i - 1].clone()
                         } else {
-                            return Err(self.err(format!("flag needs an argument: --{name}"), false));
+                            return Err(
+                                self.err(format!("flag needs an argument: --{name}"), false)
+                            );
                         }
                     }
                 };
@@ -340,12 +354,18 @@ impl Command {
 
     /// The `--help` text.
     pub fn help_text(&self) -> String {
-        let mut s = format!("\nUsage:  berth {} {}\n\n{}\n", self.path, self.usage, self.about);
+        let mut s = format!(
+            "\nUsage:  berth {} {}\n\n{}\n",
+            self.path, self.usage, self.about
+        );
         if !self.flags.is_empty() {
             s.push_str("\nOptions:\n");
             let mut rows = String::new();
             for f in self.flags {
-                let short = f.short.map(|c| format!("-{c}, ")).unwrap_or_else(|| "    ".into());
+                let short = f
+                    .short
+                    .map(|c| format!("-{c}, "))
+                    .unwrap_or_else(|| "    ".into());
                 let arg = match f.kind {
                     Kind::Bool => "",
                     Kind::Value => " string",
@@ -387,7 +407,9 @@ mod tests {
 
     #[test]
     fn run_stops_at_image() {
-        let m = RUN.parse(&argv("--rm -it -e A=1 -eB=2 --name=x busybox ls -l / -d")).unwrap();
+        let m = RUN
+            .parse(&argv("--rm -it -e A=1 -eB=2 --name=x busybox ls -l / -d"))
+            .unwrap();
         assert!(m.flag("rm") && m.flag("interactive") && m.flag("tty"));
         assert!(!m.flag("detach"));
         assert_eq!(m.values("env"), ["A=1", "B=2"]);
@@ -419,12 +441,27 @@ mod tests {
             "unknown flag: --foo\n\nUsage:  berth run [OPTIONS] IMAGE [COMMAND] [ARG...]\n\nRun 'berth run --help' for more information"
         );
         assert_eq!(e.exit_code(), 125);
-        assert_eq!(RUN.parse(&argv("-dz x")).unwrap_err().msg, "unknown shorthand flag: 'z' in -dz");
-        assert_eq!(RUN.parse(&argv("--name")).unwrap_err().msg, "flag needs an argument: --name");
-        assert_eq!(RUN.parse(&argv("-e")).unwrap_err().msg, "flag needs an argument: 'e' in -e");
+        assert_eq!(
+            RUN.parse(&argv("-dz x")).unwrap_err().msg,
+            "unknown shorthand flag: 'z' in -dz"
+        );
+        assert_eq!(
+            RUN.parse(&argv("--name")).unwrap_err().msg,
+            "flag needs an argument: --name"
+        );
+        assert_eq!(
+            RUN.parse(&argv("-e")).unwrap_err().msg,
+            "flag needs an argument: 'e' in -e"
+        );
         let e = RUN.parse(&[]).unwrap_err();
-        assert!(e.to_string().starts_with("berth: 'berth run' requires at least 1 argument\n"));
-        assert!(e.to_string().ends_with("See 'berth run --help' for more information"));
+        assert!(
+            e.to_string()
+                .starts_with("berth: 'berth run' requires at least 1 argument\n")
+        );
+        assert!(
+            e.to_string()
+                .ends_with("See 'berth run --help' for more information")
+        );
         assert_eq!(e.exit_code(), 125);
         let rm = Command { path: "rm", ..RUN };
         assert_eq!(rm.parse(&[]).unwrap_err().exit_code(), 1);

@@ -98,7 +98,9 @@ pub fn channel_body() -> (mpsc::Sender<io::Result<Bytes>>, Body) {
 
 /// An empty body.
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A JSON body.
@@ -153,9 +155,7 @@ impl Client {
         self.prefix.trim_start_matches("/v")
     }
 
-    async fn sender(
-        &self,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Body>, ClientError> {
+    async fn sender(&self) -> Result<hyper::client::conn::http1::SendRequest<Body>, ClientError> {
         let stream = UnixStream::connect(&self.sock)
             .await
             .map_err(|_| ClientError::Connect(self.host.clone()))?;
@@ -179,7 +179,10 @@ impl Client {
             .method(method)
             .uri(format!("{}{path}", self.prefix))
             .header("host", "api.moby.localhost")
-            .header("user-agent", concat!("Berth-Client/", env!("CARGO_PKG_VERSION"), " (linux)"));
+            .header(
+                "user-agent",
+                concat!("Berth-Client/", env!("CARGO_PKG_VERSION"), " (linux)"),
+            );
         if let Some(ct) = content_type {
             b = b.header("content-type", ct);
         }
@@ -333,7 +336,10 @@ mod tests {
     #[test]
     fn query_encoding() {
         assert_eq!(q("busybox:latest"), "busybox%3Alatest");
-        assert_eq!(q(r#"{"status":["exited"]}"#), "%7B%22status%22%3A%5B%22exited%22%5D%7D");
+        assert_eq!(
+            q(r#"{"status":["exited"]}"#),
+            "%7B%22status%22%3A%5B%22exited%22%5D%7D"
+        );
     }
 
     #[test]
@@ -343,7 +349,11 @@ mod tests {
             "Cannot connect to the Berth daemon at unix:///run/berth/berth.sock. Is the berth daemon running?"
         );
         assert_eq!(
-            ClientError::Daemon { status: 404, message: "No such container: x".into() }.to_string(),
+            ClientError::Daemon {
+                status: 404,
+                message: "No such container: x".into()
+            }
+            .to_string(),
             "Error response from daemon: No such container: x"
         );
     }

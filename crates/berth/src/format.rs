@@ -16,7 +16,15 @@ pub fn tabwrite(text: &str, minwidth: usize, padding: usize) -> String {
     };
     let mut out = String::new();
     let mut widths = Vec::new();
-    format_block(&lines, 0, lines.len(), &mut widths, minwidth, padding, &mut out);
+    format_block(
+        &lines,
+        0,
+        lines.len(),
+        &mut widths,
+        minwidth,
+        padding,
+        &mut out,
+    );
     out
 }
 
@@ -133,7 +141,11 @@ pub fn go_fmt_g(f: f64, prec: usize) -> String {
             s.push('.');
             s.push_str(&digits[1..p as usize]);
         }
-        s.push_str(&format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs()));
+        s.push_str(&format!(
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        ));
         return s;
     }
     let mut p = prec as i32;
@@ -177,7 +189,10 @@ pub fn ram_in_bytes(s: &str) -> Result<i64, String> {
     let (n, unit) = t.split_at(split);
     let n: f64 = n.parse().map_err(|_| format!("invalid size: '{s}'"))?;
     let unit = unit.trim();
-    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(unit);
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit);
     let mul: f64 = match unit {
         "" => 1.0,
         "k" => 1024.0,
@@ -232,7 +247,11 @@ pub fn go_time_string(unix: i64) -> String {
     match chrono::Local.timestamp_opt(unix, 0).single() {
         Some(t) => {
             let off = t.format("%z").to_string();
-            let zone = if off == "+0000" { "UTC".to_string() } else { off.clone() };
+            let zone = if off == "+0000" {
+                "UTC".to_string()
+            } else {
+                off.clone()
+            };
             format!("{} {off} {zone}", t.format("%Y-%m-%d %H:%M:%S"))
         }
         None => String::new(),
@@ -256,7 +275,10 @@ impl Formatter {
         };
         let table = f.starts_with("table");
         let body = if table { &f[5..] } else { f };
-        let body = body.trim_matches(' ').replace("\\t", "\t").replace("\\n", "\n");
+        let body = body
+            .trim_matches(' ')
+            .replace("\\t", "\t")
+            .replace("\\n", "\n");
         Ok(Formatter {
             table,
             tmpl: Template::parse(&body)?,
@@ -274,7 +296,11 @@ impl Formatter {
             buf.push_str(&self.tmpl.execute(r)?);
             buf.push('\n');
         }
-        Ok(if self.table { tabwrite(&buf, 10, 3) } else { buf })
+        Ok(if self.table {
+            tabwrite(&buf, 10, 3)
+        } else {
+            buf
+        })
     }
 }
 
@@ -297,7 +323,10 @@ mod tests {
     #[test]
     fn durations() {
         let s = Duration::from_secs;
-        assert_eq!(human_duration(Duration::from_millis(300)), "Less than a second");
+        assert_eq!(
+            human_duration(Duration::from_millis(300)),
+            "Less than a second"
+        );
         assert_eq!(human_duration(s(1)), "1 second");
         assert_eq!(human_duration(s(3)), "3 seconds");
         assert_eq!(human_duration(s(60)), "About a minute");

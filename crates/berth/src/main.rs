@@ -20,10 +20,18 @@ const GLOBAL: Command = Command {
     about: "A self-sufficient runtime for containers",
     flags: &[
         v("config", None, "Location of client config files"),
-        v("context", Some('c'), "Name of the context to use to connect to the daemon"),
+        v(
+            "context",
+            Some('c'),
+            "Name of the context to use to connect to the daemon",
+        ),
         b("debug", Some('D'), "Enable debug mode"),
         l("host", Some('H'), "Daemon socket to connect to"),
-        v("log-level", Some('l'), "Set the logging level (\"debug\", \"info\", \"warn\", \"error\", \"fatal\")"),
+        v(
+            "log-level",
+            Some('l'),
+            "Set the logging level (\"debug\", \"info\", \"warn\", \"error\", \"fatal\")",
+        ),
         b("tls", None, "Use TLS; implied by --tlsverify"),
         b("tlsverify", None, "Use TLS and verify the remote"),
         b("version", Some('v'), "Print version information and quit"),
@@ -115,7 +123,9 @@ fn real_main() -> i32 {
     let Some((command, used)) = cmd::lookup(&gm.args) else {
         let group = &gm.args[0];
         if ["container", "image", "system"].contains(&group.as_str()) && gm.args.len() == 1 {
-            println!("\nUsage:  berth {group} COMMAND\n\nManage {group}s\n\nRun 'berth {group} COMMAND --help' for more information on a command.");
+            println!(
+                "\nUsage:  berth {group} COMMAND\n\nManage {group}s\n\nRun 'berth {group} COMMAND --help' for more information on a command."
+            );
             return 0;
         }
         let shown = if ["container", "image", "system"].contains(&group.as_str()) {
@@ -123,7 +133,9 @@ fn real_main() -> i32 {
         } else {
             group.clone()
         };
-        eprintln!("berth: unknown command: berth {shown}\n\nRun 'berth --help' for more information");
+        eprintln!(
+            "berth: unknown command: berth {shown}\n\nRun 'berth --help' for more information"
+        );
         return 1;
     };
     let m = match command.parse(&gm.args[used..]) {
@@ -159,6 +171,7 @@ fn real_main() -> i32 {
     let code = match result {
         Ok(code) => code,
         Err(cmd::CliError::Exit(code)) => code,
+        Err(cmd::CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 141,
         Err(e) => {
             let _ = std::io::stdout().flush();
             eprintln!("{e}");
@@ -171,6 +184,19 @@ fn real_main() -> i32 {
 }
 
 fn main() {
+    // Like a Go program, die quietly when the reader of our output goes away (`berth ps | head -1`).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let code = real_main();
     let _ = std::io::stdout().flush();
     std::process::exit(code);
@@ -183,15 +209,24 @@ mod tests {
     #[test]
     fn host_precedence() {
         let s = |x: &str| Some(x.to_string());
-        assert_eq!(resolve_host(Some("unix:///a"), s("unix:///b"), s("unix:///c")), "unix:///a");
-        assert_eq!(resolve_host(None, s("unix:///b"), s("unix:///c")), "unix:///b");
+        assert_eq!(
+            resolve_host(Some("unix:///a"), s("unix:///b"), s("unix:///c")),
+            "unix:///a"
+        );
+        assert_eq!(
+            resolve_host(None, s("unix:///b"), s("unix:///c")),
+            "unix:///b"
+        );
         assert_eq!(resolve_host(None, None, s("unix:///c")), "unix:///c");
         assert_eq!(resolve_host(None, None, None), client::DEFAULT_HOST);
     }
 
     #[test]
     fn global_flags_stop_at_command() {
-        let argv: Vec<String> = ["-H", "unix:///x", "--debug", "ps", "-a"].iter().map(|s| s.to_string()).collect();
+        let argv: Vec<String> = ["-H", "unix:///x", "--debug", "ps", "-a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let m = GLOBAL.parse(&argv).unwrap();
         assert_eq!(m.value("host"), Some("unix:///x"));
         assert!(m.flag("debug"));

@@ -537,7 +537,12 @@ impl Exec<'_> {
                 Ok(())
             }
         };
-        if self.header && matches!(name, "json" | "lower" | "upper" | "title" | "split" | "join" | "truncate" | "pad") {
+        if self.header
+            && matches!(
+                name,
+                "json" | "lower" | "upper" | "title" | "split" | "join" | "truncate" | "pad"
+            )
+        {
             return Ok(args.into_iter().next().unwrap_or_default());
         }
         Ok(match name {
@@ -621,7 +626,9 @@ impl Exec<'_> {
                             let i = num(k).unwrap_or(-1.0);
                             match a.get(i as usize) {
                                 Some(x) if i >= 0.0 => x.clone(),
-                                _ => return self.xerr(at, "error calling index: index out of range"),
+                                _ => {
+                                    return self.xerr(at, "error calling index: index out of range");
+                                }
                             }
                         }
                         (Value::Object(_), k) => v.get(&go_string(k)).cloned().unwrap_or_default(),
@@ -635,11 +642,19 @@ impl Exec<'_> {
                 let from = args.get(1).and_then(num).unwrap_or(0.0) as usize;
                 match &args[0] {
                     Value::String(st) => {
-                        let to = args.get(2).and_then(num).map(|n| n as usize).unwrap_or(st.len());
+                        let to = args
+                            .get(2)
+                            .and_then(num)
+                            .map(|n| n as usize)
+                            .unwrap_or(st.len());
                         Value::String(st.get(from..to).unwrap_or("").to_string())
                     }
                     Value::Array(a) => {
-                        let to = args.get(2).and_then(num).map(|n| n as usize).unwrap_or(a.len());
+                        let to = args
+                            .get(2)
+                            .and_then(num)
+                            .map(|n| n as usize)
+                            .unwrap_or(a.len());
                         Value::Array(a.get(from..to).unwrap_or(&[]).to_vec())
                     }
                     _ => Value::Null,
@@ -892,17 +907,23 @@ mod tests {
 
     #[test]
     fn control_flow() {
+        assert_eq!(run("{{if .State.Running}}up{{else}}down{{end}}", DOC), "up");
         assert_eq!(
-            run("{{if .State.Running}}up{{else}}down{{end}}", DOC),
-            "up"
-        );
-        assert_eq!(
-            run("{{if eq .State.Status \"exited\"}}x{{else if .State.Running}}r{{end}}", DOC),
+            run(
+                "{{if eq .State.Status \"exited\"}}x{{else if .State.Running}}r{{end}}",
+                DOC
+            ),
             "r"
         );
-        assert_eq!(run("{{range .Config.Env}}[{{.}}]{{end}}", DOC), "[A=1][B=2]");
         assert_eq!(
-            run("{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}}", DOC),
+            run("{{range .Config.Env}}[{{.}}]{{end}}", DOC),
+            "[A=1][B=2]"
+        );
+        assert_eq!(
+            run(
+                "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}}",
+                DOC
+            ),
             "a=1;b=2;"
         );
         assert_eq!(run("{{range .Mounts}}m{{else}}none{{end}}", DOC), "none");
@@ -916,7 +937,10 @@ mod tests {
     fn errors_worded_like_go() {
         let t = Template::parse("{{.Nope}}").unwrap();
         let e = t.execute(&Value::from_json(DOC).unwrap()).unwrap_err();
-        assert!(e.to_string().contains("map has no entry for key \"Nope\""), "{e}");
+        assert!(
+            e.to_string().contains("map has no entry for key \"Nope\""),
+            "{e}"
+        );
         let e = Template::parse("{{foo .X}}").unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -33,6 +33,7 @@ impl Value {
     }
 
     /// A string value, or "" for anything else.
+    #[cfg(test)]
     pub fn as_str(&self) -> &str {
         match self {
             Value::String(s) => s,
@@ -58,6 +59,7 @@ impl Value {
     }
 
     /// Parses JSON text, keeping key order.
+    #[cfg(test)]
     pub fn from_json(text: &str) -> Result<Value, serde_json::Error> {
         serde_json::from_str(text)
     }
@@ -256,7 +258,10 @@ mod tests {
     #[test]
     fn keeps_order_and_indents_like_go() {
         let v = Value::from_json(r#"{"b":1,"a":[true,null],"c":{},"d":[],"e":"x\"y"}"#).unwrap();
-        assert_eq!(v.to_json(), r#"{"b":1,"a":[true,null],"c":{},"d":[],"e":"x\"y"}"#);
+        assert_eq!(
+            v.to_json(),
+            r#"{"b":1,"a":[true,null],"c":{},"d":[],"e":"x\"y"}"#
+        );
         assert_eq!(
             v.to_json_indent("    "),
             "{\n    \"b\": 1,\n    \"a\": [\n        true,\n        null\n    ],\n    \"c\": {},\n    \"d\": [],\n    \"e\": \"x\\\"y\"\n}"

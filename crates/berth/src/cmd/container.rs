@@ -18,11 +18,27 @@ pub const PS: Command = Command {
     usage: "[OPTIONS]",
     about: "List containers",
     flags: &[
-        b("all", Some('a'), "Show all containers (default shows just running)"),
-        l("filter", Some('f'), "Filter output based on conditions provided"),
+        b(
+            "all",
+            Some('a'),
+            "Show all containers (default shows just running)",
+        ),
+        l(
+            "filter",
+            Some('f'),
+            "Filter output based on conditions provided",
+        ),
         v("format", None, "Format output using a custom template"),
-        v("last", Some('n'), "Show n last created containers (includes all states)"),
-        b("latest", Some('l'), "Show the latest created container (includes all states)"),
+        v(
+            "last",
+            Some('n'),
+            "Show n last created containers (includes all states)",
+        ),
+        b(
+            "latest",
+            Some('l'),
+            "Show the latest created container (includes all states)",
+        ),
         b("no-trunc", None, "Don't truncate output"),
         b("quiet", Some('q'), "Only display container IDs"),
         b("size", Some('s'), "Display total file sizes"),
@@ -39,7 +55,11 @@ pub const STOP: Command = Command {
     about: "Stop one or more running containers",
     flags: &[
         v("signal", Some('s'), "Signal to send to the container"),
-        v("time", Some('t'), "Seconds to wait before killing the container"),
+        v(
+            "time",
+            Some('t'),
+            "Seconds to wait before killing the container",
+        ),
     ],
     interspersed: true,
     min_args: 1,
@@ -68,9 +88,17 @@ pub const RM: Command = Command {
     usage: "[OPTIONS] CONTAINER [CONTAINER...]",
     about: "Remove one or more containers",
     flags: &[
-        b("force", Some('f'), "Force the removal of a running container (uses SIGKILL)"),
+        b(
+            "force",
+            Some('f'),
+            "Force the removal of a running container (uses SIGKILL)",
+        ),
         b("link", Some('l'), "Remove the specified link"),
-        b("volumes", Some('v'), "Remove anonymous volumes associated with the container"),
+        b(
+            "volumes",
+            Some('v'),
+            "Remove anonymous volumes associated with the container",
+        ),
     ],
     ..STOP
 };
@@ -83,10 +111,22 @@ pub const LOGS: Command = Command {
     flags: &[
         b("details", None, "Show extra details provided to logs"),
         b("follow", Some('f'), "Follow log output"),
-        v("since", None, "Show logs since timestamp (e.g. \"2013-01-02T13:23:37Z\") or relative (e.g. \"42m\" for 42 minutes)"),
-        v("tail", Some('n'), "Number of lines to show from the end of the logs (default \"all\")"),
+        v(
+            "since",
+            None,
+            "Show logs since timestamp (e.g. \"2013-01-02T13:23:37Z\") or relative (e.g. \"42m\" for 42 minutes)",
+        ),
+        v(
+            "tail",
+            Some('n'),
+            "Number of lines to show from the end of the logs (default \"all\")",
+        ),
         b("timestamps", Some('t'), "Show timestamps"),
-        v("until", None, "Show logs before a timestamp (e.g. \"2013-01-02T13:23:37Z\") or relative (e.g. \"42m\" for 42 minutes)"),
+        v(
+            "until",
+            None,
+            "Show logs before a timestamp (e.g. \"2013-01-02T13:23:37Z\") or relative (e.g. \"42m\" for 42 minutes)",
+        ),
     ],
     interspersed: true,
     min_args: 1,
@@ -100,7 +140,11 @@ pub const INSPECT: Command = Command {
     about: "Return low-level information on Docker objects",
     flags: &[
         v("format", Some('f'), "Format output using a custom template"),
-        b("size", Some('s'), "Display total file sizes if the type is container"),
+        b(
+            "size",
+            Some('s'),
+            "Display total file sizes if the type is container",
+        ),
         v("type", None, "Only inspect objects of the given type"),
     ],
     interspersed: true,
@@ -160,7 +204,11 @@ pub fn display_ports(ports: &[berth_api::container::Port]) -> String {
         .map(|p| match p.public_port {
             Some(pub_port) => {
                 let ip = p.ip.clone().unwrap_or_default();
-                let ip = if ip.contains(':') { format!("[{ip}]") } else { ip };
+                let ip = if ip.contains(':') {
+                    format!("[{ip}]")
+                } else {
+                    ip
+                };
                 format!("{ip}:{pub_port}->{}/{}", p.private_port, p.kind)
             }
             None => format!("{}/{}", p.private_port, p.kind),
@@ -239,7 +287,10 @@ pub fn ps_row(c: &ContainerSummary, trunc: bool) -> Value {
     Value::object([
         ("Command", Value::from(go_quote(&command))),
         ("CreatedAt", Value::from(go_time_string(c.created))),
-        ("ID", Value::from(if trunc { short_id(&c.id) } else { c.id.clone() })),
+        (
+            "ID",
+            Value::from(if trunc { short_id(&c.id) } else { c.id.clone() }),
+        ),
         ("Image", Value::from(image)),
         ("Labels", Value::from(labels.join(","))),
         ("LocalVolumes", Value::from(local_volumes.to_string())),
@@ -260,7 +311,9 @@ pub async fn ps(ctx: &Ctx, m: Matches) -> CmdResult {
     for f in m.values("filter") {
         let Some((k, val)) = f.split_once('=') else {
             return Err(CliError::Msg(
-                format!("invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"),
+                format!(
+                    "invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"
+                ),
                 125,
             ));
         };
@@ -320,7 +373,8 @@ pub async fn stop(ctx: &Ctx, m: Matches) -> CmdResult {
     let c = &client;
     let qs = &qs;
     for_each(&m.args, |a| async move {
-        c.post_empty(&format!("/containers/{}/stop{qs}", q(&a))).await?;
+        c.post_empty(&format!("/containers/{}/stop{qs}", q(&a)))
+            .await?;
         Ok(Some(a))
     })
     .await
@@ -336,7 +390,8 @@ pub async fn restart(ctx: &Ctx, m: Matches) -> CmdResult {
     let c = &client;
     let t = &t;
     for_each(&m.args, |a| async move {
-        c.post_empty(&format!("/containers/{}/restart{t}", q(&a))).await?;
+        c.post_empty(&format!("/containers/{}/restart{t}", q(&a)))
+            .await?;
         Ok(Some(a))
     })
     .await
@@ -352,7 +407,8 @@ pub async fn kill(ctx: &Ctx, m: Matches) -> CmdResult {
     let c = &client;
     let sig = &sig;
     for_each(&m.args, |a| async move {
-        c.post_empty(&format!("/containers/{}/kill{sig}", q(&a))).await?;
+        c.post_empty(&format!("/containers/{}/kill{sig}", q(&a)))
+            .await?;
         Ok(Some(a))
     })
     .await
@@ -370,7 +426,9 @@ pub async fn rm(ctx: &Ctx, m: Matches) -> CmdResult {
     let c = &client;
     let qs = &qs;
     for_each(&m.args, |a| async move {
-        let resp = c.delete(&format!("/containers/{}{qs}", q(a.trim_start_matches('/')))).await?;
+        let resp = c
+            .delete(&format!("/containers/{}{qs}", q(a.trim_start_matches('/'))))
+            .await?;
         read_body(resp).await?;
         Ok(Some(a))
     })
@@ -382,7 +440,9 @@ pub async fn wait(ctx: &Ctx, m: Matches) -> CmdResult {
     let client = ctx.client().await?;
     let c = &client;
     for_each(&m.args, |a| async move {
-        let resp = c.post::<()>(&format!("/containers/{}/wait", q(&a)), None).await?;
+        let resp = c
+            .post::<()>(&format!("/containers/{}/wait", q(&a)), None)
+            .await?;
         let w: WaitResponse = decode(resp).await?;
         Ok(Some(w.status_code.to_string()))
     })
@@ -445,13 +505,21 @@ pub fn parse_timestamp(s: &str) -> Result<String, String> {
     }
     if let Some(d) = parse_go_duration(s) {
         let t = chrono::Utc::now() - chrono::Duration::nanoseconds(d);
-        return Ok(format!("{}.{:09}", t.timestamp(), t.timestamp_subsec_nanos()));
+        return Ok(format!(
+            "{}.{:09}",
+            t.timestamp(),
+            t.timestamp_subsec_nanos()
+        ));
     }
     if s.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return Ok(s.to_string());
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(format!("{}.{:09}", t.timestamp(), t.timestamp_subsec_nanos()));
+        return Ok(format!(
+            "{}.{:09}",
+            t.timestamp(),
+            t.timestamp_subsec_nanos()
+        ));
     }
     for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"] {
         let parsed = if fmt == "%Y-%m-%d" {
@@ -465,7 +533,9 @@ pub fn parse_timestamp(s: &str) -> Result<String, String> {
             return Ok(format!("{}.000000000", t.and_utc().timestamp()));
         }
     }
-    Err(format!("invalid value for \"since\": failed to parse value as time or duration: \"{s}\""))
+    Err(format!(
+        "invalid value for \"since\": failed to parse value as time or duration: \"{s}\""
+    ))
 }
 
 /// Go's `time.ParseDuration` in nanoseconds ("1h30m", "42m", "10s", "1.5h").
@@ -506,7 +576,10 @@ pub async fn inspect(ctx: &Ctx, m: Matches, forced: Option<&str>) -> CmdResult {
     if let Some(k) = kind
         && !["container", "image"].contains(&k)
     {
-        return Err(CliError::Msg(format!("\"{k}\" is not a valid value for --type"), 1));
+        return Err(CliError::Msg(
+            format!("\"{k}\" is not a valid value for --type"),
+            1,
+        ));
     }
     let tmpl = match m.value("format") {
         Some(f) if !f.is_empty() && f != "json" => Some(Template::parse(f)?),
@@ -545,7 +618,9 @@ pub async fn inspect(ctx: &Ctx, m: Matches, forced: Option<&str>) -> CmdResult {
         match got {
             Some(v) => found.push(v),
             None => errors.push(match (forced, kind) {
-                (Some("container"), _) => format!("Error response from daemon: No such container: {name}"),
+                (Some("container"), _) => {
+                    format!("Error response from daemon: No such container: {name}")
+                }
                 (Some("image"), _) => format!("Error response from daemon: No such image: {name}"),
                 _ => format!("Error: No such object: {name}"),
             }),
@@ -596,7 +671,10 @@ mod tests {
         };
         let r = ps_row(&c, true);
         assert_eq!(r.get("ID").unwrap().as_str(), "0123456789ab");
-        assert_eq!(r.get("Command").unwrap().as_str(), "\"sh -c 'while true; …\"");
+        assert_eq!(
+            r.get("Command").unwrap().as_str(),
+            "\"sh -c 'while true; …\""
+        );
         assert_eq!(r.get("Names").unwrap().as_str(), "web");
         assert_eq!(r.get("RunningFor").unwrap().as_str(), "3 seconds ago");
         assert_eq!(r.get("Ports").unwrap().as_str(), "0.0.0.0:8080->80/tcp");

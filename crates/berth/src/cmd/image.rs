@@ -20,9 +20,17 @@ pub const IMAGES: Command = Command {
     usage: "[OPTIONS] [REPOSITORY[:TAG]]",
     about: "List images",
     flags: &[
-        b("all", Some('a'), "Show all images (default hides intermediate images)"),
+        b(
+            "all",
+            Some('a'),
+            "Show all images (default hides intermediate images)",
+        ),
         b("digests", None, "Show digests"),
-        l("filter", Some('f'), "Filter output based on conditions provided"),
+        l(
+            "filter",
+            Some('f'),
+            "Filter output based on conditions provided",
+        ),
         v("format", None, "Format output using a custom template"),
         b("no-trunc", None, "Don't truncate output"),
         b("quiet", Some('q'), "Only show image IDs"),
@@ -51,7 +59,11 @@ pub const IMAGE_INSPECT: Command = Command {
     path: "image inspect",
     usage: "[OPTIONS] IMAGE [IMAGE...]",
     about: "Display detailed information on one or more images",
-    flags: &[v("format", Some('f'), "Format output using a custom template")],
+    flags: &[v(
+        "format",
+        Some('f'),
+        "Format output using a custom template",
+    )],
     interspersed: true,
     min_args: 1,
     max_args: None,
@@ -74,9 +86,21 @@ pub const IMPORT: Command = Command {
     usage: "[OPTIONS] file|URL|- [REPOSITORY[:TAG]]",
     about: "Import the contents from a tarball to create a filesystem image",
     flags: &[
-        l("change", Some('c'), "Apply Dockerfile instruction to the created image"),
-        v("message", Some('m'), "Set commit message for imported image"),
-        v("platform", None, "Set platform if server is multi-platform capable"),
+        l(
+            "change",
+            Some('c'),
+            "Apply Dockerfile instruction to the created image",
+        ),
+        v(
+            "message",
+            Some('m'),
+            "Set commit message for imported image",
+        ),
+        v(
+            "platform",
+            None,
+            "Set platform if server is multi-platform capable",
+        ),
     ],
     interspersed: true,
     min_args: 1,
@@ -89,8 +113,16 @@ pub const PULL: Command = Command {
     usage: "[OPTIONS] NAME[:TAG|@DIGEST]",
     about: "Download an image from a registry",
     flags: &[
-        b("all-tags", Some('a'), "Download all tagged images in the repository"),
-        v("platform", None, "Set platform if server is multi-platform capable"),
+        b(
+            "all-tags",
+            Some('a'),
+            "Download all tagged images in the repository",
+        ),
+        v(
+            "platform",
+            None,
+            "Set platform if server is multi-platform capable",
+        ),
         b("quiet", Some('q'), "Suppress verbose output"),
     ],
     interspersed: true,
@@ -98,8 +130,7 @@ pub const PULL: Command = Command {
     max_args: Some(1),
 };
 
-const IMAGES_TABLE: &str =
-    "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+const IMAGES_TABLE: &str = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
 const IMAGES_DIGEST_TABLE: &str =
     "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
 
@@ -135,11 +166,7 @@ pub fn split_tag(r: &str) -> (&str, &str) {
 pub fn image_rows(list: &[ImageSummary], trunc: bool) -> Vec<Value> {
     let mut rows = Vec::new();
     for i in list {
-        let id = if trunc {
-            short_id(&i.id)
-        } else {
-            i.id.clone()
-        };
+        let id = if trunc { short_id(&i.id) } else { i.id.clone() };
         let digest_for = |repo: &str| {
             i.repo_digests
                 .iter()
@@ -168,16 +195,37 @@ pub fn image_rows(list: &[ImageSummary], trunc: bool) -> Vec<Value> {
         }
         for (repo, tag, digest) in pairs {
             rows.push(Value::object([
-                ("Containers", Value::from(if i.containers < 0 { "N/A".to_string() } else { i.containers.to_string() })),
+                (
+                    "Containers",
+                    Value::from(if i.containers < 0 {
+                        "N/A".to_string()
+                    } else {
+                        i.containers.to_string()
+                    }),
+                ),
                 ("CreatedAt", Value::from(go_time_string(i.created))),
                 ("CreatedSince", Value::from(ago(i.created))),
                 ("Digest", Value::from(digest)),
                 ("ID", Value::from(id.clone())),
                 ("Repository", Value::from(repo)),
-                ("SharedSize", Value::from(if i.shared_size < 0 { "N/A".to_string() } else { human_size(i.shared_size as f64) })),
+                (
+                    "SharedSize",
+                    Value::from(if i.shared_size < 0 {
+                        "N/A".to_string()
+                    } else {
+                        human_size(i.shared_size as f64)
+                    }),
+                ),
                 ("Size", Value::from(human_size(i.size as f64))),
                 ("Tag", Value::from(tag)),
-                ("UniqueSize", Value::from(if i.shared_size < 0 { "N/A".to_string() } else { human_size((i.size - i.shared_size) as f64) })),
+                (
+                    "UniqueSize",
+                    Value::from(if i.shared_size < 0 {
+                        "N/A".to_string()
+                    } else {
+                        human_size((i.size - i.shared_size) as f64)
+                    }),
+                ),
                 ("VirtualSize", Value::from(human_size(i.size as f64))),
             ]));
         }
@@ -190,7 +238,12 @@ pub async fn images(ctx: &Ctx, m: Matches) -> CmdResult {
     let mut filters = Filters::default();
     for f in m.values("filter") {
         let Some((k, val)) = f.split_once('=') else {
-            return Err(CliError::Msg(format!("invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"), 125));
+            return Err(CliError::Msg(
+                format!(
+                    "invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"
+                ),
+                125,
+            ));
         };
         filters.add(k, val);
     }
@@ -221,7 +274,10 @@ pub async fn images(ctx: &Ctx, m: Matches) -> CmdResult {
         IMAGES_TABLE
     };
     let fmt = Formatter::new(m.value("format").unwrap_or(""), default)?;
-    print!("{}", fmt.render(&image_rows(&list, trunc), &images_header())?);
+    print!(
+        "{}",
+        fmt.render(&image_rows(&list, trunc), &images_header())?
+    );
     Ok(0)
 }
 
@@ -372,7 +428,9 @@ pub async fn pull(ctx: &Ctx, m: Matches) -> CmdResult {
             }
             Ok(0)
         }
-        Err(CliError::Msg(e, _)) => Err(CliError::Msg(format!("Error response from daemon: {e}"), 1)),
+        Err(CliError::Msg(e, _)) => {
+            Err(CliError::Msg(format!("Error response from daemon: {e}"), 1))
+        }
         Err(e) => Err(e),
     }
 }
@@ -402,11 +460,18 @@ pub async fn import(ctx: &Ctx, m: Matches) -> CmdResult {
     let mut reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if src == "-" {
         Box::new(tokio::io::stdin())
     } else {
-        Box::new(
-            tokio::fs::File::open(&src)
-                .await
-                .map_err(|e| CliError::Msg(format!("open {src}: {}", e.kind().to_string().to_lowercase().replace("entity not found", "no such file or directory")), 1))?,
-        )
+        Box::new(tokio::fs::File::open(&src).await.map_err(|e| {
+            CliError::Msg(
+                format!(
+                    "open {src}: {}",
+                    e.kind()
+                        .to_string()
+                        .to_lowercase()
+                        .replace("entity not found", "no such file or directory")
+                ),
+                1,
+            )
+        })?)
     };
     let (tx, body) = channel_body();
     tokio::spawn(async move {
@@ -415,7 +480,11 @@ pub async fn import(ctx: &Ctx, m: Matches) -> CmdResult {
             match reader.read(&mut buf).await {
                 Ok(0) => break,
                 Ok(n) => {
-                    if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                    if tx
+                        .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -442,7 +511,10 @@ mod tests {
     fn tags_split_like_docker() {
         assert_eq!(split_tag("busybox:local"), ("busybox", "local"));
         assert_eq!(split_tag("busybox"), ("busybox", ""));
-        assert_eq!(split_tag("localhost:5000/a/b:1"), ("localhost:5000/a/b", "1"));
+        assert_eq!(
+            split_tag("localhost:5000/a/b:1"),
+            ("localhost:5000/a/b", "1")
+        );
         assert_eq!(split_tag("localhost:5000/a"), ("localhost:5000/a", ""));
     }
 
@@ -464,7 +536,9 @@ mod tests {
             },
         ];
         let f = Formatter::new("", IMAGES_TABLE).unwrap();
-        let out = f.render(&image_rows(&list, true), &images_header()).unwrap();
+        let out = f
+            .render(&image_rows(&list, true), &images_header())
+            .unwrap();
         assert_eq!(
             out,
             "REPOSITORY   TAG       IMAGE ID       CREATED          SIZE\n\

@@ -195,7 +195,10 @@ pub async fn dispatch(ctx: &Ctx, cmd: &Command, m: Matches) -> CmdResult {
         ("pull", _) => image::pull(ctx, m).await,
         ("version", _) => system::version(ctx, m).await,
         ("info", _) => system::info(ctx, m).await,
-        _ => Err(CliError::Msg(format!("berth: '{}' is not a berth command.", cmd.path), 1)),
+        _ => Err(CliError::Msg(
+            format!("berth: '{}' is not a berth command.", cmd.path),
+            1,
+        )),
     }
 }
 

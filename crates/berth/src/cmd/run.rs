@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use berth_api::container::{
-    CreateRequest, CreateResponse, EmptyObject, LogConfig, PortBinding, RestartPolicy,
-    WaitResponse,
+    CreateRequest, CreateResponse, EmptyObject, LogConfig, PortBinding, RestartPolicy, WaitResponse,
 };
 use berth_api::stdcopy::{Demuxer, StreamType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,9 +79,21 @@ macro_rules! container_flags {
 }
 
 const RUN_FLAGS: &[Flag] = container_flags!(
-    b("detach", Some('d'), "Run container in background and print container ID"),
-    v("detach-keys", None, "Override the key sequence for detaching a container"),
-    b("sig-proxy", None, "Proxy received signals to the process (default true)"),
+    b(
+        "detach",
+        Some('d'),
+        "Run container in background and print container ID"
+    ),
+    v(
+        "detach-keys",
+        None,
+        "Override the key sequence for detaching a container"
+    ),
+    b(
+        "sig-proxy",
+        None,
+        "Proxy received signals to the process (default true)"
+    ),
 );
 const CREATE_FLAGS: &[Flag] = container_flags!();
 
@@ -112,8 +123,16 @@ pub const START: Command = Command {
     usage: "[OPTIONS] CONTAINER [CONTAINER...]",
     about: "Start one or more stopped containers",
     flags: &[
-        b("attach", Some('a'), "Attach STDOUT/STDERR and forward signals"),
-        v("detach-keys", None, "Override the key sequence for detaching a container"),
+        b(
+            "attach",
+            Some('a'),
+            "Attach STDOUT/STDERR and forward signals",
+        ),
+        v(
+            "detach-keys",
+            None,
+            "Override the key sequence for detaching a container",
+        ),
         b("interactive", Some('i'), "Attach container's STDIN"),
     ],
     interspersed: true,
@@ -127,9 +146,17 @@ pub const ATTACH: Command = Command {
     usage: "[OPTIONS] CONTAINER",
     about: "Attach local standard input, output, and error streams to a running container",
     flags: &[
-        v("detach-keys", None, "Override the key sequence for detaching a container"),
+        v(
+            "detach-keys",
+            None,
+            "Override the key sequence for detaching a container",
+        ),
         b("no-stdin", None, "Do not attach STDIN"),
-        b("sig-proxy", None, "Proxy all received signals to the process (default true)"),
+        b(
+            "sig-proxy",
+            None,
+            "Proxy all received signals to the process (default true)",
+        ),
     ],
     interspersed: true,
     min_args: 1,
@@ -156,7 +183,9 @@ fn parse_port_spec(spec: &str) -> Result<(String, PortBinding), String> {
     };
     // ip:host:container, host:container, container; IPv6 addresses come in brackets.
     let (ip, rest) = if let Some(r) = main.strip_prefix('[') {
-        let (ip, rest) = r.split_once("]:").ok_or_else(|| format!("invalid IP address: {main}"))?;
+        let (ip, rest) = r
+            .split_once("]:")
+            .ok_or_else(|| format!("invalid IP address: {main}"))?;
         (ip.to_string(), rest.to_string())
     } else {
         let parts: Vec<&str> = main.split(':').collect();
@@ -286,7 +315,11 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
     c.stop_timeout = m.int("stop-timeout")?;
     let mut exposed: BTreeMap<String, EmptyObject> = BTreeMap::new();
     for e in m.values("expose") {
-        let p = if e.contains('/') { e.clone() } else { format!("{e}/tcp") };
+        let p = if e.contains('/') {
+            e.clone()
+        } else {
+            format!("{e}/tcp")
+        };
         exposed.insert(p, EmptyObject::new());
     }
     let h = &mut req.host_config;
@@ -351,19 +384,25 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
     }
     h.pids_limit = m.int("pids-limit")?;
     if let Some(s) = m.value("shm-size") {
-        h.shm_size = Some(crate::format::ram_in_bytes(s).map_err(|e| m.bad_value("shm-size", s, &e))?);
+        h.shm_size =
+            Some(crate::format::ram_in_bytes(s).map_err(|e| m.bad_value("shm-size", s, &e))?);
     }
     let restart = m.value("restart").unwrap_or("no");
     let (rname, rcount) = match restart.split_once(':') {
         Some((n, c)) => (
             n,
-            c.parse()
-                .map_err(|_| m.bad_value("restart", restart, "maximum retry count must be an integer"))?,
+            c.parse().map_err(|_| {
+                m.bad_value("restart", restart, "maximum retry count must be an integer")
+            })?,
         ),
         None => (restart, 0),
     };
     if !["no", "always", "on-failure", "unless-stopped"].contains(&rname) {
-        return Err(m.bad_value("restart", restart, &format!("invalid restart policy: {rname}")));
+        return Err(m.bad_value(
+            "restart",
+            restart,
+            &format!("invalid restart policy: {rname}"),
+        ));
     }
     if rname != "no" && h.auto_remove {
         return Err(UsageError {
@@ -397,7 +436,8 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
         })
         .collect();
     if !tmpfs.is_empty() {
-        h.extra.insert("Tmpfs".into(), serde_json::Value::Object(tmpfs));
+        h.extra
+            .insert("Tmpfs".into(), serde_json::Value::Object(tmpfs));
     }
     let sysctls: serde_json::Map<String, serde_json::Value> = m
         .values("sysctl")
@@ -406,10 +446,12 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
         .collect();
     if !sysctls.is_empty() {
-        h.extra.insert("Sysctls".into(), serde_json::Value::Object(sysctls));
+        h.extra
+            .insert("Sysctls".into(), serde_json::Value::Object(sysctls));
     }
     if !m.values("group-add").is_empty() {
-        h.extra.insert("GroupAdd".into(), serde_json::json!(m.values("group-add")));
+        h.extra
+            .insert("GroupAdd".into(), serde_json::json!(m.values("group-add")));
     }
     if c.tty
         && tty::stdout_is_tty()
@@ -420,7 +462,11 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
     req.networking_config = Some(serde_json::json!({"EndpointsConfig": {}}));
     let pull = m.value("pull").unwrap_or("missing").to_string();
     if !["missing", "always", "never"].contains(&pull.as_str()) {
-        return Err(m.bad_value("pull", &pull, "invalid pull option: must be one of \"always\", \"missing\" or \"never\""));
+        return Err(m.bad_value(
+            "pull",
+            &pull,
+            "invalid pull option: must be one of \"always\", \"missing\" or \"never\"",
+        ));
     }
     Ok((
         req,
@@ -462,7 +508,8 @@ pub async fn create_container(
     }
     let image = familiar_ref(&req.config.image);
     if opts.pull == "always" {
-        super::image::pull_image(client, &image, opts.platform.as_deref(), true, opts.quiet).await?;
+        super::image::pull_image(client, &image, opts.platform.as_deref(), true, opts.quiet)
+            .await?;
     }
     let resp = match client.post(&path, Some(req)).await {
         Err(e) if e.is_not_found() && opts.pull == "missing" => {
@@ -753,7 +800,12 @@ async fn attach_start_wait(
         parse_detach_keys(k).map_err(|e| CliError::Msg(e, 125))?;
     }
     let conn = open_attach(client, id, o).await?;
-    let waiter = start_wait(client, id, if auto_remove { "removed" } else { "next-exit" }).await;
+    let waiter = start_wait(
+        client,
+        id,
+        if auto_remove { "removed" } else { "next-exit" },
+    )
+    .await;
     let _raw = if o.tty && o.stdin && tty::stdin_is_tty() {
         Some(tty::RawGuard::enable()?)
     } else {
@@ -801,7 +853,10 @@ pub async fn run(ctx: &Ctx, cmd: &Command, m: Matches) -> CmdResult {
         .map_err(|e| run_error(cmd, &e))?;
     if detach {
         if let Err(e) = client.post_empty(&format!("/containers/{id}/start")).await {
-            eprintln!("berth: {e}\n\nRun 'berth {} --help' for more information", cmd.path);
+            eprintln!(
+                "berth: {e}\n\nRun 'berth {} --help' for more information",
+                cmd.path
+            );
             return Ok(start_error_code(&e.to_string()));
         }
         println!("{id}");
@@ -818,14 +873,20 @@ pub async fn run(ctx: &Ctx, cmd: &Command, m: Matches) -> CmdResult {
     match attach_start_wait(&client, &id, &o, req.host_config.auto_remove, true).await {
         Ok(code) => Ok(code),
         Err(CliError::Client(e @ ClientError::Daemon { .. })) => {
-            eprintln!("berth: {e}\n\nRun 'berth {} --help' for more information", cmd.path);
+            eprintln!(
+                "berth: {e}\n\nRun 'berth {} --help' for more information",
+                cmd.path
+            );
             Ok(start_error_code(&e.to_string()))
         }
         Err(e) => Err(run_error(cmd, &e)),
     }
 }
 
-async fn inspect_config(client: &Client, id: &str) -> Result<berth_api::container::Config, CliError> {
+async fn inspect_config(
+    client: &Client,
+    id: &str,
+) -> Result<berth_api::container::Config, CliError> {
     let v: serde_json::Value = client.get(&format!("/containers/{id}/json")).await?;
     Ok(serde_json::from_value(v.get("Config").cloned().unwrap_or_default()).unwrap_or_default())
 }
@@ -861,7 +922,8 @@ pub async fn start(ctx: &Ctx, m: Matches) -> CmdResult {
     }
     let c = &client;
     super::for_each(&m.args, |a| async move {
-        c.post_empty(&format!("/containers/{}/start", q(&a))).await?;
+        c.post_empty(&format!("/containers/{}/start", q(&a)))
+            .await?;
         Ok(Some(a))
     })
     .await
@@ -903,10 +965,16 @@ mod tests {
 
     #[test]
     fn run_flags_stop_at_image() {
-        let (r, o) = parse("--rm -it --name web -e A=1 -l x=y -w /tmp -u 1000 busybox:local ls -l /");
+        let (r, o) =
+            parse("--rm -it --name web -e A=1 -l x=y -w /tmp -u 1000 busybox:local ls -l /");
         assert_eq!(r.config.image, "busybox:local");
-        assert_eq!(r.config.cmd, Some(vec!["ls".into(), "-l".into(), "/".into()]));
-        assert!(r.config.tty && r.config.open_stdin && r.config.attach_stdin && r.config.stdin_once);
+        assert_eq!(
+            r.config.cmd,
+            Some(vec!["ls".into(), "-l".into(), "/".into()])
+        );
+        assert!(
+            r.config.tty && r.config.open_stdin && r.config.attach_stdin && r.config.stdin_once
+        );
         assert!(r.host_config.auto_remove);
         assert_eq!(o.name.as_deref(), Some("web"));
         assert_eq!(r.config.env, ["A=1"]);
@@ -934,7 +1002,10 @@ mod tests {
         assert_eq!(h.pids_limit, Some(10));
         assert_eq!(
             h.port_bindings["80/tcp"],
-            Some(vec![PortBinding { host_ip: "127.0.0.1".into(), host_port: "8080".into() }])
+            Some(vec![PortBinding {
+                host_ip: "127.0.0.1".into(),
+                host_port: "8080".into()
+            }])
         );
         assert!(h.port_bindings.contains_key("53/udp"));
         assert_eq!(h.binds, ["/h:/c"]);
@@ -948,18 +1019,32 @@ mod tests {
 
     #[test]
     fn bad_values_are_usage_errors() {
-        let argv: Vec<String> = ["--stop-timeout", "x", "img"].iter().map(|s| s.to_string()).collect();
+        let argv: Vec<String> = ["--stop-timeout", "x", "img"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let m = RUN.parse(&argv).unwrap();
         let e = build_create(&m, true).unwrap_err();
-        assert!(e.msg.starts_with("invalid argument \"x\" for \"--stop-timeout\" flag"));
+        assert!(
+            e.msg
+                .starts_with("invalid argument \"x\" for \"--stop-timeout\" flag")
+        );
         assert_eq!(e.exit_code(), 125);
-        let argv: Vec<String> = ["--rm", "--restart", "always", "img"].iter().map(|s| s.to_string()).collect();
+        let argv: Vec<String> = ["--rm", "--restart", "always", "img"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(build_create(&RUN.parse(&argv).unwrap(), true).is_err());
     }
 
     #[test]
     fn exit_code_mapping() {
-        assert_eq!(start_error_code("Error response from daemon: exec: \"nope\": executable file not found in $PATH"), 127);
+        assert_eq!(
+            start_error_code(
+                "Error response from daemon: exec: \"nope\": executable file not found in $PATH"
+            ),
+            127
+        );
         assert_eq!(start_error_code("open /x: no such file or directory"), 127);
         assert_eq!(start_error_code("exec /etc: permission denied"), 126);
         assert_eq!(start_error_code("cannot start"), 125);

@@ -22,7 +22,11 @@ pub const VERSION: Command = Command {
     path: "version",
     usage: "[OPTIONS]",
     about: "Show the Berth version information",
-    flags: &[v("format", Some('f'), "Format output using a custom template")],
+    flags: &[v(
+        "format",
+        Some('f'),
+        "Format output using a custom template",
+    )],
     interspersed: true,
     min_args: 0,
     max_args: Some(0),
@@ -33,7 +37,11 @@ pub const INFO: Command = Command {
     path: "info",
     usage: "[OPTIONS]",
     about: "Display system-wide information",
-    flags: &[v("format", Some('f'), "Format output using a custom template")],
+    flags: &[v(
+        "format",
+        Some('f'),
+        "Format output using a custom template",
+    )],
     interspersed: true,
     min_args: 0,
     max_args: Some(0),
@@ -80,7 +88,10 @@ pub async fn version(ctx: &Ctx, m: Matches) -> CmdResult {
     };
     if let Some(f) = m.value("format") {
         let t = Template::parse(f)?;
-        let sv = server.as_ref().map(Value::from_serde).unwrap_or(Value::Null);
+        let sv = server
+            .as_ref()
+            .map(Value::from_serde)
+            .unwrap_or(Value::Null);
         let doc = Value::object([("Client", client_v), ("Server", sv)]);
         println!("{}", t.execute(&doc)?);
         return match server {
@@ -91,7 +102,10 @@ pub async fn version(ctx: &Ctx, m: Matches) -> CmdResult {
     println!("Client:");
     println!(" Version:           {VERSION_STR}");
     println!(" API version:       {api}");
-    println!(" Rust version:      {}", option_env!("CARGO_PKG_RUST_VERSION").unwrap_or(""));
+    println!(
+        " Rust version:      {}",
+        option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("")
+    );
     println!(" Git commit:        {BUILD}");
     println!(" OS/Arch:           {}/{}", std::env::consts::OS, go_arch());
     println!(" Context:           default");
