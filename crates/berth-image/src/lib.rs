@@ -7,6 +7,7 @@
 
 pub mod changes;
 pub mod config;
+mod diff;
 pub mod digest;
 mod error;
 mod fsutil;
@@ -20,7 +21,7 @@ pub use digest::{ChainId, DiffId, Digest, ImageId, chain_ids};
 pub use error::{Error, ErrorKind, Result};
 pub use reference::Reference;
 pub use store::{
-    BlobDescriptor, DeleteItem, GraphDriver, HistoryItem, ImageDetails, ImageMetadata, ImageStore,
-    ImageSummary, ImageUser, ImportOptions, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, RootFsDetails, RootfsMount,
+    BlobDescriptor, CommitOptions, DeleteItem, GraphDriver, HistoryItem, ImageDetails,
+    ImageMetadata, ImageStore, ImageSummary, ImageUser, ImportOptions, MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, RootFsDetails, RootfsMount,
 };

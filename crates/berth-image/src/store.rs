@@ -45,6 +45,21 @@ pub struct ImportOptions {
     pub architecture: Option<String>,
 }
 
+/// Options of [`ImageStore::commit`] (`docker commit`'s `--change`, `--message`, `--author`).
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// The container's config to record (default: the image's); `changes` apply on top.
+    pub config: Option<ContainerConfig>,
+    /// Dockerfile-like changes (`CMD ["sh"]`, `ENV A=b`, ...).
+    pub changes: Vec<String>,
+    /// Commit message (config `comment` and the history entry's comment).
+    pub comment: Option<String>,
+    /// Author.
+    pub author: Option<String>,
+    /// The history entry's `created_by` (e.g. the container's command).
+    pub created_by: Option<String>,
+}
+
 /// One image as `GET /images/json` lists it (Docker's field names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -1342,6 +1357,95 @@ impl ImageStore {
             }
         }
         Ok((records, reclaimed))
+    }
+
+    /// `docker commit`: makes a new image from a container's writable layer on top of its image, with the
+    /// image as parent, optionally tagged `reference`. The container should be paused or stopped.
+    /// Errors: NotFound (container layer or its image), InvalidArgument (reference, changes), Internal.
+    pub fn commit(
+        &self,
+        container_id: &str,
+        reference: Option<&str>,
+        opts: &CommitOptions,
+    ) -> Result<ImageSummary> {
+        let reference = match reference {
+            Some(r) if !r.is_empty() => Some(self.parse_tag_target(r)?),
+            _ => None,
+        };
+        let (image_id, base, top_chain) = {
+            let st = self.lock();
+            let rec = st
+                .containers
+                .get(container_id)
+                .ok_or_else(|| Error::NotFound(format!("No such container: {container_id}")))?;
+            let img = st
+                .images
+                .get(&rec.image_id)
+                .ok_or_else(|| Error::NoSuchImage(rec.image_id.to_string()))?;
+            (
+                rec.image_id.clone(),
+                img.config.clone(),
+                rec.chain_ids.last().cloned(),
+            )
+        };
+        let mut cfg = opts
+            .config
+            .clone()
+            .or_else(|| base.config.clone())
+            .unwrap_or_default();
+        for ch in &opts.changes {
+            apply_change(&mut cfg, ch)?;
+        }
+        // The diff as a tar in a temp file, then staged like any layer.
+        let upper = self.container_dir(container_id).join("upper");
+        let tar_tmp = temp_sibling(&self.root.join("commit"));
+        let staged = (|| {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&tar_tmp)
+                .ctx("create", &tar_tmp)?;
+            let mut f = crate::diff::write_diff_tar(&upper, BufWriter::new(f))?
+                .into_inner()
+                .map_err(|e| Error::io("write layer tar", e.into_error()))?;
+            io::Seek::seek(&mut f, io::SeekFrom::Start(0)).ctx("seek", &tar_tmp)?;
+            self.stage_layer(f, top_chain.as_ref())
+        })();
+        let _ = remove_any(&tar_tmp);
+        let staged = staged?;
+        let created = now_rfc3339();
+        let mut config = base;
+        config.extra.remove("container");
+        config.extra.remove("container_config");
+        config.config = Some(cfg);
+        config.created = Some(created.clone());
+        config.author = opts.author.clone().filter(|a| !a.is_empty());
+        config.comment = opts.comment.clone().filter(|c| !c.is_empty());
+        config.docker_version = Some(concat!("berth-", env!("CARGO_PKG_VERSION")).to_string());
+        config.rootfs.diff_ids.push(staged.meta.diff_id.clone());
+        config.history.push(History {
+            created: Some(created),
+            created_by: opts.created_by.clone(),
+            author: config.author.clone(),
+            comment: config.comment.clone(),
+            empty_layer: false,
+        });
+        let mut st = self.lock();
+        let tmp = staged.tmp_dir.clone();
+        let blob_tmp = staged.blob_tmp.clone();
+        let res = self.commit_layer(&mut st, staged).and_then(|()| {
+            let parent = st.images.contains_key(&image_id).then(|| image_id.clone());
+            self.commit_image(&mut st, config, parent, reference.as_ref())
+        });
+        match res {
+            Ok(id) => Ok(self.summary(&st, &id)),
+            Err(e) => {
+                let _ = remove_any(&tmp);
+                let _ = remove_any(&blob_tmp);
+                Err(e)
+            }
+        }
     }
 
     // ---------------------------------------------------------------- container snapshots

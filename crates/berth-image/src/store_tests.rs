@@ -798,3 +798,98 @@ fn gnu_tar_round_trip() {
         fs::metadata(src.join("a")).unwrap().mtime()
     );
 }
+
+#[test]
+fn commit_a_container_layer() {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    use std::os::unix::fs::FileTypeExt;
+    let (_d, s) = store();
+    let base = s
+        .import(
+            &rootfs_tar("base")[..],
+            Some("base"),
+            &ImportOptions {
+                changes: vec!["CMD [\"/bin/tool\"]".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let base_id = Digest::parse(&base.id).unwrap();
+    let m = s.prepare_container_layer("c1", &base_id).unwrap();
+    // What a container would have done: add a file, delete one.
+    fs::create_dir(m.upper.join("etc")).unwrap();
+    fs::write(m.upper.join("etc/added"), b"added\n").unwrap();
+    mknod(
+        &m.upper.join("etc/os-release"),
+        SFlag::S_IFCHR,
+        Mode::empty(),
+        makedev(0, 0),
+    )
+    .unwrap();
+    let opts = CommitOptions {
+        changes: vec!["ENV X=1".into()],
+        comment: Some("my change".into()),
+        author: Some("me".into()),
+        created_by: Some("/bin/sh -c touch".into()),
+        ..Default::default()
+    };
+    let sum = s.commit("c1", Some("derived:v1"), &opts).unwrap();
+    assert_eq!(sum.repo_tags, vec!["derived:v1"]);
+    assert_eq!(sum.parent_id, base.id);
+    let det = s.inspect("derived:v1").unwrap();
+    assert_eq!(det.root_fs.layers.len(), 2);
+    assert_eq!(det.author, "me");
+    assert_eq!(det.comment, "my change");
+    let cfg = det.config.unwrap();
+    assert_eq!(cfg.cmd.unwrap(), vec!["/bin/tool"]);
+    assert_eq!(cfg.env, vec!["X=1"]);
+    assert_eq!(det.graph_driver.data["LowerDir"].split(':').count(), 1);
+    let top = PathBuf::from(&det.graph_driver.data["UpperDir"]);
+    assert_eq!(fs::read(top.join("etc/added")).unwrap(), b"added\n");
+    assert!(
+        fs::symlink_metadata(top.join("etc/os-release"))
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    let hist = s.history("derived:v1").unwrap();
+    assert_eq!(hist.len(), 2);
+    assert_eq!(hist[0].created_by, "/bin/sh -c touch");
+    assert_eq!(hist[0].size, 6);
+    // A container over the derived image gets both layers, topmost first.
+    let id2 = Digest::parse(&sum.id).unwrap();
+    let m2 = s.prepare_container_layer("c2", &id2).unwrap();
+    assert_eq!(m2.lowers.len(), 2);
+    assert_eq!(m2.lowers[0], top);
+    // The base can't be deleted by ID while it has a child; untagging it is fine.
+    let e = s.remove(&base.id, true, false, &no_users).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "conflict: unable to delete {} (cannot be forced) - image has dependent child images",
+            base_id.short()
+        )
+    );
+    assert_eq!(
+        s.remove("base", false, false, &no_users).unwrap(),
+        vec![DeleteItem::Untagged("base:latest".into())]
+    );
+    // The untagged parent is hidden from the default list.
+    assert_eq!(s.list(false).len(), 1);
+    assert_eq!(s.list(true).len(), 2);
+    // Deleting the child with pruning removes the untagged parent too; layers used by c1/c2 stay.
+    s.remove_container_layer("c2").unwrap();
+    let r = s.remove("derived:v1", false, true, &no_users).unwrap();
+    assert!(r.contains(&DeleteItem::Deleted(sum.id.clone())), "{r:?}");
+    assert!(r.contains(&DeleteItem::Deleted(base.id.clone())), "{r:?}");
+    assert!(s.list(true).is_empty());
+    assert_eq!(s.layers_in_use().len(), 1);
+    s.remove_container_layer("c1").unwrap();
+    assert!(s.layers_in_use().is_empty());
+    assert_eq!(
+        s.commit("nope", None, &CommitOptions::default())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}
