@@ -515,3 +515,42 @@ fn cgroup_v2_clone_into_cgroup() {
     c.assert_cleaned_up();
     assert!(!dir.exists());
 }
+
+#[test]
+fn shim_rss_is_small() {
+    root_only!();
+    let c = Ctr::new(&["sleep", "100"]);
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.pid)).unwrap();
+    let ppid: i32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{ppid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("shim RSS: {rss_kb} kB");
+    assert!(
+        c.call(&Request::Kill {
+            signal: 9,
+            all: false
+        })
+        .ok
+    );
+    assert_eq!(waiter.wait().exit_code, Some(137));
+    c.assert_cleaned_up();
+    assert!(rss_kb < 8 * 1024, "shim RSS {rss_kb} kB");
+}
