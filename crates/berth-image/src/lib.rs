@@ -1,9 +1,27 @@
 //! Berth's image store: content-addressed blobs, unpacked layers (overlay lower dirs), image configs and
-//! references, `import`, the built-in `hello-world`, and containers' writable layers.
+//! references, `import`, `commit`, the built-in `hello-world`, and containers' writable layers.
 //!
 //! The API is synchronous and `Send + Sync`; the daemon shares one [`ImageStore`] in an `Arc` and calls it
-//! from `tokio::task::spawn_blocking`. Errors carry an [`ErrorKind`] for the HTTP status.
+//! from `tokio::task::spawn_blocking`. Every error has an [`ErrorKind`] (NotFound, Conflict,
+//! InvalidArgument, Internal) for the HTTP status, and dockerd's wording in its `Display`.
+//!
+//! On disk, under `<data-root>/image/`:
+//! ```text
+//! lock                            flock held by the one process that has the store open
+//! blobs/sha256/<hex>              layer tars as received, image configs (image ID = config digest)
+//! layers/<chain-hex>/diff/        an unpacked layer (overlay lower dir)
+//! layers/<chain-hex>/layer.json   {chain_id, diff_id, parent, size, blob}
+//! containers/<id>/{upper,work}    a container's writable layer; layer.json {image_id, chain_ids}
+//! empty/                          the lower dir of images without layers
+//! images.json                     {"images": {"sha256:..": {parent, last_tag_time}}}
+//! repositories.json               {"Repositories": {"busybox": {"busybox:latest": "sha256:.."}}}
+//! ```
+//! Files are written as temp + fsync + rename; layers and container layers are filled in `*.tmp-*`
+//! directories and renamed into place. `open` removes temp debris, drops images whose config or layers
+//! are missing, and deletes layers and blobs that nothing references. Layers are shared between images
+//! by chain ID and deleted only when no image or container layer references them.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod changes;
 pub mod config;
