@@ -209,4 +209,32 @@ mod tests {
     fn root_is_a_mountpoint() {
         assert!(is_mountpoint(Path::new("/")).unwrap());
     }
+
+    #[test]
+    fn overlay_mount_and_unmount() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| {
+            let x = d.path().join(n);
+            std::fs::create_dir_all(&x).unwrap();
+            x
+        };
+        let (top, bottom, upper, work, target) =
+            (p("top"), p("bottom"), p("upper"), p("work"), p("merged"));
+        std::fs::write(top.join("f"), "top").unwrap();
+        std::fs::write(bottom.join("f"), "bottom").unwrap();
+        std::fs::write(bottom.join("g"), "g").unwrap();
+        assert!(!is_mountpoint(&target).unwrap());
+        mount_overlay(&target, &[top, bottom], &upper, &work).unwrap();
+        assert!(is_mountpoint(&target).unwrap());
+        assert_eq!(std::fs::read_to_string(target.join("f")).unwrap(), "top");
+        assert_eq!(std::fs::read_to_string(target.join("g")).unwrap(), "g");
+        std::fs::write(target.join("new"), "x").unwrap();
+        unmount(&target).unwrap();
+        assert!(!is_mountpoint(&target).unwrap());
+        assert!(upper.join("new").exists());
+    }
 }

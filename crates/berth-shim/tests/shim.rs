@@ -66,7 +66,11 @@ struct Opts<'a> {
     stdin: bool,
     stdin_once: bool,
     cgroup_root: Option<&'a str>,
+    /// Last changes to the spec (`root` is the rootfs path).
+    edit: &'a dyn Fn(&mut Spec, &Path),
 }
+
+fn no_edit(_: &mut Spec, _: &Path) {}
 
 impl Ctr {
     fn new(args: &[&str]) -> Ctr {
@@ -76,6 +80,7 @@ impl Ctr {
             stdin: false,
             stdin_once: false,
             cgroup_root: None,
+            edit: &no_edit,
         })
     }
 
@@ -116,6 +121,7 @@ impl Ctr {
             l.set_resources(Some(res));
         }
         spec.set_linux(Some(l));
+        (o.edit)(&mut spec, &root);
         spec.save(bundle.join("config.json")).unwrap();
         let log = dir.path().join("ctr-json.log");
         let exit_file = dir.path().join("exit.json");
@@ -406,6 +412,7 @@ fn tty_and_resize() {
         stdin: false,
         stdin_once: false,
         cgroup_root: None,
+        edit: &no_edit,
     });
     let mut a = c.attach(false);
     let r = c.call(&Request::Resize {
@@ -437,6 +444,7 @@ fn stdin_once_closes_stdin() {
         stdin: true,
         stdin_once: true,
         cgroup_root: None,
+        edit: &no_edit,
     });
     let mut a = c.attach(true);
     let waiter = c.waiter();
@@ -496,6 +504,7 @@ fn cgroup_v2_clone_into_cgroup() {
         stdin: false,
         stdin_once: false,
         cgroup_root: Some(root),
+        edit: &no_edit,
     });
     let dir = Path::new(root).join("berth").join(&c.id);
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
@@ -553,4 +562,82 @@ fn shim_rss_is_small() {
     assert_eq!(waiter.wait().exit_code, Some(137));
     c.assert_cleaned_up();
     assert!(rss_kb < 8 * 1024, "shim RSS {rss_kb} kB");
+}
+
+#[test]
+fn user_binds_readonly_root_and_no_escape() {
+    root_only!();
+    let host_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(host_file.path(), "127.0.0.1 bound-hosts\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(host_file.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let escape = tempfile::Builder::new()
+        .prefix("besc")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let host_path = host_file.path().to_path_buf();
+    let escape_path = escape.path().to_path_buf();
+    let edit = move |spec: &mut Spec, root: &Path| {
+        // A symlink in the image pointing out of the rootfs must not be followed on the host.
+        std::os::unix::fs::symlink(&escape_path, root.join("escape")).unwrap();
+        let mut p = spec.process().clone().unwrap();
+        let mut u = p.user().clone();
+        u.set_uid(1000);
+        u.set_gid(1000);
+        u.set_additional_gids(Some(vec![1001]));
+        p.set_user(u);
+        spec.set_process(Some(p));
+        let mut r = spec.root().clone().unwrap();
+        r.set_readonly(Some(true));
+        spec.set_root(Some(r));
+        let mut mounts = spec.mounts().clone().unwrap();
+        mounts.push(
+            serde_json::from_value(serde_json::json!({
+                "destination": "/etc/hosts", "type": "bind",
+                "source": host_path, "options": ["rbind", "ro"]
+            }))
+            .unwrap(),
+        );
+        mounts.push(
+            serde_json::from_value(serde_json::json!({
+                "destination": "/escape/sub", "type": "tmpfs", "source": "tmpfs", "options": []
+            }))
+            .unwrap(),
+        );
+        spec.set_mounts(Some(mounts));
+    };
+    let c = Ctr::with(Opts {
+        args: &[
+            "sh",
+            "-c",
+            "id; cat /etc/hosts; touch /x 2>/dev/null || echo rootro; \
+             grep CapEff /proc/self/status; echo data > /escape/sub/f && echo wrote",
+        ],
+        terminal: false,
+        stdin: false,
+        stdin_once: false,
+        cgroup_root: None,
+        edit: &edit,
+    });
+    let a = c.attach(false);
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    let (out, err) = read_frames(a);
+    assert_eq!(waiter.wait().exit_code, Some(0), "{out}\n{err}");
+    assert!(out.contains("uid=1000 gid=1000 groups=1001"), "{out}");
+    assert!(out.contains("127.0.0.1 bound-hosts"), "{out}");
+    assert!(out.contains("rootro"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("wrote"), "{out}");
+    assert!(
+        !escape.path().join("sub").exists(),
+        "mount escaped the rootfs"
+    );
+    assert!(
+        c.root
+            .join(escape.path().strip_prefix("/").unwrap())
+            .join("sub")
+            .exists()
+    );
+    c.assert_cleaned_up();
 }
