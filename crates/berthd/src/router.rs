@@ -452,7 +452,9 @@ async fn images_create(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> Re
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             return Ok(r);
         }
-        let repo = img.split('@').next().unwrap_or(img);
+        let repo = berth_image::Reference::parse(img)
+            .map(|r| r.familiar_name())
+            .unwrap_or_else(|_| img.split('@').next().unwrap_or(img).to_string());
         return Err(Error::NotFound(format!(
             "pull access denied for {repo}, repository does not exist or may require 'docker login'"
         )));

@@ -174,6 +174,7 @@ where
                 }
                 Ok(n) => n,
             };
+            tracing::trace!("attach input {:?}", &buf[..n.min(64)]);
             if !stdin {
                 continue;
             }

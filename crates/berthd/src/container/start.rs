@@ -49,8 +49,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
             .map_err(|e| Error::internal(e.to_string()))?
     };
     if let Err(e) = prep {
-        unmount_rootfs(&p.rootfs()).await;
-        return Err(e);
+        return Err(failed_start(d, c, &p, StartFailure::Prepare(e)).await);
     }
     let log = p.log();
     let exit_file = p.exit_file();
@@ -64,7 +63,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     };
     let pid = match shim::spawn(&d.shim, &args).await {
         Ok(pid) => pid,
-        Err(e) => return Err(failed_start(d, c, &p, e).await),
+        Err(e) => return Err(failed_start(d, c, &p, StartFailure::Shim(e)).await),
     };
     let sock = p.shim_sock();
     // Hand the shim to clients that attached before start, so they see all output.
@@ -81,7 +80,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     let waiter = open_wait(&sock).await.ok();
     if let Err(e) = shim::call(&sock, json!({"op":"start"})).await {
         let _ = shim::call(&sock, json!({"op":"kill","signal":9,"all":true})).await;
-        return Err(failed_start(d, c, &p, e).await);
+        return Err(failed_start(d, c, &p, StartFailure::Shim(e)).await);
     }
     c.update(|r| {
         r.state.status = "running".into();
@@ -109,15 +108,29 @@ pub async fn open_wait(sock: &std::path::Path) -> std::io::Result<UnixStream> {
     Ok(s)
 }
 
-async fn failed_start(
-    d: &Arc<Daemon>,
-    c: &Arc<Ctr>,
-    p: &super::CtrPaths,
-    e: ShimError,
-) -> Error {
-    let msg = match e {
-        ShimError::Refused(m) => format!("{OCI_PREFIX}{m}: unknown"),
-        other => format!("{OCI_PREFIX}{other}: unknown"),
+/// Why a start failed.
+enum StartFailure {
+    /// Preparing the rootfs, files or spec failed (the message is passed on as is).
+    Prepare(Error),
+    /// The shim or the runtime refused.
+    Shim(ShimError),
+}
+
+/// Records a failed start like dockerd: `Error` and an exit code set, state left as it was,
+/// waiters told, auto-remove honoured. Returns the error for the client.
+async fn failed_start(d: &Arc<Daemon>, c: &Arc<Ctr>, p: &super::CtrPaths, f: StartFailure) -> Error {
+    let (msg, err) = match f {
+        StartFailure::Prepare(e) => {
+            let m = e.to_string();
+            (m, e)
+        }
+        StartFailure::Shim(e) => {
+            let m = match e {
+                ShimError::Refused(m) => format!("{OCI_PREFIX}{m}: unknown"),
+                other => format!("{OCI_PREFIX}{other}: unknown"),
+            };
+            (m.clone(), Error::invalid(m))
+        }
     };
     let code = start_error_code(&msg);
     c.update(|r| {
@@ -138,7 +151,7 @@ async fn failed_start(
             let _ = super::delete::remove_locked(&d2, &c2).await;
         });
     }
-    Error::invalid(msg)
+    err
 }
 
 /// Unmounts a container's rootfs if mounted.
