@@ -361,7 +361,9 @@ impl Command {
         if !self.flags.is_empty() {
             s.push_str("\nOptions:\n");
             let mut rows = String::new();
-            for f in self.flags {
+            let mut flags: Vec<&Flag> = self.flags.iter().collect();
+            flags.sort_by_key(|f| f.long);
+            for f in flags {
                 let short = f
                     .short
                     .map(|c| format!("-{c}, "))

@@ -627,7 +627,8 @@ impl Exec<'_> {
                             match a.get(i as usize) {
                                 Some(x) if i >= 0.0 => x.clone(),
                                 _ => {
-                                    return self.xerr(at, "error calling index: index out of range");
+                                    return self
+                                        .xerr(at, "error calling index: index out of range");
                                 }
                             }
                         }

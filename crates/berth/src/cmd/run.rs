@@ -264,11 +264,7 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
                 }
             }
         }
-    } else if !detach && is_run {
-        c.attach_stdout = true;
-        c.attach_stderr = true;
-        c.attach_stdin = c.open_stdin;
-    } else if !is_run {
+    } else if !detach {
         c.attach_stdout = true;
         c.attach_stderr = true;
         c.attach_stdin = c.open_stdin;
@@ -915,7 +911,7 @@ pub async fn start(ctx: &Ctx, m: Matches) -> CmdResult {
             Ok(code) => Ok(code),
             Err(CliError::Client(e @ ClientError::Daemon { .. })) => {
                 eprintln!("{e}");
-                Ok(start_error_code(&e.to_string()).min(1).max(1))
+                Ok(1)
             }
             Err(e) => Err(e),
         };
