@@ -276,10 +276,13 @@ pub fn create_in(
             return Err(fail(e));
         }
     }
-    if let Err(e) = sys::send_msg(&parent_sock, b"G", None) {
-        return Err(fail(RuntimeError::sys("signal container init", e)));
-    }
+    // If the init already failed, this send fails; its error message is still to be read.
+    let sent = sys::send_msg(&parent_sock, b"G", None);
     let (msg, fd) = match sys::recv_msg(&parent_sock) {
+        Ok((m, _)) if m.is_empty() && sent.is_err() => {
+            let e = sent.err().unwrap_or(nix::errno::Errno::EPIPE);
+            return Err(fail(RuntimeError::sys("signal container init", e)));
+        }
         Ok(m) => m,
         Err(e) => return Err(fail(RuntimeError::sys("wait for container init", e))),
     };

@@ -184,15 +184,19 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
     }
 
     if let Some(l) = linux {
+        // sysctls first: /proc/sys is about to become read-only.
+        for (k, v) in l.sysctl().iter().flatten() {
+            if k.contains("..") || k.contains('/') {
+                return Err(format!("invalid sysctl {k}"));
+            }
+            let p = format!("/proc/sys/{}", k.replace('.', "/"));
+            std::fs::write(&p, v).ctx(|| format!("sysctl {k}"))?;
+        }
         for p in l.masked_paths().iter().flatten() {
             mask_path(p)?;
         }
         for p in l.readonly_paths().iter().flatten() {
             readonly_path(p)?;
-        }
-        for (k, v) in l.sysctl().iter().flatten() {
-            let p = format!("/proc/sys/{}", k.replace('.', "/"));
-            std::fs::write(&p, v).ctx(|| format!("sysctl {k}"))?;
         }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {

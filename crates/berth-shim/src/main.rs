@@ -641,6 +641,8 @@ fn attach(
             return;
         }
         if stdout || stderr {
+            // A client that stops reading is dropped rather than stalling the container.
+            let _ = w.set_write_timeout(Some(Duration::from_secs(10)));
             match w.try_clone() {
                 Ok(stream) => out.clients.push(Client {
                     stream,

@@ -85,6 +85,10 @@ impl Ctr {
     }
 
     fn with(o: Opts<'_>) -> Ctr {
+        Self::try_with(o).unwrap_or_else(|e| panic!("shim failed: {e}"))
+    }
+
+    fn try_with(o: Opts<'_>) -> Result<Ctr, String> {
         let dir = tempfile::Builder::new()
             .prefix("bs")
             .tempdir_in("/tmp")
@@ -145,12 +149,13 @@ impl Ctr {
         let line = String::from_utf8_lossy(&out.stdout);
         let rep: StartupReport =
             serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("report {line:?}: {e}"));
-        let pid = rep.pid.unwrap_or_else(|| {
-            let shimlog = std::fs::read_to_string(bundle.join("shim.log")).unwrap_or_default();
-            panic!("shim failed: {:?} {shimlog}", rep.error)
-        });
+        let Some(pid) = rep.pid else {
+            assert!(!out.status.success());
+            assert!(!bundle.join("shim.sock").exists());
+            return Err(rep.error.unwrap_or_default());
+        };
         assert!(out.status.success());
-        Ctr {
+        Ok(Ctr {
             sock: bundle.join("shim.sock"),
             _dir: dir,
             id,
@@ -159,7 +164,7 @@ impl Ctr {
             log,
             exit_file,
             pid,
-        }
+        })
     }
 
     fn call(&self, req: &Request) -> Response {
@@ -640,4 +645,104 @@ fn user_binds_readonly_root_and_no_escape() {
             .exists()
     );
     c.assert_cleaned_up();
+}
+
+#[test]
+fn oom_kill_is_reported() {
+    root_only!();
+    let edit = |spec: &mut Spec, _: &Path| {
+        let mut l = spec.linux().clone().unwrap();
+        let mut r = l.resources().clone().unwrap();
+        r.set_memory(Some(
+            serde_json::from_value(serde_json::json!({"limit": 16 << 20, "swap": 16 << 20}))
+                .unwrap(),
+        ));
+        l.set_resources(Some(r));
+        spec.set_linux(Some(l));
+    };
+    let c = Ctr::with(Opts {
+        args: &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+        terminal: false,
+        stdin: false,
+        stdin_once: false,
+        cgroup_root: None,
+        edit: &edit,
+    });
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    let w = waiter.wait();
+    assert_eq!(w.oom_killed, Some(true), "{w:?}");
+    c.assert_cleaned_up();
+    let ef: proto::ExitFile =
+        serde_json::from_slice(&std::fs::read(&c.exit_file).unwrap()).unwrap();
+    assert!(ef.oom_killed);
+}
+
+#[test]
+fn joins_network_namespace_by_path() {
+    root_only!();
+    let edit = |spec: &mut Spec, _: &Path| {
+        let mut l = spec.linux().clone().unwrap();
+        let mut ns = l.namespaces().clone().unwrap();
+        for n in ns.iter_mut() {
+            if n.typ() == berth_runtime::oci_spec::runtime::LinuxNamespaceType::Network {
+                n.set_path(Some(PathBuf::from(format!(
+                    "/proc/{}/ns/net",
+                    std::process::id()
+                ))));
+            }
+        }
+        l.set_namespaces(Some(ns));
+        spec.set_linux(Some(l));
+    };
+    let c = Ctr::with(Opts {
+        args: &["readlink", "/proc/self/ns/net"],
+        terminal: false,
+        stdin: false,
+        stdin_once: false,
+        cgroup_root: None,
+        edit: &edit,
+    });
+    let a = c.attach(false);
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    let (out, err) = read_frames(a);
+    assert_eq!(waiter.wait().exit_code, Some(0), "{err}");
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(out.trim(), host.to_str().unwrap());
+    c.assert_cleaned_up();
+}
+
+#[test]
+fn init_errors_are_reported_at_create() {
+    root_only!();
+    let edit = |spec: &mut Spec, _: &Path| {
+        let mut mounts = spec.mounts().clone().unwrap();
+        mounts.push(
+            serde_json::from_value(serde_json::json!({
+                "destination": "/data", "type": "bind",
+                "source": "/nonexistent/berth-test-src", "options": ["rbind"]
+            }))
+            .unwrap(),
+        );
+        spec.set_mounts(Some(mounts));
+    };
+    let e = Ctr::try_with(Opts {
+        args: &["true"],
+        terminal: false,
+        stdin: false,
+        stdin_once: false,
+        cgroup_root: None,
+        edit: &edit,
+    })
+    .err()
+    .expect("create should fail");
+    assert!(
+        e.contains("bind source /nonexistent/berth-test-src") && e.contains("No such file"),
+        "{e}"
+    );
 }
