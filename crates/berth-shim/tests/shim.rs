@@ -129,7 +129,10 @@ impl Ctr {
         spec.save(bundle.join("config.json")).unwrap();
         let log = dir.path().join("ctr-json.log");
         let exit_file = dir.path().join("exit.json");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth-shim"));
+        // BERTH_SHIM runs the tests against another build (e.g. target/release/berth-shim).
+        let bin = std::env::var("BERTH_SHIM")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_berth-shim").to_string());
+        let mut cmd = Command::new(bin);
         cmd.args(["--id", &id, "--bundle"])
             .arg(&bundle)
             .arg("--log")
@@ -557,6 +560,9 @@ fn shim_rss_is_small() {
         .parse()
         .unwrap();
     eprintln!("shim RSS: {rss_kb} kB");
+    if std::env::var("BERTH_SHIM_SMAPS").is_ok() {
+        eprintln!("{}", std::fs::read_to_string(format!("/proc/{ppid}/smaps")).unwrap_or_default());
+    }
     assert!(
         c.call(&Request::Kill {
             signal: 9,
