@@ -9,7 +9,11 @@ use crate::daemon::Settings;
 
 /// berthd's flags.
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "berthd", version, about = "The Berth daemon: a Docker-compatible container engine")]
+#[command(
+    name = "berthd",
+    version,
+    about = "The Berth daemon: a Docker-compatible container engine"
+)]
 pub struct Flags {
     /// Daemon socket(s) to listen on (unix:///path).
     #[arg(short = 'H', long = "host")]
@@ -162,7 +166,10 @@ mod tests {
         assert_eq!(s.pidfile, PathBuf::from("/e/berthd.pid"));
         assert!(s.debug);
         let e = merge(&f, Some(("x.json", r#"{"data-root":"/other"}"#))).unwrap_err();
-        assert!(e.contains("specified both as a flag and in the configuration file"), "{e}");
+        assert!(
+            e.contains("specified both as a flag and in the configuration file"),
+            "{e}"
+        );
         assert!(e.contains("data-root"));
         let e = merge(&f, Some(("x.json", r#"{"bogus":1}"#))).unwrap_err();
         assert!(e.contains("don't match any configuration option: bogus"));
@@ -171,7 +178,10 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(parse_host("unix:///tmp/x.sock").unwrap(), PathBuf::from("/tmp/x.sock"));
+        assert_eq!(
+            parse_host("unix:///tmp/x.sock").unwrap(),
+            PathBuf::from("/tmp/x.sock")
+        );
         assert!(parse_host("tcp://1.2.3.4:2375").is_err());
     }
 }

@@ -117,7 +117,10 @@ impl Daemon {
             {
                 Some(r) => r,
                 None => {
-                    tracing::warn!("skipping {}: no readable config.v2.json", ent.path().display());
+                    tracing::warn!(
+                        "skipping {}: no readable config.v2.json",
+                        ent.path().display()
+                    );
                     continue;
                 }
             };

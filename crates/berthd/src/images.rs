@@ -28,6 +28,9 @@ pub fn img_err(e: berth_image::Error) -> Error {
     }
 }
 
+/// Tells which container (ID, running) uses an image ID, if any.
+pub type InUse = Arc<dyn Fn(&str) -> Option<(String, bool)> + Send + Sync>;
+
 /// What container creation needs of an image.
 #[derive(Debug, Clone)]
 pub struct ImageInfo {
@@ -131,9 +134,7 @@ impl Images {
             Some("true") | Some("1") => Some(true),
             Some("false") | Some("0") => Some(false),
             Some(v) => {
-                return Err(Error::invalid(format!(
-                    "Invalid filter 'dangling=[{v}]'"
-                )));
+                return Err(Error::invalid(format!("Invalid filter 'dangling=[{v}]'")));
             }
         };
         let s = self.store.clone();
@@ -201,7 +202,9 @@ impl Images {
     /// `POST /images/{name}/tag`.
     pub async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<()> {
         if repo.is_empty() {
-            return Err(Error::invalid("repository name must have at least one component"));
+            return Err(Error::invalid(
+                "repository name must have at least one component",
+            ));
         }
         let target = if tag.is_empty() {
             repo.to_string()
@@ -219,7 +222,7 @@ impl Images {
         name: &str,
         force: bool,
         prune: bool,
-        in_use: Arc<dyn Fn(&str) -> Option<(String, bool)> + Send + Sync>,
+        in_use: InUse,
     ) -> Result<Vec<DeleteItem>> {
         let s = self.store.clone();
         let name = name.to_string();
@@ -319,9 +322,7 @@ pub fn reference_matches(pattern: &str, tag: &str) -> bool {
 fn glob(p: &[u8], s: &[u8]) -> bool {
     match (p.first(), s.first()) {
         (None, None) => true,
-        (Some(b'*'), _) => {
-            glob(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && glob(p, &s[1..]))
-        }
+        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && glob(p, &s[1..])),
         (Some(b'?'), Some(c)) if *c != b'/' => glob(&p[1..], &s[1..]),
         (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
         _ => false,

@@ -25,19 +25,17 @@ pub use error::{Error, Result};
 /// Binds a unix socket: removes a stale one, sets mode 0660 and group `berth` when it exists.
 pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     }
-    match std::fs::symlink_metadata(path) {
-        Ok(_) => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(Error::Unavailable(format!(
-                    "another daemon is listening on {}",
-                    path.display()
-                )));
-            }
-            let _ = std::fs::remove_file(path);
+    if std::fs::symlink_metadata(path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::Unavailable(format!(
+                "another daemon is listening on {}",
+                path.display()
+            )));
         }
-        Err(_) => {}
+        let _ = std::fs::remove_file(path);
     }
     let l = tokio::net::UnixListener::bind(path)
         .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;

@@ -59,8 +59,8 @@ pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Resp {
 }
 
 fn check_version(v: &str) -> Result<ApiVersion> {
-    let parsed = ApiVersion::parse(v)
-        .ok_or_else(|| Error::invalid(format!("invalid API version: {v}")))?;
+    let parsed =
+        ApiVersion::parse(v).ok_or_else(|| Error::invalid(format!("invalid API version: {v}")))?;
     parsed.check().map_err(Error::Invalid)
 }
 
@@ -90,7 +90,12 @@ fn not_found() -> Resp {
     json(404, &berth_api::ErrorBody::new("page not found"))
 }
 
-async fn route(d: &Arc<Daemon>, method: Method, path: &str, req: Request<Incoming>) -> Result<Resp> {
+async fn route(
+    d: &Arc<Daemon>,
+    method: Method,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Resp> {
     let q = Query::parse(req.uri().query());
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segs.as_slice()) {
@@ -247,7 +252,8 @@ async fn container_route(
             let rx = c.events.subscribe();
             tokio::spawn(async move { logs::stream(&path, o, rx, tx).await });
             let mut r = hyper::Response::new(body);
-            r.headers_mut().insert(CONTENT_TYPE, stream_type(rec.config.tty));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, stream_type(rec.config.tty));
             Ok(r)
         }
         (&Method::POST, ["attach"]) => {
@@ -304,9 +310,10 @@ async fn container_route(
                     if want_logs {
                         let (ltx, mut lrx) = tokio::sync::mpsc::channel(16);
                         let lp = log_path.clone();
-                        let h = tokio::spawn(async move {
-                            logs::stream(&lp, log_opts, events, ltx).await
-                        });
+                        let h =
+                            tokio::spawn(
+                                async move { logs::stream(&lp, log_opts, events, ltx).await },
+                            );
                         while let Some(b) = lrx.recv().await {
                             if tx.send(b).await.is_err() {
                                 return;
@@ -330,7 +337,8 @@ async fn container_route(
                 });
                 let mut r = hyper::Response::new(body);
                 *r.status_mut() = StatusCode::OK;
-                r.headers_mut().insert(CONTENT_TYPE, stream_type(rec.config.tty));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, stream_type(rec.config.tty));
                 Ok(r)
             }
         }
@@ -365,7 +373,10 @@ fn stream_type(tty: bool) -> HeaderValue {
 }
 
 async fn image_route(d: &Arc<Daemon>, method: &Method, path: &str, q: &Query) -> Result<Resp> {
-    let rest = path.trim_start_matches('/').strip_prefix("images/").unwrap_or("");
+    let rest = path
+        .trim_start_matches('/')
+        .strip_prefix("images/")
+        .unwrap_or("");
     if method == Method::GET {
         if let Some(name) = rest.strip_suffix("/json") {
             return Ok(json(200, &d.images.inspect(name).await?));
@@ -373,7 +384,11 @@ async fn image_route(d: &Arc<Daemon>, method: &Method, path: &str, q: &Query) ->
     } else if method == Method::POST {
         if let Some(name) = rest.strip_suffix("/tag") {
             d.images
-                .tag(name, q.get("repo").unwrap_or(""), q.get("tag").unwrap_or(""))
+                .tag(
+                    name,
+                    q.get("repo").unwrap_or(""),
+                    q.get("tag").unwrap_or(""),
+                )
                 .await?;
             return Ok(empty(201));
         }
@@ -415,10 +430,11 @@ async fn images_create(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> Re
             (false, true) => Some(repo.to_string()),
             (false, false) => Some(format!("{repo}:{tag}")),
         };
-        let changes: Vec<String> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .filter(|(k, _)| k == "changes")
-            .map(|(_, v)| v.into_owned())
-            .collect();
+        let changes: Vec<String> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .filter(|(k, _)| k == "changes")
+                .map(|(_, v)| v.into_owned())
+                .collect();
         let opts = berth_image::ImportOptions {
             changes,
             message: q.get("message").map(str::to_string),
@@ -440,12 +456,10 @@ async fn images_create(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> Re
         };
         if d.images.resolve(&full).await.is_ok() {
             let name = full.clone();
-            let lines = [
-                berth_api::progress::JsonMessage::status(format!(
-                    "Status: Image is up to date for {name}"
-                ))
-                .to_line(),
-            ]
+            let lines = [berth_api::progress::JsonMessage::status(format!(
+                "Status: Image is up to date for {name}"
+            ))
+            .to_line()]
             .concat();
             let mut r = hyper::Response::new(crate::http::full(lines));
             r.headers_mut()

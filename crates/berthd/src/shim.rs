@@ -121,10 +121,7 @@ pub async fn spawn(shim: &Path, a: &SpawnArgs<'_>) -> Result<i64, ShimError> {
 
 /// Opens a connection and sends one request; returns the answer and the connection (for
 /// `attach` and `wait`, which carry on).
-pub async fn request(
-    sock: &Path,
-    req: &Value,
-) -> Result<(Value, UnixStream), ShimError> {
+pub async fn request(sock: &Path, req: &Value) -> Result<(Value, UnixStream), ShimError> {
     let stream = UnixStream::connect(sock)
         .await
         .map_err(|source| ShimError::Connect {
@@ -135,10 +132,7 @@ pub async fn request(
 }
 
 /// Sends a request on an open connection and reads the answer line.
-pub async fn send(
-    mut stream: UnixStream,
-    req: &Value,
-) -> Result<(Value, UnixStream), ShimError> {
+pub async fn send(mut stream: UnixStream, req: &Value) -> Result<(Value, UnixStream), ShimError> {
     let mut line = serde_json::to_vec(req).map_err(|e| ShimError::Protocol(e.to_string()))?;
     line.push(b'\n');
     stream
@@ -169,8 +163,8 @@ pub async fn read_answer(rd: &mut UnixStream) -> Result<Value, ShimError> {
             return Err(ShimError::Protocol("answer line too long".into()));
         }
     }
-    let v: Value =
-        serde_json::from_slice(&buf).map_err(|e| ShimError::Protocol(format!("bad answer: {e}")))?;
+    let v: Value = serde_json::from_slice(&buf)
+        .map_err(|e| ShimError::Protocol(format!("bad answer: {e}")))?;
     if let Some(e) = v.get("error").and_then(Value::as_str) {
         return Err(ShimError::Refused(e.to_string()));
     }

@@ -51,11 +51,17 @@ pub fn parse(s: &str) -> Result<i32> {
     let up = t.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
     if let Some(rest) = name.strip_prefix("RTMIN") {
-        let off: i32 = rest.strip_prefix('+').and_then(|x| x.parse().ok()).unwrap_or(0);
+        let off: i32 = rest
+            .strip_prefix('+')
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
         return Ok(34 + off);
     }
     if let Some(rest) = name.strip_prefix("RTMAX") {
-        let off: i32 = rest.strip_prefix('-').and_then(|x| x.parse().ok()).unwrap_or(0);
+        let off: i32 = rest
+            .strip_prefix('-')
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
         return Ok(64 - off);
     }
     SIGNALS

@@ -47,15 +47,27 @@ fn version_info_ping_and_errors() {
     );
     let r = d.raw("GET", "/v1.12/version", None).unwrap();
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("client version 1.12 is too old"), "{}", r.body);
+    assert!(
+        r.body.contains("client version 1.12 is too old"),
+        "{}",
+        r.body
+    );
     let r = d.raw("GET", "/v1.40/version", None).unwrap();
     assert_eq!(r.status, 200);
     assert!(r.head.to_ascii_lowercase().contains("api-version: 1.44"));
 
     let r = d.raw("GET", "/v1.44/nothing/here", None).unwrap();
     assert_eq!(r.status, 404);
-    assert!(r.body.contains(r#"{"message":"page not found"}"#), "{}", r.body);
-    assert!(r.head.to_ascii_lowercase().contains("content-type: application/json"));
+    assert!(
+        r.body.contains(r#"{"message":"page not found"}"#),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")
+    );
 
     let r = d
         .raw("POST", "/v1.44/containers/create", Some("{not json"))
@@ -64,10 +76,18 @@ fn version_info_ping_and_errors() {
     assert!(r.body.contains("\"message\""), "{}", r.body);
 
     let r = d
-        .raw("POST", "/v1.44/containers/create?name=a%21b", Some(r#"{"Image":"hello-world"}"#))
+        .raw(
+            "POST",
+            "/v1.44/containers/create?name=a%21b",
+            Some(r#"{"Image":"hello-world"}"#),
+        )
         .unwrap();
     assert_eq!(r.status, 400, "{r:?}");
-    assert!(r.body.contains("Invalid container name (a!b)"), "{}", r.body);
+    assert!(
+        r.body.contains("Invalid container name (a!b)"),
+        "{}",
+        r.body
+    );
 
     let r = d.raw("GET", "/containers/nosuch/json", None).unwrap();
     assert_eq!(r.status, 404);
@@ -110,21 +130,39 @@ fn busybox_import_run_and_exit_codes() {
 
     let o = d.docker(&["run", "--rm", "busybox:local", "nosuch"]);
     assert_eq!(o.code, 127, "{o:?}");
-    assert!(o.stderr.contains("executable file not found"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("executable file not found"),
+        "{}",
+        o.stderr
+    );
 
     let o = d.docker(&["run", "--rm", "nosuchimage"]);
     assert_eq!(o.code, 125, "{o:?}");
     assert!(
-        o.stderr.contains("Unable to find image 'nosuchimage:latest' locally"),
+        o.stderr
+            .contains("Unable to find image 'nosuchimage:latest' locally"),
         "{}",
         o.stderr
     );
-    assert!(o.stderr.contains("pull access denied for nosuchimage"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("pull access denied for nosuchimage"),
+        "{}",
+        o.stderr
+    );
 
     // stdout and stderr are kept apart, stdin reaches the process, files are in place.
     let o = d.docker_in(
-        &["run", "-i", "--rm", "--name", "io", "busybox:local", "sh", "-c",
-          "cat; echo to-err >&2; cat /etc/hostname /etc/hosts; id -u; echo $HOSTNAME"],
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "--name",
+            "io",
+            "busybox:local",
+            "sh",
+            "-c",
+            "cat; echo to-err >&2; cat /etc/hostname /etc/hosts; id -u; echo $HOSTNAME",
+        ],
         Some(b"from-stdin\n"),
     );
     assert_eq!(o.code, 0, "{o:?}");
@@ -143,7 +181,15 @@ fn busybox_import_run_and_exit_codes() {
     );
 
     // Entrypoint and workdir from the create request.
-    let out = d.ok(&["run", "--rm", "-w", "/tmp", "--entrypoint", "pwd", "busybox:local"]);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-w",
+        "/tmp",
+        "--entrypoint",
+        "pwd",
+        "busybox:local",
+    ]);
     assert_eq!(out, "/tmp\n");
 
     // tag and rmi.
@@ -160,7 +206,13 @@ fn detached_lifecycle() {
     let d = TestDaemon::start();
     d.import_busybox();
     let id = d.ok(&[
-        "run", "-d", "--name", "web", "busybox:local", "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "busybox:local",
+        "sh",
+        "-c",
         "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
     ]);
     let id = id.trim().to_string();
@@ -177,16 +229,28 @@ fn detached_lifecycle() {
     }
     let ps = d.ok(&["ps"]);
     assert!(ps.contains("web") && ps.contains("Up "), "{ps}");
-    let ps = d.ok(&["ps", "--filter", "name=web", "--format", "{{.ID}} {{.Names}}"]);
+    let ps = d.ok(&[
+        "ps",
+        "--filter",
+        "name=web",
+        "--format",
+        "{{.ID}} {{.Names}}",
+    ]);
     assert_eq!(ps.trim(), format!("{} web", &id[..12]));
-    let insp = d.ok(&["inspect", "--format", "{{.State.Status}} {{.Name}} {{.GraphDriver.Name}}", &id[..8]]);
+    let insp = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.Name}} {{.GraphDriver.Name}}",
+        &id[..8],
+    ]);
     assert_eq!(insp.trim(), "running /web overlay2");
 
     // Name in use: 409 from the daemon, 125 from the CLI.
     let o = d.docker(&["run", "-d", "--name", "web", "busybox:local", "true"]);
     assert_eq!(o.code, 125);
     assert!(
-        o.stderr.contains("Conflict. The container name \"/web\" is already in use by container"),
+        o.stderr
+            .contains("Conflict. The container name \"/web\" is already in use by container"),
         "{}",
         o.stderr
     );
@@ -197,7 +261,11 @@ fn detached_lifecycle() {
 
     let t0 = Instant::now();
     d.ok(&["stop", "web"]);
-    assert!(t0.elapsed() < Duration::from_secs(8), "stop took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "stop took {:?}",
+        t0.elapsed()
+    );
     let logs = d.ok(&["logs", "web"]);
     assert!(logs.contains("bye"), "{logs}");
     let ps = d.ok(&["ps", "-a", "--format", "{{.Status}}"]);
@@ -221,7 +289,13 @@ fn containers_survive_daemon_restart() {
     let mut d = TestDaemon::start();
     d.import_busybox();
     d.ok(&[
-        "run", "-d", "--name", "sleeper", "busybox:local", "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        "sleeper",
+        "busybox:local",
+        "sh",
+        "-c",
         "trap 'exit 42' TERM; echo up; while true; do sleep 0.1; done",
     ]);
     d.kill9();
@@ -231,7 +305,12 @@ fn containers_survive_daemon_restart() {
     let logs = d.ok(&["logs", "sleeper"]);
     assert!(logs.contains("up"), "{logs}");
     d.ok(&["stop", "sleeper"]);
-    let code = d.ok(&["inspect", "--format", "{{.State.ExitCode}} {{.State.Status}}", "sleeper"]);
+    let code = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.ExitCode}} {{.State.Status}}",
+        "sleeper",
+    ]);
     assert_eq!(code.trim(), "42 exited");
     let w = d.ok(&["wait", "sleeper"]);
     assert_eq!(w.trim(), "42");

@@ -202,7 +202,10 @@ mod tests {
     #[test]
     fn keys() {
         assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), DEFAULT_DETACH);
-        assert_eq!(parse_detach_keys("a,ctrl-@,ctrl-[").unwrap(), vec![b'a', 0, 27]);
+        assert_eq!(
+            parse_detach_keys("a,ctrl-@,ctrl-[").unwrap(),
+            vec![b'a', 0, 27]
+        );
         assert!(parse_detach_keys("ctrl-1").is_err());
         assert!(parse_detach_keys("abc").is_err());
     }

@@ -11,7 +11,11 @@ use crate::error::{Error, Result};
 use crate::names;
 
 /// Creates a container from a create request; returns its ID.
-pub async fn create(d: &Arc<Daemon>, name: Option<&str>, req: CreateRequest) -> Result<CreateResponse> {
+pub async fn create(
+    d: &Arc<Daemon>,
+    name: Option<&str>,
+    req: CreateRequest,
+) -> Result<CreateResponse> {
     let CreateRequest {
         mut config,
         mut host_config,

@@ -67,11 +67,7 @@ pub fn summary(rec: &Record) -> ContainerSummary {
 /// The inspect output of a container.
 pub fn inspect(rec: &Record, p: &CtrPaths) -> ContainerInspect {
     let l = &rec.layer;
-    let lowers: Vec<String> = l
-        .lowers
-        .iter()
-        .map(|x| x.display().to_string())
-        .collect();
+    let lowers: Vec<String> = l.lowers.iter().map(|x| x.display().to_string()).collect();
     ContainerInspect {
         id: rec.id.clone(),
         created: rec.created.clone(),
@@ -158,7 +154,10 @@ pub fn validate_filters(f: &Filters) -> Result<()> {
 }
 
 /// Whether `label` filters (`key` or `key=value`) match.
-pub fn labels_match(filters: &[String], labels: &std::collections::BTreeMap<String, String>) -> bool {
+pub fn labels_match(
+    filters: &[String],
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
     filters.iter().all(|f| match f.split_once('=') {
         Some((k, v)) => labels.get(k).map(String::as_str) == Some(v),
         None => labels.contains_key(f.as_str()),
@@ -191,7 +190,8 @@ pub fn select(
         .iter()
         .filter_map(|n| regex::Regex::new(n).ok())
         .collect();
-    let all = opts.all || opts.limit > 0 || !f.get("status").is_empty() || !f.get("exited").is_empty();
+    let all =
+        opts.all || opts.limit > 0 || !f.get("status").is_empty() || !f.get("exited").is_empty();
     let mut out = Vec::new();
     for r in recs {
         if !all && !r.state.running {
@@ -213,7 +213,10 @@ pub fn select(
         }
         if !names.is_empty() {
             let bare = r.name.trim_start_matches('/');
-            if !names.iter().any(|re| re.is_match(&r.name) || re.is_match(bare)) {
+            if !names
+                .iter()
+                .any(|re| re.is_match(&r.name) || re.is_match(bare))
+            {
                 continue;
             }
         }
@@ -221,13 +224,15 @@ pub fn select(
             continue;
         }
         let st = f.get("status");
-        if !st.is_empty() && !st.iter().any(|s| *s == r.state.status) {
+        if !st.is_empty() && !st.contains(&r.state.status) {
             continue;
         }
         let ex = f.get("exited");
         if !ex.is_empty()
             && (r.state.status != "exited"
-                || !ex.iter().any(|e| e.parse::<i64>().ok() == Some(r.state.exit_code)))
+                || !ex
+                    .iter()
+                    .any(|e| e.parse::<i64>().ok() == Some(r.state.exit_code)))
         {
             continue;
         }
@@ -273,12 +278,18 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2024-01-01T00:00:15Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(status_string(&rec("a", "/a", "", true, 0), now), "Up 15 seconds");
+        assert_eq!(
+            status_string(&rec("a", "/a", "", true, 0), now),
+            "Up 15 seconds"
+        );
         assert_eq!(
             status_string(&rec("a", "/a", "", false, 3), now),
             "Exited (3) 5 seconds ago"
         );
-        assert_eq!(status_string(&rec("a", "/a", "", false, -1), now), "Created");
+        assert_eq!(
+            status_string(&rec("a", "/a", "", false, -1), now),
+            "Created"
+        );
     }
 
     #[test]
@@ -290,7 +301,10 @@ mod tests {
         ];
         let no = |_: &str, _: &Record| false;
         let ids = |o: &ListOptions| -> Vec<String> {
-            select(recs.clone(), o, &no).into_iter().map(|r| r.id).collect()
+            select(recs.clone(), o, &no)
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
         };
         assert_eq!(ids(&ListOptions::default()), ["aaa"]);
         let all = ListOptions {

@@ -118,7 +118,12 @@ enum StartFailure {
 
 /// Records a failed start like dockerd: `Error` and an exit code set, state left as it was,
 /// waiters told, auto-remove honoured. Returns the error for the client.
-async fn failed_start(d: &Arc<Daemon>, c: &Arc<Ctr>, p: &super::CtrPaths, f: StartFailure) -> Error {
+async fn failed_start(
+    d: &Arc<Daemon>,
+    c: &Arc<Ctr>,
+    p: &super::CtrPaths,
+    f: StartFailure,
+) -> Error {
     let (msg, err) = match f {
         StartFailure::Prepare(e) => {
             let m = e.to_string();
@@ -185,8 +190,11 @@ fn prepare(rec: &Record, p: &super::CtrPaths) -> Result<()> {
     let hc = &rec.host_config;
     std::fs::write(&hostname_path, format!("{}\n", rec.config.hostname))
         .map_err(|e| io("write hostname", e))?;
-    std::fs::write(&hosts_path, hosts_file(&rec.config.hostname, &hc.extra_hosts))
-        .map_err(|e| io("write hosts", e))?;
+    std::fs::write(
+        &hosts_path,
+        hosts_file(&rec.config.hostname, &hc.extra_hosts),
+    )
+    .map_err(|e| io("write hosts", e))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     std::fs::write(
         &resolv_path,

@@ -53,7 +53,10 @@ pub async fn watch_exit(d: Arc<Daemon>, c: Arc<Ctr>, conn: Option<UnixStream>) {
     let exit = match answer {
         Some(v) => Exit {
             code: v.get("exit_code").and_then(|x| x.as_i64()).unwrap_or(255),
-            oom: v.get("oom_killed").and_then(|x| x.as_bool()).unwrap_or(false),
+            oom: v
+                .get("oom_killed")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false),
             finished_at: read_exit_file(&d, &c.id)
                 .map(|e| e.finished_at)
                 .unwrap_or_else(crate::util::now_rfc3339),
@@ -79,7 +82,10 @@ async fn exit_without_shim(d: &Daemon, id: &str) -> Exit {
                 if let Ok(v) = shim::read_answer(&mut s).await {
                     return Exit {
                         code: v.get("exit_code").and_then(|x| x.as_i64()).unwrap_or(255),
-                        oom: v.get("oom_killed").and_then(|x| x.as_bool()).unwrap_or(false),
+                        oom: v
+                            .get("oom_killed")
+                            .and_then(|x| x.as_bool())
+                            .unwrap_or(false),
                         finished_at: crate::util::now_rfc3339(),
                         error: String::new(),
                     };
@@ -157,9 +163,7 @@ impl Condition {
             "" | "not-running" => Ok(Condition::NotRunning),
             "next-exit" => Ok(Condition::NextExit),
             "removed" => Ok(Condition::Removed),
-            other => Err(Error::invalid(format!(
-                "invalid condition: \"{other}\""
-            ))),
+            other => Err(Error::invalid(format!("invalid condition: \"{other}\""))),
         }
     }
 }

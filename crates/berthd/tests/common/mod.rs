@@ -21,7 +21,11 @@ pub struct Out {
 /// Runs a command with a deadline; kills it when the deadline passes.
 pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Out {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = cmd.spawn().expect("spawn command");
     if let Some(data) = stdin {
         let mut si = child.stdin.take().unwrap();
@@ -261,7 +265,10 @@ pub fn busybox_tar(dir: &Path) -> PathBuf {
             .args(["install", "-y", "busybox-static"])
             .status();
     }
-    assert!(bb.exists(), "/bin/busybox is needed (apt-get install busybox-static)");
+    assert!(
+        bb.exists(),
+        "/bin/busybox is needed (apt-get install busybox-static)"
+    );
     let root = dir.join("bbroot");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("bin")).unwrap();
