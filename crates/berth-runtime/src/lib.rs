@@ -5,6 +5,7 @@
 //!
 //! [`create`] must be called from a single-threaded process (the shim), never from a
 //! multithreaded one: it forks.
+#![warn(missing_docs)]
 
 pub mod cgroups;
 mod create;

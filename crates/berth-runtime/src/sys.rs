@@ -12,8 +12,11 @@ use nix::unistd::Pid;
 
 pub use nix::unistd::ForkResult;
 
-nix::ioctl_write_ptr_bad!(ioctl_tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
-nix::ioctl_write_int_bad!(ioctl_tiocsctty, libc::TIOCSCTTY);
+mod ioctls {
+    nix::ioctl_write_ptr_bad!(ioctl_tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+    nix::ioctl_write_int_bad!(ioctl_tiocsctty, libc::TIOCSCTTY);
+}
+use ioctls::{ioctl_tiocsctty, ioctl_tiocswinsz};
 
 /// Number of threads of the calling process (from `/proc/self/stat`).
 pub fn thread_count() -> usize {

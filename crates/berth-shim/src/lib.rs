@@ -4,6 +4,7 @@
 //! [`proto`] to speak it and [`logfmt`] if it needs to read or write json-file logs.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod logfmt;
 pub mod proto;

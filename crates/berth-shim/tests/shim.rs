@@ -561,7 +561,10 @@ fn shim_rss_is_small() {
         .unwrap();
     eprintln!("shim RSS: {rss_kb} kB");
     if std::env::var("BERTH_SHIM_SMAPS").is_ok() {
-        eprintln!("{}", std::fs::read_to_string(format!("/proc/{ppid}/smaps")).unwrap_or_default());
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(format!("/proc/{ppid}/smaps")).unwrap_or_default()
+        );
     }
     assert!(
         c.call(&Request::Kill {
