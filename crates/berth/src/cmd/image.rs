@@ -328,44 +328,121 @@ pub async fn tag(ctx: &Ctx, m: Matches) -> CmdResult {
     Ok(0)
 }
 
-/// Prints a JSON progress stream the way docker does without a terminal; fails on an error message.
+/// Renders JSON progress messages like docker's `DisplayJSONMessagesStream`: on a terminal, lines with
+/// an ID are updated in place; elsewhere progress bars are left out.
+#[derive(Debug, Default)]
+pub struct ProgressDisplay {
+    ids: std::collections::HashMap<String, usize>,
+    tty: bool,
+}
+
+impl ProgressDisplay {
+    /// A display for a terminal (`tty`) or a plain stream.
+    pub fn new(tty: bool) -> Self {
+        ProgressDisplay {
+            ids: Default::default(),
+            tty,
+        }
+    }
+
+    /// The text to write for one message.
+    pub fn render(&mut self, m: &JsonMessage) -> String {
+        let mut out = String::new();
+        let has_prog = m.progress_detail.is_some();
+        let pmsg = m.progress.clone().unwrap_or_default();
+        let detail_str = m
+            .progress_detail
+            .as_ref()
+            .filter(|d| d.current.unwrap_or(0) > 0 || d.total.unwrap_or(0) > 0)
+            .map(|d| {
+                if pmsg.is_empty() {
+                    let cur = human_size(d.current.unwrap_or(0) as f64);
+                    match d.total {
+                        Some(t) if t > 0 => format!("{cur}/{}", human_size(t as f64)),
+                        _ => cur,
+                    }
+                } else {
+                    pmsg.clone()
+                }
+            })
+            .unwrap_or_default();
+        let mut diff = 0;
+        match &m.id {
+            Some(id) if has_prog || !pmsg.is_empty() => {
+                let line = match self.ids.get(id) {
+                    Some(l) => *l,
+                    None => {
+                        let l = self.ids.len();
+                        self.ids.insert(id.clone(), l);
+                        if self.tty {
+                            out.push('\n');
+                        }
+                        l
+                    }
+                };
+                diff = self.ids.len() - line;
+                if self.tty {
+                    out.push_str(&format!("\x1b[{diff}A"));
+                }
+            }
+            _ => self.ids.clear(),
+        }
+        let status = m.status.as_deref().unwrap_or("");
+        let mut endl = "";
+        if self.tty && m.stream.is_none() && has_prog {
+            out.push_str("\x1b[2K\r");
+            endl = "\r";
+        } else if has_prog && !detail_str.is_empty() {
+            return out;
+        }
+        if let Some(id) = &m.id {
+            out.push_str(&format!("{id}: "));
+        }
+        if has_prog && self.tty {
+            out.push_str(&format!("{status} {detail_str}{endl}"));
+        } else if !pmsg.is_empty() {
+            out.push_str(&format!("{status} {pmsg}{endl}"));
+        } else if let Some(s) = &m.stream {
+            out.push_str(&format!("{s}{endl}"));
+        } else {
+            out.push_str(&format!("{status}{endl}\n"));
+        }
+        if m.id.is_some() && self.tty && diff > 0 {
+            out.push_str(&format!("\x1b[{diff}B"));
+        }
+        out
+    }
+}
+
+/// Prints a JSON progress stream the way docker does; fails on an error message.
 async fn show_progress(
     body: &mut hyper::body::Incoming,
     to_stderr: bool,
     quiet: bool,
 ) -> Result<Vec<JsonMessage>, CliError> {
+    let tty = if to_stderr {
+        rustix::termios::isatty(std::io::stderr())
+    } else {
+        crate::tty::stdout_is_tty()
+    };
+    let mut display = ProgressDisplay::new(tty);
     let mut buf = Vec::new();
     let mut all = Vec::new();
-    let emit = |msg: &JsonMessage| -> Result<(), CliError> {
+    let mut emit = |msg: &JsonMessage| -> Result<(), CliError> {
         if let Some(e) = &msg.error_detail {
             return Err(CliError::Msg(e.message.clone(), 1));
         }
         if let Some(e) = &msg.error {
             return Err(CliError::Msg(e.clone(), 1));
         }
-        if quiet {
+        if quiet || msg.aux.is_some() {
             return Ok(());
         }
-        let mut line = String::new();
-        if let Some(id) = &msg.id {
-            line.push_str(&format!("{id}: "));
-        }
-        if let Some(s) = &msg.status {
-            line.push_str(s);
-        }
-        if let Some(p) = &msg.progress {
-            line.push(' ');
-            line.push_str(p);
-        }
-        if let Some(s) = &msg.stream {
-            line.push_str(s);
-        } else {
-            line.push('\n');
-        }
+        let text = display.render(msg);
         if to_stderr {
-            eprint!("{line}");
+            eprint!("{text}");
         } else {
-            print!("{line}");
+            print!("{text}");
             let _ = std::io::stdout().flush();
         }
         Ok(())
@@ -516,6 +593,35 @@ mod tests {
             ("localhost:5000/a/b", "1")
         );
         assert_eq!(split_tag("localhost:5000/a"), ("localhost:5000/a", ""));
+    }
+
+    #[test]
+    fn progress_like_docker() {
+        let msg = |j: &str| serde_json::from_str::<JsonMessage>(j).unwrap();
+        let mut plain = ProgressDisplay::new(false);
+        assert_eq!(
+            plain.render(&msg(
+                r#"{"status":"Pulling from library/busybox","id":"latest"}"#
+            )),
+            "latest: Pulling from library/busybox\n"
+        );
+        // Progress bars are dropped without a terminal; completion lines stay.
+        assert_eq!(plain.render(&msg(r#"{"status":"Downloading","progressDetail":{"current":10,"total":100},"progress":"[=>  ]","id":"abc"}"#)), "");
+        assert_eq!(
+            plain.render(&msg(
+                r#"{"status":"Pull complete","progressDetail":{},"id":"abc"}"#
+            )),
+            "abc: Pull complete\n"
+        );
+        assert_eq!(
+            plain.render(&msg(r#"{"status":"Digest: sha256:x"}"#)),
+            "Digest: sha256:x\n"
+        );
+        let mut tty = ProgressDisplay::new(true);
+        assert_eq!(
+            tty.render(&msg(r#"{"status":"Downloading","progressDetail":{"current":10,"total":100},"progress":"[=>  ]","id":"abc"}"#)),
+            "\n\x1b[1A\x1b[2K\rabc: Downloading [=>  ]\r\x1b[1B"
+        );
     }
 
     #[test]
