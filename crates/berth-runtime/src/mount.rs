@@ -94,6 +94,26 @@ pub fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Pat
         escape_overlay(&upper.to_string_lossy()),
         escape_overlay(&work.to_string_lossy())
     );
+    // mount(2) takes at most one page of options: many layers need the new mount API.
+    if data.len() >= 4000 {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| RuntimeError::InvalidSpec(format!("NUL in {}", p.display())))
+        };
+        let lowers = lowers.iter().map(|p| c(p)).collect::<Result<Vec<_>>>()?;
+        return crate::sys::mount_overlay_fsconfig(&c(target)?, &lowers, &c(upper)?, &c(work)?)
+            .map_err(|e| {
+                RuntimeError::sys(
+                    format!(
+                        "mount overlay ({} layers) on {}",
+                        lowers.len(),
+                        target.display()
+                    ),
+                    e,
+                )
+            });
+    }
     nix::mount::mount(
         Some("overlay"),
         target,
@@ -208,6 +228,32 @@ mod tests {
     #[test]
     fn root_is_a_mountpoint() {
         assert!(is_mountpoint(Path::new("/")).unwrap());
+    }
+
+    #[test]
+    fn overlay_with_many_layers() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let long = d.path().join("x".repeat(100));
+        let mut lowers = Vec::new();
+        for i in 0..60 {
+            let l = long.join(format!("layer-{i:03}-{}", "y".repeat(40)));
+            std::fs::create_dir_all(&l).unwrap();
+            std::fs::write(l.join(format!("f{i}")), i.to_string()).unwrap();
+            std::fs::write(l.join("top"), i.to_string()).unwrap();
+            lowers.push(l);
+        }
+        let (upper, work, target) = (d.path().join("u"), d.path().join("w"), d.path().join("m"));
+        for p in [&upper, &work, &target] {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        mount_overlay(&target, &lowers, &upper, &work).unwrap();
+        assert_eq!(std::fs::read_to_string(target.join("top")).unwrap(), "0");
+        assert_eq!(std::fs::read_to_string(target.join("f59")).unwrap(), "59");
+        unmount(&target).unwrap();
     }
 
     #[test]

@@ -125,6 +125,78 @@ pub(crate) fn clone_fork_into_cgroup(
     }
 }
 
+/// Mounts an overlay with the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`),
+/// giving each lower dir with `lowerdir+` (Linux 6.8+), so the number of layers is not limited
+/// by the one-page option string of `mount(2)`. `lowers` are topmost first.
+pub(crate) fn mount_overlay_fsconfig(
+    target: &std::ffi::CStr,
+    lowers: &[std::ffi::CString],
+    upper: &std::ffi::CStr,
+    work: &std::ffi::CStr,
+) -> nix::Result<()> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    fn check(r: libc::c_long) -> nix::Result<libc::c_long> {
+        if r < 0 { Err(Errno::last()) } else { Ok(r) }
+    }
+    // SAFETY: the name is a NUL-terminated string literal; fsopen returns a new descriptor.
+    let fs =
+        check(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: fsopen returned a fresh descriptor that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    let set = |key: &std::ffi::CStr, value: &std::ffi::CStr| -> nix::Result<()> {
+        // SAFETY: key and value are NUL-terminated strings that outlive the call; `fs` is an
+        // open filesystem context.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        })
+        .map(|_| ())
+    };
+    for l in lowers {
+        set(c"lowerdir+", l)?;
+    }
+    set(c"upperdir", upper)?;
+    set(c"workdir", work)?;
+    // SAFETY: a create command on an open filesystem context; no pointers are passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount on the created context returns a new mount descriptor.
+    let mnt =
+        check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })?;
+    // SAFETY: fsmount returned a fresh descriptor that nothing else owns.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
+    // SAFETY: the empty path and the target are NUL-terminated strings that outlive the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(|_| ())
+}
+
 /// `setsid(2)`: the calling process leads a new session (for daemonizing the shim).
 pub fn daemonize_setsid() -> nix::Result<()> {
     nix::unistd::setsid().map(|_| ())
