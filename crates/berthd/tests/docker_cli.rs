@@ -316,3 +316,167 @@ fn containers_survive_daemon_restart() {
     assert_eq!(w.trim(), "42");
     d.ok(&["rm", "sleeper"]);
 }
+
+/// Opens a hijacked attach over the raw socket; returns the stream after the 101 head.
+fn raw_attach(d: &TestDaemon, id: &str, query: &str) -> std::os::unix::net::UnixStream {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "POST /v1.44/containers/{id}/attach?{query} HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF in head: {head:?}");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: tcp"), "{head}");
+    assert!(
+        head.contains("content-type: application/vnd.docker.multiplexed-stream"),
+        "{head}"
+    );
+    s
+}
+
+#[test]
+fn attach_before_start_and_detach_keys() {
+    use std::io::{Read, Write};
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    // Output of a container attached before start is complete.
+    let id = d.ok(&[
+        "create",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo first; echo second >&2",
+    ]);
+    let id = id.trim();
+    let mut s = raw_attach(&d, id, "stream=1&stdout=1&stderr=1");
+    d.ok(&["start", id]);
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let mut dm = berth_api::stdcopy::Demuxer::default();
+    dm.feed(&all);
+    let mut frames = Vec::new();
+    while let Some((st, data)) = dm.next_frame().unwrap() {
+        frames.push((st as u8, String::from_utf8_lossy(&data).into_owned()));
+    }
+    let out: String = frames
+        .iter()
+        .filter(|f| f.0 == 1)
+        .map(|f| f.1.clone())
+        .collect();
+    let err: String = frames
+        .iter()
+        .filter(|f| f.0 == 2)
+        .map(|f| f.1.clone())
+        .collect();
+    assert_eq!(out, "first\n");
+    assert_eq!(err, "second\n");
+
+    // Detach keys: the session ends, the container keeps running. (Without a TTY, dockerd closes
+    // a StdinOnce container's stdin on detach too, so the process must not depend on stdin.)
+    let id = d.ok(&[
+        "create",
+        "-i",
+        "busybox:local",
+        "sh",
+        "-c",
+        "read x; echo got $x; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    let mut s = raw_attach(
+        &d,
+        id,
+        "stream=1&stdin=1&stdout=1&stderr=1&detachKeys=ctrl-x,y",
+    );
+    d.ok(&["start", id]);
+    s.write_all(b"ping\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&got).contains("ping") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "EOF before echo");
+        got.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(&[24, b'y']).unwrap();
+    let t0 = Instant::now();
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "session not closed after detach keys");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let st = d.ok(&["inspect", "--format", "{{.State.Running}}", id]);
+    assert_eq!(st.trim(), "true");
+    // logs -f follows until the container ends.
+    let logs = d.ok(&["logs", id]);
+    assert_eq!(logs, "got ping\n");
+    d.ok(&["kill", id]);
+    let w = d.ok(&["wait", id]);
+    assert_eq!(w.trim(), "137");
+    let o = d.docker(&["logs", "-f", id]);
+    assert_eq!(o.stdout, "got ping\n");
+    d.ok(&["rm", id]);
+}
+
+#[test]
+fn follow_restart_autoremove_and_limits() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "busybox:local",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo n$i; sleep 0.2; done",
+    ]);
+    let id = id.trim();
+    let o = d.docker(&["logs", "-f", "--tail", "all", id]);
+    assert_eq!(o.stdout, "n1\nn2\nn3\n", "{o:?}");
+    let o = d.docker(&["logs", "--tail", "1", id]);
+    assert_eq!(o.stdout, "n3\n");
+    let o = d.docker(&["logs", "-t", "--tail", "1", id]);
+    assert!(o.stdout.contains("Z n3"), "{}", o.stdout);
+    d.ok(&["restart", "-t", "1", id]);
+    let o = d.docker(&["logs", "-f", id]);
+    assert_eq!(o.stdout.matches("n1").count(), 2, "{}", o.stdout);
+    let ps = d.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Status}}",
+    ]);
+    assert!(ps.starts_with("Exited (0)"), "{ps}");
+    // --rm with -d: removed when stopped.
+    let id2 = d.ok(&["run", "-d", "--rm", "busybox:local", "sleep", "30"]);
+    let id2 = id2.trim();
+    d.ok(&["stop", "-t", "0", id2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.docker(&["inspect", id2]).code == 0 {
+        assert!(Instant::now() < deadline, "not auto-removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // rmi of an image a container uses is a conflict.
+    let o = d.docker(&["rmi", "busybox:local"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("conflict"), "{}", o.stderr);
+    d.ok(&["rm", id]);
+    // A body over the limit is refused, not buffered.
+    let big = format!("{{\"Image\":\"{}\"}}", "a".repeat(17 << 20));
+    let r = d
+        .raw("POST", "/v1.44/containers/create", Some(&big))
+        .unwrap();
+    assert!(r.status == 413 || r.status == 400, "{}", r.status);
+}
