@@ -160,12 +160,20 @@ fn shim(args: Args, mut report_w: File) -> i32 {
         let _ = nix::unistd::dup2_stdin(&null);
         let _ = nix::unistd::dup2_stdout(&null);
     }
-    if let Ok(f) = File::options()
+    match File::options()
         .create(true)
         .append(true)
         .open(args.bundle.join("shim.log"))
     {
-        let _ = nix::unistd::dup2_stderr(&f);
+        Ok(f) => {
+            let _ = nix::unistd::dup2_stderr(&f);
+        }
+        Err(_) => {
+            // Never keep berthd's stderr pipe open: it would wait for the shim to exit.
+            if let Ok(null) = File::options().write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+        }
     }
 
     let fail = |w: &mut File, msg: String| {

@@ -600,6 +600,15 @@ fn user_binds_readonly_root_and_no_escape() {
         u.set_gid(1000);
         u.set_additional_gids(Some(vec![1001]));
         p.set_user(u);
+        p.set_no_new_privileges(Some(true));
+        // Asking for more than the current hard limit must not fail (it is clamped).
+        p.set_rlimits(Some(
+            serde_json::from_value(serde_json::json!([
+                {"type": "RLIMIT_NOFILE", "soft": 1000, "hard": 1000},
+                {"type": "RLIMIT_NPROC", "soft": u64::MAX, "hard": u64::MAX},
+            ]))
+            .unwrap(),
+        ));
         spec.set_process(Some(p));
         let mut r = spec.root().clone().unwrap();
         r.set_readonly(Some(true));
@@ -625,7 +634,8 @@ fn user_binds_readonly_root_and_no_escape() {
             "sh",
             "-c",
             "id; cat /etc/hosts; touch /x 2>/dev/null || echo rootro; \
-             grep CapEff /proc/self/status; echo data > /escape/sub/f && echo wrote",
+             grep -E 'CapEff|NoNewPrivs' /proc/self/status; echo data > /escape/sub/f && echo wrote; \
+             echo nofile=$(ulimit -n); umask",
         ],
         terminal: false,
         stdin: false,
@@ -643,6 +653,9 @@ fn user_binds_readonly_root_and_no_escape() {
     assert!(out.contains("rootro"), "{out}");
     assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
     assert!(out.contains("wrote"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("nofile=1000"), "{out}");
+    assert!(out.contains("0022"), "{out}");
     assert!(
         !escape.path().join("sub").exists(),
         "mount escaped the rootfs"
