@@ -154,7 +154,8 @@ async fn containers_list(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
     };
     let recs: Vec<_> = d.all().iter().map(|c| c.snapshot()).collect();
     let sel = list::select(recs, &opts, &matches);
-    let out: Vec<_> = sel.iter().map(list::summary).collect();
+    let vr = d.settings.data_root.join("volumes");
+    let out: Vec<_> = sel.iter().map(|r| list::summary(r, &vr)).collect();
     Ok(json(200, &out))
 }
 
@@ -184,7 +185,8 @@ async fn container_route(
     match (method, rest) {
         (&Method::GET, ["json"]) => {
             let rec = c.snapshot();
-            Ok(json(200, &list::inspect(&rec, &d.paths(&rec.id))))
+            let vr = d.settings.data_root.join("volumes");
+            Ok(json(200, &list::inspect(&rec, &d.paths(&rec.id), &vr)))
         }
         (&Method::POST, ["start"]) => {
             start::start(d, &c).await?;

@@ -480,3 +480,104 @@ fn follow_restart_autoremove_and_limits() {
         .unwrap();
     assert!(r.status == 413 || r.status == 400, "{}", r.status);
 }
+
+#[test]
+fn mounts_caps_and_resources() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let host = d.dir.join("share");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("f"), "from-host\n").unwrap();
+    let bind = format!("{}:/mnt:ro", host.display());
+    let out = d.ok(&["run", "--rm", "-v", &bind, "busybox:local", "cat", "/mnt/f"]);
+    assert_eq!(out, "from-host\n");
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "busybox:local",
+        "touch",
+        "/mnt/g",
+    ]);
+    assert_ne!(o.code, 0, "read-only bind was writable");
+    // A named volume outlives its container.
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "vol1:/data",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo kept > /data/x",
+    ]);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "vol1:/data",
+        "busybox:local",
+        "cat",
+        "/data/x",
+    ]);
+    assert_eq!(out, "kept\n");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/scratch",
+        "busybox:local",
+        "sh",
+        "-c",
+        "grep -c ' /scratch tmpfs ' /proc/mounts",
+    ]);
+    assert_eq!(out.trim(), "1");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "busybox:local",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert!(out.contains("0000000000000000"), "{out}");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "busybox:local",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert!(out.contains("00000000a80425fb"), "{out}");
+    // Inspect shows the mounts; a bad spec is refused at create.
+    let id = d.ok(&["create", "-v", &bind, "busybox:local", "true"]);
+    let m = d.ok(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Type}} {{.Destination}} {{.RW}}{{end}}",
+        id.trim(),
+    ]);
+    assert_eq!(m.trim(), "bind /mnt false");
+    let o = d.docker(&["create", "-v", "/a:relative", "busybox:local", "true"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    let o = d.docker(&["create", "--cap-add", "BOGUS", "busybox:local", "true"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("unknown capability"), "{}", o.stderr);
+    let _ = d.docker(&[
+        "run",
+        "--rm",
+        "-m",
+        "64m",
+        "--pids-limit",
+        "50",
+        "busybox:local",
+        "true",
+    ]);
+}

@@ -114,6 +114,15 @@ pub async fn create(
 }
 
 async fn finish_create(d: &Arc<Daemon>, rec: &mut Record) -> Result<()> {
+    super::spec::user_mounts(rec, &d.settings.data_root.join("volumes"))?;
+    for cap in rec
+        .host_config
+        .cap_add
+        .iter()
+        .chain(&rec.host_config.cap_drop)
+    {
+        super::spec::capabilities(&[], std::slice::from_ref(cap), &[])?;
+    }
     let p = d.paths(&rec.id);
     std::fs::create_dir_all(&p.data).map_err(|e| Error::io("create container dir", e))?;
     rec.layer = d.images.prepare_layer(&rec.id, &rec.image).await?;

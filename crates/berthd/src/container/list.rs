@@ -42,7 +42,7 @@ pub fn status_string(rec: &Record, now: DateTime<Utc>) -> String {
 }
 
 /// The list entry of a container.
-pub fn summary(rec: &Record) -> ContainerSummary {
+pub fn summary(rec: &Record, volumes_root: &std::path::Path) -> ContainerSummary {
     ContainerSummary {
         id: rec.id.clone(),
         names: vec![rec.name.clone()],
@@ -58,14 +58,41 @@ pub fn summary(rec: &Record) -> ContainerSummary {
         status: status_string(rec, Utc::now()),
         host_config: json!({"NetworkMode": rec.host_config.network_mode}),
         network_settings: json!({"Networks": {}}),
-        mounts: vec![],
+        mounts: mount_points(rec, volumes_root),
         size_rw: None,
         size_root_fs: None,
     }
 }
 
+/// The `Mounts` entries of a container, as inspect and list show them.
+pub fn mount_points(rec: &Record, volumes_root: &std::path::Path) -> Vec<serde_json::Value> {
+    super::spec::user_mounts(rec, volumes_root)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let rw = !m.options.iter().any(|o| o == "ro");
+            match (&m.volume, m.kind.as_str()) {
+                (Some(name), _) => json!({
+                    "Type": "volume", "Name": name, "Source": m.source,
+                    "Destination": m.destination, "Driver": "local", "Mode": "z",
+                    "RW": rw, "Propagation": ""
+                }),
+                (None, "tmpfs") => json!({
+                    "Type": "tmpfs", "Source": "", "Destination": m.destination,
+                    "Mode": "", "RW": rw, "Propagation": ""
+                }),
+                (None, _) => json!({
+                    "Type": "bind", "Source": m.source, "Destination": m.destination,
+                    "Mode": "", "RW": rw,
+                    "Propagation": m.options.get(1).cloned().unwrap_or_default()
+                }),
+            }
+        })
+        .collect()
+}
+
 /// The inspect output of a container.
-pub fn inspect(rec: &Record, p: &CtrPaths) -> ContainerInspect {
+pub fn inspect(rec: &Record, p: &CtrPaths, volumes_root: &std::path::Path) -> ContainerInspect {
     let l = &rec.layer;
     let lowers: Vec<String> = l.lowers.iter().map(|x| x.display().to_string()).collect();
     ContainerInspect {
@@ -97,7 +124,7 @@ pub fn inspect(rec: &Record, p: &CtrPaths) -> ContainerInspect {
                 "WorkDir": l.work.display().to_string(),
             }
         }),
-        mounts: vec![],
+        mounts: mount_points(rec, volumes_root),
         config: rec.config.clone(),
         network_settings: json!({
             "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": false,

@@ -196,6 +196,8 @@ pub struct SpecInputs<'a> {
     pub hosts_path: &'a Path,
     /// Host path of resolv.conf.
     pub resolv_path: &'a Path,
+    /// `<data-root>/volumes`, where named volumes live.
+    pub volumes_root: &'a Path,
 }
 
 /// Builds the OCI runtime spec (as JSON) for a container from Docker's defaults.
@@ -280,7 +282,391 @@ pub fn build_spec(rec: &Record, inp: &SpecInputs<'_>) -> Result<Value> {
     }
     let linux = obj.entry("linux").or_insert_with(|| json!({}));
     linux["cgroupsPath"] = json!(format!("/berth/{}", rec.id));
+    apply_host_config(&mut spec, rec, inp.volumes_root)?;
     Ok(spec)
+}
+
+/// A mount asked for with `-v`/`--mount`/`--tmpfs`, as an OCI mount.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserMount {
+    /// Path in the container.
+    pub destination: String,
+    /// `bind` or `tmpfs`.
+    pub kind: String,
+    /// Host path (bind) or `tmpfs`.
+    pub source: String,
+    /// Mount options.
+    pub options: Vec<String>,
+    /// For a named volume: its name.
+    pub volume: Option<String>,
+}
+
+fn bind_options(ro: bool, propagation: Option<&str>) -> Vec<String> {
+    let mut o = vec![
+        "rbind".to_string(),
+        propagation.unwrap_or("rprivate").to_string(),
+    ];
+    if ro {
+        o.push("ro".into());
+    }
+    o
+}
+
+/// Parses one `-v` spec: `/host:/ctr[:opts]` or `name:/ctr[:opts]`.
+pub fn parse_bind(spec: &str, volumes_root: &Path) -> Result<UserMount> {
+    let bad = || Error::invalid(format!("invalid volume specification: '{spec}'"));
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [d] => ("", *d, ""),
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => return Err(bad()),
+    };
+    if !dst.starts_with('/') {
+        return Err(Error::invalid(format!(
+            "invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid mount path: '{dst}' mount path must be absolute"
+        )));
+    }
+    let mut ro = false;
+    let mut propagation = None;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => ro = true,
+            "rw" | "z" | "Z" | "nocopy" | "consistent" | "cached" | "delegated" => {}
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
+                propagation = Some(o)
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if src.is_empty() {
+        return Err(Error::invalid(format!(
+            "anonymous volumes are not supported yet: '{spec}'"
+        )));
+    }
+    if src.starts_with('/') {
+        return Ok(UserMount {
+            destination: dst.into(),
+            kind: "bind".into(),
+            source: src.into(),
+            options: bind_options(ro, propagation),
+            volume: None,
+        });
+    }
+    volume_mount(src, dst, ro, volumes_root)
+}
+
+fn volume_mount(name: &str, dst: &str, ro: bool, volumes_root: &Path) -> Result<UserMount> {
+    crate::names::validate(name).map_err(|_| {
+        Error::invalid(format!(
+            "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+        ))
+    })?;
+    Ok(UserMount {
+        destination: dst.into(),
+        kind: "bind".into(),
+        source: volumes_root.join(name).join("_data").display().to_string(),
+        options: bind_options(ro, None),
+        volume: Some(name.into()),
+    })
+}
+
+/// The mounts of `Binds`, `Mounts` (`--mount`) and `Tmpfs`.
+pub fn user_mounts(rec: &Record, volumes_root: &Path) -> Result<Vec<UserMount>> {
+    let hc = &rec.host_config;
+    let mut out = Vec::new();
+    for b in &hc.binds {
+        out.push(parse_bind(b, volumes_root)?);
+    }
+    if let Some(Value::Array(ms)) = hc.extra.get("Mounts") {
+        for m in ms {
+            let kind = m["Type"].as_str().unwrap_or("volume");
+            let dst = m["Target"].as_str().unwrap_or("");
+            let src = m["Source"].as_str().unwrap_or("");
+            let ro = m["ReadOnly"].as_bool().unwrap_or(false);
+            if !dst.starts_with('/') {
+                return Err(Error::invalid(format!(
+                    "invalid mount config for type \"{kind}\": invalid mount path: '{dst}' mount path must be absolute"
+                )));
+            }
+            match kind {
+                "bind" => {
+                    if !Path::new(src).exists() {
+                        return Err(Error::invalid(format!(
+                            "invalid mount config for type \"bind\": bind source path does not exist: {src}"
+                        )));
+                    }
+                    let prop = m["BindOptions"]["Propagation"]
+                        .as_str()
+                        .filter(|p| !p.is_empty());
+                    out.push(UserMount {
+                        destination: dst.into(),
+                        kind: "bind".into(),
+                        source: src.into(),
+                        options: bind_options(ro, prop),
+                        volume: None,
+                    });
+                }
+                "volume" if !src.is_empty() => out.push(volume_mount(src, dst, ro, volumes_root)?),
+                "tmpfs" => {
+                    let mut options = vec![
+                        "nosuid".to_string(),
+                        "nodev".to_string(),
+                        "noexec".to_string(),
+                    ];
+                    if let Some(sz) = m["TmpfsOptions"]["SizeBytes"].as_i64().filter(|s| *s > 0) {
+                        options.push(format!("size={sz}"));
+                    }
+                    if let Some(mode) = m["TmpfsOptions"]["Mode"].as_u64().filter(|m| *m > 0) {
+                        options.push(format!("mode={mode:o}"));
+                    }
+                    out.push(UserMount {
+                        destination: dst.into(),
+                        kind: "tmpfs".into(),
+                        source: "tmpfs".into(),
+                        options,
+                        volume: None,
+                    });
+                }
+                other => {
+                    return Err(Error::invalid(format!(
+                        "mount type {other:?} is not supported"
+                    )));
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(t)) = hc.extra.get("Tmpfs") {
+        for (dst, opts) in t {
+            let mut options = vec![
+                "nosuid".to_string(),
+                "nodev".to_string(),
+                "noexec".to_string(),
+            ];
+            options.extend(
+                opts.as_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_string),
+            );
+            out.push(UserMount {
+                destination: dst.clone(),
+                kind: "tmpfs".into(),
+                source: "tmpfs".into(),
+                options,
+                volume: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// All capabilities Docker knows, for `--privileged` and `--cap-add ALL`.
+const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+fn normalize_cap(c: &str) -> Result<String> {
+    let up = c.trim().to_ascii_uppercase();
+    if up == "ALL" {
+        return Ok(up);
+    }
+    let full = if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    };
+    if ALL_CAPS.contains(&full.as_str()) {
+        Ok(full)
+    } else {
+        Err(Error::invalid(format!("unknown capability: \"{c}\"")))
+    }
+}
+
+/// Docker's capability arithmetic: defaults, minus drops, plus adds (`ALL` allowed in both).
+pub fn capabilities(defaults: &[String], add: &[String], drop: &[String]) -> Result<Vec<String>> {
+    let add: Vec<String> = add
+        .iter()
+        .map(|c| normalize_cap(c))
+        .collect::<Result<_>>()?;
+    let drop: Vec<String> = drop
+        .iter()
+        .map(|c| normalize_cap(c))
+        .collect::<Result<_>>()?;
+    if add.iter().any(|c| c == "ALL") {
+        return Ok(ALL_CAPS
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect());
+    }
+    let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
+        Vec::new()
+    } else {
+        defaults
+            .iter()
+            .filter(|c| !drop.contains(c))
+            .cloned()
+            .collect()
+    };
+    for c in add {
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    Ok(caps)
+}
+
+/// Applies the host configuration: mounts, namespaces modes, capabilities, resources.
+fn apply_host_config(spec: &mut Value, rec: &Record, volumes_root: &Path) -> Result<()> {
+    let hc = &rec.host_config;
+    // Mounts.
+    let ums = user_mounts(rec, volumes_root)?;
+    for um in &ums {
+        if um.kind == "bind" {
+            let p = Path::new(&um.source);
+            if !p.exists() {
+                std::fs::create_dir_all(p)
+                    .map_err(|e| Error::io(format!("create mount source {}", p.display()), e))?;
+            }
+        }
+    }
+    if let Some(arr) = spec["mounts"].as_array_mut() {
+        for um in ums {
+            arr.retain(|m| m["destination"] != um.destination.as_str());
+            arr.push(json!({
+                "destination": um.destination, "type": um.kind,
+                "source": um.source, "options": um.options
+            }));
+        }
+    }
+    // Namespace modes.
+    let drop_ns = |spec: &mut Value, t: &str| {
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            ns.retain(|n| n["type"] != t);
+        }
+    };
+    if hc.network_mode == "host" {
+        drop_ns(spec, "network");
+    }
+    if hc.pid_mode == "host" {
+        drop_ns(spec, "pid");
+    }
+    if hc.ipc_mode == "host" {
+        drop_ns(spec, "ipc");
+    }
+    if hc.uts_mode == "host" {
+        drop_ns(spec, "uts");
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("hostname");
+        }
+    }
+    // Capabilities.
+    let defaults: Vec<String> = spec["process"]["capabilities"]["bounding"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let caps = if hc.privileged {
+        ALL_CAPS.iter().map(|c| c.to_string()).collect()
+    } else {
+        capabilities(&defaults, &hc.cap_add, &hc.cap_drop)?
+    };
+    spec["process"]["capabilities"] = json!({
+        "bounding": caps, "effective": caps, "permitted": caps
+    });
+    if hc.privileged {
+        spec["linux"]["maskedPaths"] = json!([]);
+        spec["linux"]["readonlyPaths"] = json!([]);
+        spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        if let Some(arr) = spec["mounts"].as_array_mut() {
+            for m in arr.iter_mut() {
+                if m["type"] == "sysfs" || m["type"] == "cgroup" {
+                    if let Some(o) = m["options"].as_array_mut() {
+                        o.retain(|x| x != "ro");
+                    }
+                }
+            }
+        }
+    }
+    if hc.security_opt.iter().any(|o| {
+        o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true"
+    }) {
+        spec["process"]["noNewPrivileges"] = json!(true);
+    }
+    // Resources.
+    let res = &mut spec["linux"]["resources"];
+    if hc.memory > 0 {
+        res["memory"]["limit"] = json!(hc.memory);
+        if hc.memory_swap != 0 {
+            res["memory"]["swap"] = json!(hc.memory_swap);
+        }
+    }
+    if let Some(p) = hc.pids_limit.filter(|p| *p > 0) {
+        res["pids"] = json!({"limit": p});
+    }
+    if hc.nano_cpus > 0 {
+        let period: u64 = 100_000;
+        res["cpu"]["period"] = json!(period);
+        res["cpu"]["quota"] = json!(hc.nano_cpus * period as i64 / 1_000_000_000);
+    }
+    if hc.cpu_quota > 0 {
+        res["cpu"]["quota"] = json!(hc.cpu_quota);
+    }
+    if hc.cpu_period > 0 {
+        res["cpu"]["period"] = json!(hc.cpu_period);
+    }
+    if hc.cpu_shares > 0 {
+        res["cpu"]["shares"] = json!(hc.cpu_shares);
+    }
+    if !hc.cpuset_cpus.is_empty() {
+        res["cpu"]["cpus"] = json!(hc.cpuset_cpus);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -321,6 +707,32 @@ mod tests {
         assert_eq!(s, "nameserver 10.0.0.1\n");
         let s = resolv_conf("nameserver 10.0.0.1\n", &["1.1.1.1".into()], &[], &[]);
         assert_eq!(s, "nameserver 1.1.1.1\n");
+    }
+
+    #[test]
+    fn binds() {
+        let v = Path::new("/var/lib/berth/volumes");
+        let m = parse_bind("/src:/dst:ro", v).unwrap();
+        assert_eq!(m.source, "/src");
+        assert_eq!(m.destination, "/dst");
+        assert_eq!(m.options, ["rbind", "rprivate", "ro"]);
+        let m = parse_bind("data:/data", v).unwrap();
+        assert_eq!(m.source, "/var/lib/berth/volumes/data/_data");
+        assert_eq!(m.volume.as_deref(), Some("data"));
+        assert!(parse_bind("/a:rel", v).is_err());
+        assert!(parse_bind("/a:/b:bogus", v).is_err());
+        assert!(parse_bind("/a:/b:c:d", v).is_err());
+    }
+
+    #[test]
+    fn caps() {
+        let d: Vec<String> = vec!["CAP_CHOWN".into(), "CAP_KILL".into()];
+        let c = capabilities(&d, &["net_admin".into()], &["CHOWN".into()]).unwrap();
+        assert_eq!(c, ["CAP_KILL", "CAP_NET_ADMIN"]);
+        let c = capabilities(&d, &["KILL".into()], &["ALL".into()]).unwrap();
+        assert_eq!(c, ["CAP_KILL"]);
+        assert!(capabilities(&d, &["ALL".into()], &[]).unwrap().len() > 30);
+        assert!(capabilities(&d, &["BOGUS".into()], &[]).is_err());
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     let prep = {
         let rec = rec.clone();
         let p = p.clone();
-        tokio::task::spawn_blocking(move || prepare(&rec, &p))
+        let vr = d.settings.data_root.join("volumes");
+        tokio::task::spawn_blocking(move || prepare(&rec, &p, &vr))
             .await
             .map_err(|e| Error::internal(e.to_string()))?
     };
@@ -172,7 +173,7 @@ pub async fn unmount_rootfs(rootfs: &std::path::Path) {
     .await;
 }
 
-fn prepare(rec: &Record, p: &super::CtrPaths) -> Result<()> {
+fn prepare(rec: &Record, p: &super::CtrPaths, volumes_root: &std::path::Path) -> Result<()> {
     let io = |what: &str, e| Error::io(what.to_string(), e);
     std::fs::create_dir_all(&p.data).map_err(|e| io("create container dir", e))?;
     let rootfs = p.rootfs();
@@ -184,6 +185,7 @@ fn prepare(rec: &Record, p: &super::CtrPaths) -> Result<()> {
         berth_runtime::mount_overlay(&rootfs, &l.lowers, &l.upper, &l.work)
             .map_err(|e| Error::internal(format!("mount rootfs: {e}")))?;
     }
+    let volumes_root = volumes_root.to_path_buf();
     let hostname_path = p.data.join("hostname");
     let hosts_path = p.data.join("hosts");
     let resolv_path = p.data.join("resolv.conf");
@@ -208,6 +210,7 @@ fn prepare(rec: &Record, p: &super::CtrPaths) -> Result<()> {
             hostname_path: &hostname_path,
             hosts_path: &hosts_path,
             resolv_path: &resolv_path,
+            volumes_root: &volumes_root,
         },
     )?;
     let data = serde_json::to_vec_pretty(&spec).map_err(|e| Error::internal(e.to_string()))?;
