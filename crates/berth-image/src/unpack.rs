@@ -8,6 +8,7 @@
 //! directory for a symlink behind our back. Whiteouts become overlay whiteouts (`.wh.x` → char device 0:0,
 //! `.wh..wh..opq` → `trusted.overlay.opaque=y`).
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -51,10 +52,23 @@ pub(crate) fn clean_path(raw: &Path) -> Result<Option<Vec<OsString>>> {
 }
 
 /// Walks `comps` below `root`, never following a symlink; creates missing directories if `create`.
-fn walk_dirs(root: &Path, comps: &[OsString], create: bool, what: &Path) -> Result<PathBuf> {
+/// Directories already checked (or made) during this unpack. Only the unpacker writes the layer dir, and
+/// every replacement goes through [`remove_existing`], which forgets the path and everything below it.
+type DirCache = HashSet<PathBuf>;
+
+fn walk_dirs(
+    cache: &mut DirCache,
+    root: &Path,
+    comps: &[OsString],
+    create: bool,
+    what: &Path,
+) -> Result<PathBuf> {
     let mut cur = root.to_path_buf();
     for c in comps {
         cur.push(c);
+        if cache.contains(&cur) {
+            continue;
+        }
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
@@ -77,14 +91,19 @@ fn walk_dirs(root: &Path, comps: &[OsString], create: bool, what: &Path) -> Resu
             }
             Err(e) => return Err(Error::io_path("stat", &cur, e)),
         }
+        cache.insert(cur.clone());
     }
     Ok(cur)
 }
 
 /// Removes whatever is at `path` (not following symlinks).
-fn remove_existing(path: &Path) -> Result<()> {
+fn remove_existing(cache: &mut DirCache, path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).ctx("remove", path),
+        Ok(m) if m.is_dir() => {
+            // Only directories are cached, so only removing one can make the cache stale.
+            cache.retain(|p| !p.starts_with(path));
+            fs::remove_dir_all(path).ctx("remove", path)
+        }
         Ok(_) => fs::remove_file(path).ctx("remove", path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io_path("stat", path, e)),
@@ -93,13 +112,15 @@ fn remove_existing(path: &Path) -> Result<()> {
 
 /// Sets the mtime (and atime) of `path` without following a symlink.
 fn set_mtime(path: &Path, secs: i64, nanos: i64) -> Result<()> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Ok(());
-    };
-    let dir = File::open(parent).ctx("open", parent)?;
     let ts = TimeSpec::new(secs, nanos);
-    utimensat(&dir, name, &ts, &ts, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| Error::io_path("set times of", path, e.into()))
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &ts,
+        &ts,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| Error::io_path("set times of", path, e.into()))
 }
 
 /// Metadata of one tar entry, with PAX overrides applied.
@@ -203,6 +224,35 @@ fn apply_meta(path: &Path, meta: &Meta, is_symlink: bool, set_time: bool) -> Res
     Ok(())
 }
 
+/// [`apply_meta`] for a regular file we hold open: the same steps through the descriptor.
+fn apply_file_meta(f: &File, path: &Path, meta: &Meta) -> Result<()> {
+    let uid =
+        u32::try_from(meta.uid).map_err(|_| bad_layer(format!("uid {} out of range", meta.uid)))?;
+    let gid =
+        u32::try_from(meta.gid).map_err(|_| bad_layer(format!("gid {} out of range", meta.gid)))?;
+    std::os::unix::fs::fchown(f, Some(uid), Some(gid)).ctx("chown", path)?;
+    f.set_permissions(fs::Permissions::from_mode(meta.mode))
+        .ctx("chmod", path)?;
+    for (name, value) in &meta.xattrs {
+        match xattr::FileExt::set_xattr(f, name, value) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::EOPNOTSUPP) => {}
+            Err(e) => return Err(Error::io_path(&format!("set xattr {name} on"), path, e)),
+        }
+    }
+    let t = if meta.mtime >= 0 {
+        std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                meta.mtime as u64,
+                meta.mtime_nanos.clamp(0, 999_999_999) as u32,
+            )
+    } else {
+        std::time::UNIX_EPOCH
+    };
+    f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+        .ctx("set times of", path)
+}
+
 /// Reads one decimal number terminated by `\n` from the sparse map at the start of a PAX 1.0 sparse
 /// entry's data; counts the bytes consumed.
 fn read_map_number(r: &mut impl Read, consumed: &mut u64) -> Result<u64> {
@@ -281,6 +331,7 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
     let mut archive = tar::Archive::new(reader);
     let mut size: u64 = 0;
     let mut dir_times: Vec<(PathBuf, i64, i64)> = Vec::new();
+    let mut cache = DirCache::new();
     for entry in archive.entries().map_err(bad_tar)? {
         let mut entry = entry.map_err(bad_tar)?;
         let kind = entry.header().entry_type();
@@ -300,14 +351,14 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
 
         // Whiteouts.
         if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
-            let parent = walk_dirs(dest, parent_comps, true, &raw)?;
+            let parent = walk_dirs(&mut cache, dest, parent_comps, true, &raw)?;
             if name_str == OPAQUE_WHITEOUT {
                 xattr::set(&parent, OPAQUE_XATTR, b"y").ctx("set opaque xattr on", &parent)?;
             } else if hidden == "." || hidden == ".." {
                 return Err(bad_layer(format!("invalid whiteout {raw:?}")));
             } else if !hidden.starts_with(WHITEOUT_PREFIX) && !hidden.is_empty() {
                 let target = parent.join(hidden);
-                remove_existing(&target)?;
+                remove_existing(&mut cache, &target)?;
                 mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
                     .map_err(|e| Error::io_path("create whiteout", &target, e.into()))?;
             }
@@ -315,20 +366,20 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
             continue;
         }
 
-        let parent = walk_dirs(dest, parent_comps, true, &raw)?;
+        let parent = walk_dirs(&mut cache, dest, parent_comps, true, &raw)?;
         let target = parent.join(name);
         let existing = fs::symlink_metadata(&target).ok();
         match kind {
             EntryType::Directory => {
                 if !existing.as_ref().is_some_and(|m| m.is_dir()) {
-                    remove_existing(&target)?;
+                    remove_existing(&mut cache, &target)?;
                     fs::create_dir(&target).ctx("create directory", &target)?;
                 }
                 apply_meta(&target, &meta, false, false)?;
                 dir_times.push((target, meta.mtime, meta.mtime_nanos));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                remove_existing(&target)?;
+                remove_existing(&mut cache, &target)?;
                 let mut f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -340,15 +391,14 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
                     None => io::copy(&mut entry, &mut f).map_err(bad_tar)?,
                     Some(sp) => write_sparse(&mut entry, &mut f, sp)?,
                 };
-                drop(f);
-                apply_meta(&target, &meta, false, true)?;
+                apply_file_meta(&f, &target, &meta)?;
             }
             EntryType::Symlink => {
                 let link = entry
                     .link_name()
                     .map_err(bad_tar)?
                     .ok_or_else(|| bad_layer(format!("symlink {raw:?} without target")))?;
-                remove_existing(&target)?;
+                remove_existing(&mut cache, &target)?;
                 std::os::unix::fs::symlink(&link, &target).ctx("create symlink", &target)?;
                 apply_meta(&target, &meta, true, true)?;
             }
@@ -361,7 +411,7 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
                     return Err(bad_layer(format!("hard link {raw:?} to the layer root")));
                 };
                 let (lname, lparent) = lcomps.split_last().expect("non-empty");
-                let src = walk_dirs(dest, lparent, false, &link)
+                let src = walk_dirs(&mut cache, dest, lparent, false, &link)
                     .map_err(|_| bad_layer(format!("invalid hard link {raw:?} -> {link:?}")))?
                     .join(lname);
                 match fs::symlink_metadata(&src) {
@@ -371,11 +421,11 @@ pub(crate) fn unpack_layer<R: Read>(reader: R, dest: &Path) -> Result<u64> {
                 if src == target {
                     continue;
                 }
-                remove_existing(&target)?;
+                remove_existing(&mut cache, &target)?;
                 fs::hard_link(&src, &target).ctx("create hard link", &target)?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                remove_existing(&target)?;
+                remove_existing(&mut cache, &target)?;
                 let (sflag, dev) = match kind {
                     EntryType::Fifo => (SFlag::S_IFIFO, 0),
                     _ => {
@@ -620,6 +670,29 @@ pub(crate) mod tests {
         let (d, r) = unpack(&tar);
         assert!(r.is_err());
         assert!(outside(d.path()).is_empty());
+    }
+
+    #[test]
+    fn dir_replaced_by_symlink_is_not_trusted() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::create_dir(d.path().join("layer")).unwrap();
+        let tar = TarMaker::new()
+            .file("d/sub/f", b"x")
+            .symlink("d", victim.to_str().unwrap())
+            .file("d/sub/evil", b"x")
+            .build();
+        assert!(unpack_layer(&tar[..], &d.path().join("layer")).is_err());
+        let tar = TarMaker::new()
+            .file("d/sub/f", b"x")
+            .symlink("d/sub", victim.to_str().unwrap())
+            .file("d/sub/evil", b"x")
+            .build();
+        fs::create_dir(d.path().join("layer2")).unwrap();
+        let e = unpack_layer(&tar[..], &d.path().join("layer2")).unwrap_err();
+        assert!(e.to_string().contains("through symlink"), "{e}");
+        assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
     }
 
     #[test]
