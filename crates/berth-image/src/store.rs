@@ -823,14 +823,26 @@ impl ImageStore {
         parent: Option<ImageId>,
         reference: Option<&Reference>,
     ) -> Result<ImageId> {
+        let bytes = serde_json::to_vec(&config).map_err(|e| Error::internal(e.to_string()))?;
+        self.commit_image_bytes(st, &bytes, config, parent, reference.into_iter())
+    }
+
+    /// Like [`ImageStore::commit_image`] with the config bytes as given (the ID is their digest).
+    fn commit_image_bytes<'r>(
+        &self,
+        st: &mut State,
+        bytes: &[u8],
+        config: ImageConfig,
+        parent: Option<ImageId>,
+        references: impl Iterator<Item = &'r Reference>,
+    ) -> Result<ImageId> {
         let chains = chain_ids(&config.rootfs.diff_ids);
         if let Some(missing) = chains.iter().find(|c| !st.layers.contains_key(*c)) {
             return Err(Error::internal(format!(
                 "layer {missing} is not in the store"
             )));
         }
-        let bytes = serde_json::to_vec(&config).map_err(|e| Error::internal(e.to_string()))?;
-        let id = self.put_blob(&bytes)?;
+        let id = self.put_blob(bytes)?;
         if !st.images.contains_key(&id) {
             st.images.insert(
                 id.clone(),
@@ -845,10 +857,103 @@ impl ImageStore {
             );
             self.save_images(st)?;
         }
-        if let Some(r) = reference {
+        for r in references {
             self.set_ref(st, r.clone(), &id)?;
         }
         Ok(id)
+    }
+
+    /// Adds an image from its config JSON (stored byte for byte: the ID is its digest) and layer streams
+    /// (plain, gzip or zstd tars), as `docker load` and `pull` need. `open_layer(i)` is called only for
+    /// the layers (index into `rootfs.diff_ids`) not already in the store; each must unpack to the
+    /// config's diff ID. `references` may be tags (`busybox:1`) or digests (`busybox@sha256:...`).
+    /// Errors: InvalidArgument (config, references, a layer that does not match), Internal.
+    pub fn add_image(
+        &self,
+        config_json: &[u8],
+        open_layer: &mut dyn FnMut(usize) -> Result<Box<dyn Read>>,
+        references: &[&str],
+    ) -> Result<ImageSummary> {
+        let config: ImageConfig = serde_json::from_slice(config_json)
+            .map_err(|e| Error::invalid(format!("invalid image config: {e}")))?;
+        let refs = references
+            .iter()
+            .map(|r| {
+                let parsed = Reference::parse(r)?;
+                if parsed.digest().is_some() && parsed.tag().is_some() {
+                    return Err(Error::invalid(format!(
+                        "invalid reference {r}: both a tag and a digest"
+                    )));
+                }
+                if parsed.digest().is_none() {
+                    return self.parse_tag_target(r);
+                }
+                Ok(parsed)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let diff_ids = config.rootfs.diff_ids.clone();
+        let chains = chain_ids(&diff_ids);
+        let missing: Vec<usize> = {
+            let st = self.lock();
+            (0..chains.len())
+                .filter(|i| !st.layers.contains_key(&chains[*i]))
+                .collect()
+        };
+        let mut staged: Vec<StagedLayer> = Vec::new();
+        let discard = |staged: &[StagedLayer]| {
+            for s in staged {
+                let _ = remove_any(&s.tmp_dir);
+                let _ = remove_any(&s.blob_tmp);
+            }
+        };
+        for i in missing {
+            let layer = open_layer(i).and_then(|r| {
+                self.stage_layer(r, if i == 0 { None } else { Some(&chains[i - 1]) })
+            });
+            match layer {
+                Ok(l) if l.meta.diff_id == diff_ids[i] => staged.push(l),
+                Ok(l) => {
+                    let got = l.meta.diff_id.clone();
+                    discard(&staged);
+                    discard(std::slice::from_ref(&l));
+                    return Err(Error::invalid(format!(
+                        "layer {i}: diff ID mismatch: the config says {}, the layer is {got}",
+                        diff_ids[i]
+                    )));
+                }
+                Err(e) => {
+                    discard(&staged);
+                    return Err(e);
+                }
+            }
+        }
+        let mut st = self.lock();
+        let mut res = Ok(());
+        for l in staged {
+            let (tmp, blob_tmp) = (l.tmp_dir.clone(), l.blob_tmp.clone());
+            if res.is_ok() {
+                res = self.commit_layer(&mut st, l);
+            }
+            if res.is_err() {
+                let _ = remove_any(&tmp);
+                let _ = remove_any(&blob_tmp);
+            }
+        }
+        let res = res.and_then(|()| {
+            self.commit_image_bytes(&mut st, config_json, config, None, refs.iter())
+        });
+        match res {
+            Ok(id) => Ok(self.summary(&st, &id)),
+            Err(e) => {
+                self.gc_layers(&mut st, &chains)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// True if the layer with this chain ID is unpacked in the store (a pull can skip it).
+    pub fn has_layer(&self, chain_id: &ChainId) -> bool {
+        self.lock().layers.contains_key(chain_id)
     }
 
     fn set_ref(&self, st: &mut State, r: Reference, id: &ImageId) -> Result<()> {

@@ -893,3 +893,111 @@ fn commit_a_container_layer() {
         ErrorKind::NotFound
     );
 }
+
+#[test]
+fn add_image_from_config_and_layers() {
+    let (_d, s) = store();
+    let a = TarMaker::new()
+        .dir("etc/")
+        .file("etc/a", b"a")
+        .file("etc/b", b"b")
+        .build();
+    let b = TarMaker::new()
+        .file("etc/.wh.a", b"")
+        .file("etc/c", b"c")
+        .build();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&b).unwrap();
+    let b_gz = gz.finish().unwrap();
+    let (da, db) = (Digest::of_bytes(&a), Digest::of_bytes(&b));
+    // Key order and spacing unlike ours: the ID must be the digest of these exact bytes.
+    let config = format!(
+        r#"{{"os": "linux", "architecture": "amd64", "rootfs": {{"type": "layers", "diff_ids": ["{da}", "{db}"]}}, "config": {{"Cmd": ["sh"]}}, "created": "2024-01-02T03:04:05.123Z"}}"#
+    );
+    let manifest = Digest::of_bytes(b"manifest");
+    let mut opened = Vec::new();
+    let sum = s
+        .add_image(
+            config.as_bytes(),
+            &mut |i| {
+                opened.push(i);
+                Ok(if i == 0 {
+                    Box::new(std::io::Cursor::new(a.clone()))
+                } else {
+                    Box::new(std::io::Cursor::new(b_gz.clone()))
+                })
+            },
+            &["x:1", &format!("x@{manifest}")],
+        )
+        .unwrap();
+    assert_eq!(opened, vec![0, 1]);
+    assert_eq!(sum.id, Digest::of_bytes(config.as_bytes()).to_string());
+    assert_eq!(sum.repo_tags, vec!["x:1"]);
+    assert_eq!(sum.repo_digests, vec![format!("x@{manifest}")]);
+    assert_eq!(sum.created, 1_704_164_645);
+    assert_eq!(
+        s.config_bytes(&Digest::parse(&sum.id).unwrap()).unwrap(),
+        config.as_bytes()
+    );
+    assert_eq!(
+        s.resolve(&format!("x@{manifest}")).unwrap().as_str(),
+        sum.id
+    );
+    let m = s
+        .prepare_container_layer("c", &Digest::parse(&sum.id).unwrap())
+        .unwrap();
+    assert_eq!(m.lowers.len(), 2);
+    assert!(m.lowers[0].join("etc/c").exists());
+    assert!(m.lowers[1].join("etc/a").exists());
+    let blobs = s.layer_blobs(&Digest::parse(&sum.id).unwrap()).unwrap();
+    assert_eq!(blobs[1].media_type, MEDIA_TYPE_LAYER_GZIP);
+    assert_eq!(blobs[1].digest, Digest::of_bytes(&b_gz));
+
+    // A second image sharing the first layer: only the new layer is opened.
+    let c = TarMaker::new().file("etc/d", b"d").build();
+    let dc = Digest::of_bytes(&c);
+    let config2 = format!(
+        r#"{{"os":"linux","architecture":"amd64","rootfs":{{"type":"layers","diff_ids":["{da}","{dc}"]}}}}"#
+    );
+    let mut opened = Vec::new();
+    s.add_image(
+        config2.as_bytes(),
+        &mut |i| {
+            opened.push(i);
+            Ok(Box::new(std::io::Cursor::new(c.clone())))
+        },
+        &["y"],
+    )
+    .unwrap();
+    assert_eq!(opened, vec![1]);
+    assert!(s.has_layer(&chain_ids(&[da.clone()])[0]));
+
+    // A layer that does not match the config is refused and leaves nothing behind.
+    let before = s.layers_in_use().len();
+    let config3 = format!(
+        r#"{{"os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        Digest::of_bytes(b"other")
+    );
+    let e = s
+        .add_image(
+            config3.as_bytes(),
+            &mut |_| Ok(Box::new(std::io::Cursor::new(c.clone()))),
+            &["z"],
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("diff ID mismatch"), "{e}");
+    assert_eq!(s.layers_in_use().len(), before);
+    assert!(fs::read_dir(s.root().join("layers")).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(TMP_MARKER)
+    }));
+    assert_eq!(
+        s.add_image(b"{", &mut |_| unreachable!(), &[])
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+}
