@@ -197,6 +197,14 @@ pub fn create_in(
         ));
     }
 
+    let seccomp = match linux.and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Some((
+            crate::seccomp::compile(s).map_err(RuntimeError::InvalidSpec)?,
+            crate::seccomp::filter_flags(s),
+        )),
+        None => None,
+    };
+
     // Cgroups: created and limited before the init exists.
     let cgroups_path = linux
         .and_then(|l| l.cgroups_path().as_ref())
@@ -258,6 +266,7 @@ pub fn create_in(
                 stdio,
                 joins,
                 new_cgroupns,
+                seccomp,
             })
         }
         Ok(Some(pid)) => pid,

@@ -30,6 +30,7 @@ pub(crate) struct InitConfig<'a> {
     pub stdio: ContainerStdio,
     pub joins: Vec<(CloneFlags, PathBuf)>,
     pub new_cgroupns: bool,
+    pub seccomp: Option<(Vec<crate::seccomp::Insn>, u32)>,
 }
 
 type R<T = ()> = std::result::Result<T, String>;
@@ -213,6 +214,15 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
         nix::sys::prctl::set_no_new_privs().ctx(|| "no_new_privs".into())?;
     }
 
+    // Without no_new_privs a filter can only be installed while we still have CAP_SYS_ADMIN;
+    // with it, as late as possible.
+    let nnp = process.no_new_privileges() == Some(true);
+    if !nnp {
+        if let Some((prog, flags)) = &cfg.seccomp {
+            sys::install_seccomp(prog, *flags).ctx(|| "install seccomp filter".into())?;
+        }
+    }
+
     // Identity and capabilities.
     let caps = process.capabilities().as_ref();
     let bounding = to_caps(caps.and_then(|c| c.bounding().as_ref()))?;
@@ -267,6 +277,11 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
         )),
         None => Err(()),
     };
+    if nnp {
+        if let Some((prog, flags)) = &cfg.seccomp {
+            sys::install_seccomp(prog, *flags).ctx(|| "install seccomp filter".into())?;
+        }
+    }
     sys::cloexec_from(3).ctx(|| "mark fds close-on-exec".into())?;
     Ok(Ready { exec, master })
 }

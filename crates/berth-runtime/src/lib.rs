@@ -13,6 +13,8 @@ mod error;
 mod init;
 pub mod mount;
 pub mod path;
+pub mod seccomp;
+mod seccomp_names;
 pub mod spec;
 pub mod sys;
 

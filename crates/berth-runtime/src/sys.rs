@@ -197,6 +197,35 @@ pub(crate) fn mount_overlay_fsconfig(
     .map(|_| ())
 }
 
+/// Installs a seccomp BPF filter on the calling thread (`seccomp(SECCOMP_SET_MODE_FILTER)`).
+pub(crate) fn install_seccomp(prog: &[crate::seccomp::Insn], flags: u32) -> nix::Result<()> {
+    let filter: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: filter.len() as libc::c_ushort,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
+    // SAFETY: `fprog` points at `filter`, both alive for the call; the kernel copies the
+    // program and only reads through the pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            flags as libc::c_uint,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
 /// `setsid(2)`: the calling process leads a new session (for daemonizing the shim).
 pub fn daemonize_setsid() -> nix::Result<()> {
     nix::unistd::setsid().map(|_| ())

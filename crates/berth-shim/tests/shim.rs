@@ -768,3 +768,58 @@ fn init_errors_are_reported_at_create() {
         "{e}"
     );
 }
+
+#[test]
+fn seccomp_profiles_are_enforced() {
+    root_only!();
+    // An allowlist of every known syscall but a few, as Docker's default profile is built
+    // (default action ERRNO), once with and once without no_new_privileges.
+    for nnp in [false, true] {
+        let edit = move |spec: &mut Spec, _: &Path| {
+            let denied = ["mkdir", "mkdirat", "unshare", "mount"];
+            let allowed: Vec<&str> = berth_runtime::seccomp::syscall_names()
+                .filter(|n| !denied.contains(n))
+                .collect();
+            let mut l = spec.linux().clone().unwrap();
+            l.set_seccomp(Some(
+                serde_json::from_value(serde_json::json!({
+                    "defaultAction": "SCMP_ACT_ERRNO",
+                    "architectures": ["SCMP_ARCH_X86_64"],
+                    "syscalls": [
+                        {"names": allowed, "action": "SCMP_ACT_ALLOW"},
+                        {"names": ["mkdirat", "mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                    ]
+                }))
+                .unwrap(),
+            ));
+            spec.set_linux(Some(l));
+            let mut p = spec.process().clone().unwrap();
+            p.set_no_new_privileges(Some(nnp));
+            spec.set_process(Some(p));
+        };
+        let c = Ctr::with(Opts {
+            args: &[
+                "sh",
+                "-c",
+                "grep Seccomp: /proc/self/status; mkdir /tmp/d || echo mkdir-denied; \
+                 unshare -n true || echo unshare-denied; echo alive",
+            ],
+            terminal: false,
+            stdin: false,
+            stdin_once: false,
+            cgroup_root: None,
+            edit: &edit,
+        });
+        let a = c.attach(false);
+        let waiter = c.waiter();
+        assert!(c.start().ok);
+        let (out, err) = read_frames(a);
+        assert_eq!(waiter.wait().exit_code, Some(0), "{out}\n{err}");
+        assert!(out.contains("Seccomp:\t2"), "{out}");
+        assert!(out.contains("mkdir-denied"), "{out}");
+        assert!(err.contains("Permission denied"), "{err}");
+        assert!(out.contains("unshare-denied"), "{out}");
+        assert!(out.contains("alive"), "{out}");
+        c.assert_cleaned_up();
+    }
+}
