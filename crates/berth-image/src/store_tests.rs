@@ -970,7 +970,7 @@ fn add_image_from_config_and_layers() {
     )
     .unwrap();
     assert_eq!(opened, vec![1]);
-    assert!(s.has_layer(&chain_ids(&[da.clone()])[0]));
+    assert!(s.has_layer(&chain_ids(std::slice::from_ref(&da))[0]));
 
     // A layer that does not match the config is refused and leaves nothing behind.
     let before = s.layers_in_use().len();
