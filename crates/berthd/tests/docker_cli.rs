@@ -581,3 +581,49 @@ fn mounts_caps_and_resources() {
         "true",
     ]);
 }
+
+#[test]
+fn restart_policy_on_failure() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--restart",
+        "on-failure:2",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    let id = id.trim();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n = d.ok(&[
+            "inspect",
+            "--format",
+            "{{.RestartCount}} {{.State.Running}}",
+            id,
+        ]);
+        if n.trim() == "2 false" && d.ok(&["logs", id]).matches("run").count() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "restart count stuck at {n}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.ok(&["logs", id]).matches("run").count(), 3);
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--restart",
+        "always",
+        "busybox:local",
+        "true",
+    ]);
+    assert_ne!(o.code, 0);
+    d.ok(&["rm", "-f", id]);
+}

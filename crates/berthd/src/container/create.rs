@@ -39,6 +39,30 @@ pub async fn create(
             crate::signal::parse(ss)?;
         }
     }
+    let rp = &host_config.restart_policy;
+    match rp.name.as_str() {
+        "" | "no" => {}
+        "always" | "unless-stopped" | "on-failure" => {
+            if host_config.auto_remove {
+                return Err(Error::invalid(
+                    "conflicting options: cannot specify both --restart and --rm",
+                ));
+            }
+        }
+        other => {
+            return Err(Error::invalid(format!("invalid restart policy '{other}'")));
+        }
+    }
+    if rp.maximum_retry_count < 0 {
+        return Err(Error::invalid(
+            "invalid restart policy: maximum retry count cannot be negative",
+        ));
+    }
+    if rp.maximum_retry_count > 0 && rp.name != "on-failure" {
+        return Err(Error::invalid(
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+        ));
+    }
     if host_config.network_mode.is_empty() {
         host_config.network_mode = "default".into();
     }

@@ -102,6 +102,14 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     Ok(())
 }
 
+/// [`start`] as a boxed future (used where start and the exit watcher would otherwise recurse).
+pub fn start_boxed(
+    d: Arc<Daemon>,
+    c: Arc<Ctr>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> {
+    Box::pin(async move { start(&d, &c).await })
+}
+
 /// Sends `{"op":"wait"}` and leaves the answer for the exit watcher.
 pub async fn open_wait(sock: &std::path::Path) -> std::io::Result<UnixStream> {
     let mut s = UnixStream::connect(sock).await?;

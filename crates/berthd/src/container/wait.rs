@@ -123,10 +123,44 @@ pub async fn on_exit(d: &Arc<Daemon>, c: &Arc<Ctr>, exit: Exit) {
     super::start::unmount_rootfs(&d.paths(&c.id).rootfs()).await;
     c.notify(true);
     tracing::info!(id = %c.id, code = exit.code, "container exited");
-    if c.snapshot().host_config.auto_remove {
+    let rec = c.snapshot();
+    if rec.host_config.auto_remove {
         if let Err(e) = super::delete::remove_locked(d, c).await {
             tracing::error!(id = %c.id, "auto-remove: {e}");
         }
+    } else if should_restart(&rec) {
+        let n = rec.restart_count;
+        c.update(|r| r.restart_count += 1);
+        let _ = d.save(c);
+        let delay = std::time::Duration::from_millis(100u64 << n.clamp(0, 9));
+        let (d2, c2) = (d.clone(), c.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let r = c2.snapshot();
+            if c2.events.borrow().removed || r.state.running || r.has_been_manually_stopped {
+                return;
+            }
+            tracing::info!(id = %c2.id, "restarting (policy {})", r.host_config.restart_policy.name);
+            if let Err(e) = super::start::start_boxed(d2, c2.clone()).await {
+                tracing::warn!(id = %c2.id, "restart failed: {e}");
+            }
+        });
+    }
+}
+
+/// Whether the restart policy asks for another run after this exit.
+pub fn should_restart(rec: &super::Record) -> bool {
+    let p = &rec.host_config.restart_policy;
+    if rec.has_been_manually_stopped {
+        return false;
+    }
+    match p.name.as_str() {
+        "always" | "unless-stopped" => true,
+        "on-failure" => {
+            rec.state.exit_code != 0
+                && (p.maximum_retry_count <= 0 || rec.restart_count < p.maximum_retry_count)
+        }
+        _ => false,
     }
 }
 
@@ -142,6 +176,30 @@ pub async fn adopt(d: Arc<Daemon>, c: Arc<Ctr>) {
             let exit = exit_without_shim(&d, &c.id).await;
             on_exit(&d, &c, exit).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::Record;
+
+    #[test]
+    fn restart_policies() {
+        let mut r = Record::default();
+        assert!(!should_restart(&r));
+        r.host_config.restart_policy.name = "always".into();
+        assert!(should_restart(&r));
+        r.has_been_manually_stopped = true;
+        assert!(!should_restart(&r));
+        r.has_been_manually_stopped = false;
+        r.host_config.restart_policy.name = "on-failure".into();
+        r.host_config.restart_policy.maximum_retry_count = 2;
+        assert!(!should_restart(&r));
+        r.state.exit_code = 1;
+        assert!(should_restart(&r));
+        r.restart_count = 2;
+        assert!(!should_restart(&r));
     }
 }
 
