@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read};
+use std::io::{self, BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -693,9 +693,19 @@ impl ImageStore {
             .ctx("create", blob_tmp)?;
         let mut tee = TeeReader::new(input, BufWriter::new(blob_file));
         let (diff_id, size, media_type) = {
-            let mut buf = BufReader::with_capacity(64 * 1024, &mut tee);
-            let head = buf.fill_buf().map_err(|e| Error::io("read layer", e))?;
-            let compression = detect_compression(head)?;
+            // Peek at the magic bytes (a slow stream may deliver them one at a time).
+            let mut head = [0u8; 8];
+            let mut n = 0;
+            while n < head.len() {
+                match tee.read(&mut head[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io("read layer", e)),
+                }
+            }
+            let compression = detect_compression(&head[..n])?;
+            let mut buf = BufReader::with_capacity(64 * 1024, (&head[..n]).chain(&mut tee));
             let (decoder, media_type): (Box<dyn Read + '_>, &str) = match compression {
                 Compression::None => (Box::new(&mut buf), MEDIA_TYPE_LAYER_TAR),
                 Compression::Gzip => (

@@ -1001,3 +1001,31 @@ fn add_image_from_config_and_layers() {
         ErrorKind::InvalidArgument
     );
 }
+
+/// A reader that hands out one byte per call.
+struct Trickle<R>(R);
+
+impl<R: std::io::Read> std::io::Read for Trickle<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(1);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+#[test]
+fn slow_gzip_stream_is_detected() {
+    let (_d, s) = store();
+    let tar = rootfs_tar("slow");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let sum = s
+        .import(Trickle(&gz[..]), Some("slow"), &ImportOptions::default())
+        .unwrap();
+    let id = Digest::parse(&sum.id).unwrap();
+    assert_eq!(
+        s.config(&id).unwrap().rootfs.diff_ids[0],
+        Digest::of_bytes(&tar)
+    );
+    assert_eq!(s.layer_blobs(&id).unwrap()[0].digest, Digest::of_bytes(&gz));
+}
