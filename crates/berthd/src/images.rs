@@ -236,19 +236,77 @@ impl Images {
             s.remove(&name, force, prune, &cb)
         })
         .await?;
-        Ok(items
-            .into_iter()
-            .map(|i| match i {
-                berth_image::DeleteItem::Untagged(u) => DeleteItem {
-                    untagged: Some(u),
-                    deleted: None,
-                },
-                berth_image::DeleteItem::Deleted(d) => DeleteItem {
-                    untagged: None,
-                    deleted: Some(d),
-                },
-            })
-            .collect())
+        Ok(items.into_iter().map(delete_item).collect())
+    }
+
+    /// `GET /images/{name}/history`.
+    pub async fn history(&self, name: &str) -> Result<Value> {
+        let s = self.store.clone();
+        let name = name.to_string();
+        let items = blocking(move || s.history(&name)).await?;
+        Ok(Value::Array(
+            items
+                .into_iter()
+                .map(|h| {
+                    serde_json::json!({
+                        "Id": h.id, "Created": h.created, "CreatedBy": h.created_by,
+                        "Tags": if h.tags.is_empty() { Value::Null } else { serde_json::json!(h.tags) },
+                        "Size": h.size, "Comment": h.comment,
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    /// `POST /images/prune`.
+    pub async fn prune(&self, filters: &Filters, in_use: InUse) -> Result<Value> {
+        filters
+            .validate(&["dangling", "until", "label"])
+            .map_err(Error::Invalid)?;
+        let all = matches!(
+            filters.get("dangling").first().map(String::as_str),
+            Some("false") | Some("0")
+        );
+        let s = self.store.clone();
+        let (items, reclaimed) = blocking(move || {
+            let cb = |id: &berth_image::ImageId| {
+                in_use(&id.to_string()).map(|(container_id, running)| ImageUser {
+                    container_id,
+                    running,
+                })
+            };
+            s.prune(all, &cb)
+        })
+        .await?;
+        let items: Vec<DeleteItem> = items.into_iter().map(delete_item).collect();
+        Ok(serde_json::json!({
+            "ImagesDeleted": if items.is_empty() { Value::Null } else { serde_json::json!(items) },
+            "SpaceReclaimed": reclaimed,
+        }))
+    }
+
+    /// `POST /commit`: a new image from a container's writable layer.
+    pub async fn commit(
+        &self,
+        container_id: &str,
+        reference: Option<String>,
+        config: Config,
+        opts: CommitParams,
+    ) -> Result<String> {
+        let cfg: berth_image::ContainerConfig = serde_json::to_value(&config)
+            .and_then(serde_json::from_value)
+            .map_err(|e| Error::internal(format!("container config: {e}")))?;
+        let co = berth_image::CommitOptions {
+            config: Some(cfg),
+            changes: opts.changes,
+            comment: opts.comment,
+            author: opts.author,
+            created_by: opts.created_by,
+        };
+        let s = self.store.clone();
+        let cid = container_id.to_string();
+        let sum = blocking(move || s.commit(&cid, reference.as_deref(), &co)).await?;
+        Ok(sum.id)
     }
 
     /// `POST /images/create?fromSrc=-`: imports the streamed request body; returns the progress lines.
@@ -287,6 +345,32 @@ impl Images {
         pump.abort();
         let summary = res?;
         Ok(Bytes::from(JsonMessage::status(summary.id).to_line()))
+    }
+}
+
+/// Parameters of a commit besides the config.
+#[derive(Debug, Default)]
+pub struct CommitParams {
+    /// Dockerfile-like changes.
+    pub changes: Vec<String>,
+    /// Commit message.
+    pub comment: Option<String>,
+    /// Author.
+    pub author: Option<String>,
+    /// The history's `created_by`.
+    pub created_by: Option<String>,
+}
+
+fn delete_item(i: berth_image::DeleteItem) -> DeleteItem {
+    match i {
+        berth_image::DeleteItem::Untagged(u) => DeleteItem {
+            untagged: Some(u),
+            deleted: None,
+        },
+        berth_image::DeleteItem::Deleted(d) => DeleteItem {
+            untagged: None,
+            deleted: Some(d),
+        },
     }
 }
 

@@ -108,7 +108,12 @@ async fn route(
             Ok(json(201, &r))
         }
         (&Method::GET, ["containers", "json"]) => containers_list(d, &q).await,
-        (&Method::POST, ["containers", "prune"]) => Ok(not_found()),
+        (&Method::POST, ["containers", "prune"]) => containers_prune(d, &q).await,
+        (&Method::POST, ["images", "prune"]) => {
+            let r = d.images.prune(&q.filters()?, in_use_fn(d)).await?;
+            Ok(json(200, &r))
+        }
+        (&Method::POST, ["commit"]) => commit(d, &q, req).await,
         (_, ["containers", id, rest @ ..]) => container_route(d, &method, id, rest, q, req).await,
         (&Method::GET, ["images", "json"]) => {
             let l = d.images.list(q.bool("all"), &q.filters()?).await?;
@@ -175,7 +180,14 @@ async fn container_route(
             | (&Method::DELETE, [])
             | (
                 &Method::POST,
-                ["start"] | ["stop"] | ["restart"] | ["kill"] | ["wait"] | ["attach"] | ["resize"]
+                ["start"]
+                    | ["stop"]
+                    | ["restart"]
+                    | ["kill"]
+                    | ["wait"]
+                    | ["attach"]
+                    | ["resize"]
+                    | ["rename"]
             )
     );
     if !known {
@@ -213,6 +225,10 @@ async fn container_route(
             let w = q.int("w")?.unwrap_or(0);
             stop::resize(d, &c, h, w).await?;
             Ok(empty(200))
+        }
+        (&Method::POST, ["rename"]) => {
+            rename(d, &c, q.get("name").unwrap_or(""))?;
+            Ok(empty(204))
         }
         (&Method::DELETE, []) => {
             delete::remove(d, &c, q.bool("force")).await?;
@@ -348,6 +364,27 @@ async fn container_route(
     }
 }
 
+fn rename(d: &Arc<Daemon>, c: &Arc<container::Ctr>, new: &str) -> Result<()> {
+    let new = crate::names::validate(new)?;
+    {
+        let mut reg = d.registry.lock().expect("registry");
+        if let Some(owner) = reg.name_owner(&new) {
+            if owner == c.id {
+                return Err(Error::invalid(
+                    "Renaming a container with the same name as its current name",
+                ));
+            }
+            return Err(Error::Conflict(format!(
+                "Conflict. The container name \"{new}\" is already in use by container \"{owner}\". You have to remove (or rename) that container to be able to reuse that name."
+            )));
+        }
+        reg.remove(&c.id);
+        c.update(|r| r.name = new.clone());
+        reg.insert(c.clone());
+    }
+    d.save(c)
+}
+
 async fn replay_logs<W: tokio::io::AsyncWrite + Unpin>(
     path: &std::path::Path,
     o: logs::LogOptions,
@@ -383,6 +420,9 @@ async fn image_route(d: &Arc<Daemon>, method: &Method, path: &str, q: &Query) ->
         if let Some(name) = rest.strip_suffix("/json") {
             return Ok(json(200, &d.images.inspect(name).await?));
         }
+        if let Some(name) = rest.strip_suffix("/history") {
+            return Ok(json(200, &d.images.history(name).await?));
+        }
     } else if method == Method::POST {
         if let Some(name) = rest.strip_suffix("/tag") {
             d.images
@@ -395,27 +435,97 @@ async fn image_route(d: &Arc<Daemon>, method: &Method, path: &str, q: &Query) ->
             return Ok(empty(201));
         }
     } else if method == Method::DELETE && !rest.is_empty() {
-        let dd = d.clone();
-        let in_use = Arc::new(move |id: &str| {
-            let mut found = None;
-            for c in dd.all() {
-                let r = c.snapshot();
-                if r.image == id {
-                    if r.state.running {
-                        return Some((r.id, true));
-                    }
-                    found.get_or_insert((r.id, false));
-                }
-            }
-            found
-        });
         let items = d
             .images
-            .remove(rest, q.bool("force"), !q.bool("noprune"), in_use)
+            .remove(rest, q.bool("force"), !q.bool("noprune"), in_use_fn(d))
             .await?;
         return Ok(json(200, &items));
     }
     Ok(not_found())
+}
+
+/// Tells the image store which container (running first) uses an image.
+fn in_use_fn(d: &Arc<Daemon>) -> crate::images::InUse {
+    let dd = d.clone();
+    Arc::new(move |id: &str| {
+        let mut found = None;
+        for c in dd.all() {
+            let r = c.snapshot();
+            if r.image == id {
+                if r.state.running {
+                    return Some((r.id, true));
+                }
+                found.get_or_insert((r.id, false));
+            }
+        }
+        found
+    })
+}
+
+async fn containers_prune(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
+    let f = q.filters()?;
+    f.validate(&["label", "until"]).map_err(Error::Invalid)?;
+    let mut deleted = Vec::new();
+    for c in d.all() {
+        let r = c.snapshot();
+        if r.state.running || !list::labels_match(f.get("label"), &r.config.labels) {
+            continue;
+        }
+        if delete::remove(d, &c, false).await.is_ok() {
+            deleted.push(r.id);
+        }
+    }
+    Ok(json(
+        200,
+        &json!({
+            "ContainersDeleted": if deleted.is_empty() { serde_json::Value::Null } else { json!(deleted) },
+            "SpaceReclaimed": 0
+        }),
+    ))
+}
+
+async fn commit(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> Result<Resp> {
+    let key = q.get("container").unwrap_or("");
+    let c = d.find(key)?;
+    let changes: Vec<String> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "changes")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    let body: berth_api::container::Config = read_json(req).await?;
+    let rec = c.snapshot();
+    // The body overrides the container's config where it sets something.
+    let mut cfg = rec.config.clone();
+    if body.cmd.is_some() {
+        cfg.cmd = body.cmd.clone();
+    }
+    if body.entrypoint.is_some() {
+        cfg.entrypoint = body.entrypoint.clone();
+    }
+    if !body.env.is_empty() {
+        cfg.env = body.env.clone();
+    }
+    cfg.hostname = String::new();
+    let repo = q.get("repo").unwrap_or("");
+    let tag = q.get("tag").unwrap_or("");
+    let reference = match (repo.is_empty(), tag.is_empty()) {
+        (true, _) => None,
+        (false, true) => Some(repo.to_string()),
+        (false, false) => Some(format!("{repo}:{tag}")),
+    };
+    let params = crate::images::CommitParams {
+        changes,
+        comment: q
+            .get("comment")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        author: q
+            .get("author")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        created_by: Some(container::merge::command_string(&rec.path, &rec.args)),
+    };
+    let id = d.images.commit(&rec.id, reference, cfg, params).await?;
+    Ok(json(201, &json!({"Id": id})))
 }
 
 async fn images_create(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> Result<Resp> {

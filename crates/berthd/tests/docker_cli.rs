@@ -627,3 +627,47 @@ fn restart_policy_on_failure() {
     assert_ne!(o.code, 0);
     d.ok(&["rm", "-f", id]);
 }
+
+#[test]
+fn commit_history_rename_prune() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "maker",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo made > /made",
+    ]);
+    d.ok(&["rename", "maker", "maker2"]);
+    let o = d.docker(&["inspect", "maker"]);
+    assert_ne!(o.code, 0);
+    let id = d.ok(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/made\"]",
+        "maker2",
+        "made:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let out = d.ok(&["run", "--rm", "made:1"]);
+    assert_eq!(out, "made\n");
+    let h = d.ok(&["history", "made:1"]);
+    assert!(h.lines().count() >= 3, "{h}");
+    d.ok(&["rm", "maker2"]);
+    let out = d.ok(&["container", "prune", "-f"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    d.ok(&["create", "--name", "stopped", "busybox:local", "true"]);
+    let out = d.ok(&["container", "prune", "-f"]);
+    assert!(out.contains("Deleted Containers"), "{out}");
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+    d.ok(&["rmi", "made:1"]);
+    let out = d.ok(&["image", "prune", "-af"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert!(!d.ok(&["images"]).contains("busybox"));
+}
