@@ -226,6 +226,128 @@ pub(crate) fn install_seccomp(prog: &[crate::seccomp::Insn], flags: u32) -> nix:
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// Loads a `BPF_PROG_TYPE_CGROUP_DEVICE` program and attaches it to the cgroup v2 directory
+/// `cgroup` (`BPF_F_ALLOW_MULTI`). The attachment lives as long as the cgroup.
+pub(crate) fn attach_device_filter(
+    prog: &[crate::cgroups::devices_bpf::BpfInsn],
+    cgroup: impl AsFd,
+) -> nix::Result<()> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    const BPF_F_ALLOW_MULTI: u32 = 2;
+    #[repr(C)]
+    struct Insn {
+        code: u8,
+        regs: u8,
+        off: i16,
+        imm: i32,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct LoadAttr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+        _pad: [u64; 8],
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct AttachAttr {
+        target_fd: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+        replace_bpf_fd: u32,
+        _pad: [u32; 11],
+    }
+    let insns: Vec<Insn> = prog
+        .iter()
+        .map(|i| Insn {
+            code: i.code,
+            regs: i.regs,
+            off: i.off,
+            imm: i.imm,
+        })
+        .collect();
+    let mut name = [0u8; 16];
+    name[..5].copy_from_slice(b"berth");
+    let load = LoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: c"Apache".as_ptr() as u64,
+        prog_name: name,
+        expected_attach_type: BPF_CGROUP_DEVICE,
+        ..Default::default()
+    };
+    // SAFETY: `load` is a valid bpf_attr prefix (zero-padded) whose pointers (instructions,
+    // license) outlive the call; the kernel only reads them and returns a new descriptor.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &load as *const LoadAttr,
+            std::mem::size_of::<LoadAttr>(),
+        )
+    };
+    if fd < 0 {
+        let e = Errno::last();
+        // Leave the verifier's reason in the log (stderr: the shim's log).
+        let mut log = vec![0u8; 64 * 1024];
+        let retry = LoadAttr {
+            log_level: 1,
+            log_size: log.len() as u32,
+            log_buf: log.as_mut_ptr() as u64,
+            ..load
+        };
+        // SAFETY: as above; the kernel writes at most `log_size` bytes into `log`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &retry as *const LoadAttr,
+                std::mem::size_of::<LoadAttr>(),
+            )
+        };
+        let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+        eprintln!(
+            "berth-runtime: device filter refused: {}",
+            String::from_utf8_lossy(&log[..end])
+        );
+        return Err(e);
+    }
+    // SAFETY: BPF_PROG_LOAD returned a fresh descriptor that nothing else owns.
+    let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attach = AttachAttr {
+        target_fd: cgroup.as_fd().as_raw_fd() as u32,
+        attach_bpf_fd: prog_fd.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        ..Default::default()
+    };
+    // SAFETY: `attach` is a valid, zero-padded bpf_attr for BPF_PROG_ATTACH with open fds.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attach as *const AttachAttr,
+            std::mem::size_of::<AttachAttr>(),
+        )
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
 /// `setsid(2)`: the calling process leads a new session (for daemonizing the shim).
 pub fn daemonize_setsid() -> nix::Result<()> {
     nix::unistd::setsid().map(|_| ())

@@ -823,3 +823,53 @@ fn seccomp_profiles_are_enforced() {
         c.assert_cleaned_up();
     }
 }
+
+/// Device rules on cgroup v2 are an eBPF program attached to the container's cgroup. With
+/// `--cgroup-root` at the unified mount the container is outside the v1 devices cgroup, so only
+/// the eBPF filter can refuse the access.
+#[test]
+fn cgroup_v2_device_filter() {
+    root_only!();
+    let root = if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        "/sys/fs/cgroup/unified"
+    } else if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "/sys/fs/cgroup"
+    } else {
+        eprintln!("skipped: no cgroup2 hierarchy");
+        return;
+    };
+    // A block device of the host that has data.
+    let Some(dev) = std::fs::read_dir("/sys/dev/block")
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            let size = std::fs::read_to_string(e.path().join("size")).ok()?;
+            (size.trim().parse::<u64>().ok()? > 0).then(|| e.file_name().into_string().ok())?
+        })
+    else {
+        eprintln!("skipped: no block device");
+        return;
+    };
+    let (major, minor) = dev.split_once(':').unwrap();
+    let script = format!(
+        "mknod /tmp/blk b {major} {minor} && echo mknod-ok; head -c1 /tmp/blk >/dev/null; \
+         head -c1 /dev/urandom >/dev/null && echo urandom-ok"
+    );
+    let c = Ctr::with(Opts {
+        args: &["sh", "-c", &script],
+        terminal: false,
+        stdin: false,
+        stdin_once: false,
+        cgroup_root: Some(root),
+        edit: &no_edit,
+    });
+    let a = c.attach(false);
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    let (out, err) = read_frames(a);
+    assert_eq!(waiter.wait().exit_code, Some(0), "{out}\n{err}");
+    assert!(out.contains("mknod-ok"), "{out}");
+    assert!(out.contains("urandom-ok"), "{out}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    c.assert_cleaned_up();
+}

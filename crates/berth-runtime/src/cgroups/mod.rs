@@ -1,5 +1,6 @@
 //! Cgroups v1 (including hybrid hosts) and v2 behind one trait, chosen by detection.
 
+pub mod devices_bpf;
 mod v1;
 mod v2;
 

@@ -139,7 +139,16 @@ impl CgroupManager for CgroupV2 {
             }
             write(d, k, v)?;
         }
-        // Device rules on v2 need an eBPF program: not implemented yet (see the crate docs).
+        if let Some(devs) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+            use nix::fcntl::{OFlag, open};
+            let prog = super::devices_bpf::program(devs);
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let dir = open(d.as_path(), flags, nix::sys::stat::Mode::empty())
+                .map_err(|e| RuntimeError::Cgroup(format!("open {}: {e}", d.display())))?;
+            crate::sys::attach_device_filter(&prog, &dir).map_err(|e| {
+                RuntimeError::Cgroup(format!("attach device filter to {}: {e}", d.display()))
+            })?;
+        }
         Ok(())
     }
 
