@@ -197,26 +197,73 @@ fn ps_header() -> Value {
     )
 }
 
-/// docker's `DisplayablePorts`, simplified: `0.0.0.0:8080->80/tcp, 53/udp`.
+/// docker's `DisplayablePorts`: consecutive ports grouped into ranges, then host mappings
+/// (`80-81/tcp, 0.0.0.0:8080->80/tcp`).
 pub fn display_ports(ports: &[berth_api::container::Port]) -> String {
-    let mut items: Vec<String> = ports
-        .iter()
-        .map(|p| match p.public_port {
-            Some(pub_port) => {
-                let ip = p.ip.clone().unwrap_or_default();
-                let ip = if ip.contains(':') {
+    let mut ports = ports.to_vec();
+    ports.sort_by(|a, b| {
+        (
+            a.private_port,
+            a.ip.as_deref().unwrap_or(""),
+            a.public_port.unwrap_or(0),
+            &a.kind,
+        )
+            .cmp(&(
+                b.private_port,
+                b.ip.as_deref().unwrap_or(""),
+                b.public_port.unwrap_or(0),
+                &b.kind,
+            ))
+    });
+    let form = |key: &str, first: u16, last: u16| {
+        let (ip, kind) = match key.rsplit_once('/') {
+            Some((ip, k)) => (ip, k),
+            None => ("", key),
+        };
+        let mut g = first.to_string();
+        if first != last {
+            g = format!("{g}-{last}");
+        }
+        if !ip.is_empty() {
+            g = format!("{ip}:{g}->{g}");
+        }
+        format!("{g}/{kind}")
+    };
+    let mut groups: Vec<(String, u16, u16)> = Vec::new();
+    let mut result = Vec::new();
+    let mut host_mappings = Vec::new();
+    for p in &ports {
+        let cur = p.private_port;
+        let mut key = p.kind.clone();
+        let ip = p.ip.as_deref().unwrap_or("");
+        if !ip.is_empty() {
+            let public = p.public_port.unwrap_or(0);
+            if public != cur {
+                let host = if ip.contains(':') {
                     format!("[{ip}]")
                 } else {
-                    ip
+                    ip.to_string()
                 };
-                format!("{ip}:{pub_port}->{}/{}", p.private_port, p.kind)
+                host_mappings.push(format!("{host}:{public}->{cur}/{}", p.kind));
+                continue;
             }
-            None => format!("{}/{}", p.private_port, p.kind),
-        })
-        .collect();
-    items.sort();
-    items.dedup();
-    items.join(", ")
+            key = format!("{ip}/{}", p.kind);
+        }
+        match groups.iter_mut().find(|g| g.0 == key) {
+            None => groups.push((key, cur, cur)),
+            Some(g) if cur == g.2.wrapping_add(1) => g.2 = cur,
+            Some(g) => {
+                result.push(form(&g.0, g.1, g.2));
+                g.1 = cur;
+                g.2 = cur;
+            }
+        }
+    }
+    for g in &groups {
+        result.push(form(&g.0, g.1, g.2));
+    }
+    result.extend(host_mappings);
+    result.join(", ")
 }
 
 /// The values docker's container formatter exposes to `--format`.
@@ -691,6 +738,27 @@ mod tests {
         );
         let full = ps_row(&c, false);
         assert_eq!(full.get("ID").unwrap().as_str(), "0123456789abcdef0123");
+    }
+
+    #[test]
+    fn ports_like_docker() {
+        let p = |ip: Option<&str>, private: u16, public: Option<u16>, kind: &str| Port {
+            ip: ip.map(String::from),
+            private_port: private,
+            public_port: public,
+            kind: kind.into(),
+        };
+        assert_eq!(
+            display_ports(&[
+                p(None, 81, None, "tcp"),
+                p(None, 80, None, "tcp"),
+                p(None, 53, None, "udp"),
+                p(Some("0.0.0.0"), 80, Some(8080), "tcp"),
+                p(Some("::"), 80, Some(8080), "tcp"),
+            ]),
+            "53/udp, 80-81/tcp, 0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"
+        );
+        assert_eq!(display_ports(&[]), "");
     }
 
     #[test]
