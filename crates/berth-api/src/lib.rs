@@ -7,6 +7,7 @@
 
 pub mod container;
 pub mod error;
+pub mod events;
 pub mod filters;
 pub mod image;
 pub mod progress;

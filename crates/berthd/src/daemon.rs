@@ -35,6 +35,8 @@ pub struct Daemon {
     pub shim: PathBuf,
     /// A stable daemon ID.
     pub id: String,
+    /// The event bus.
+    pub events: crate::events::Events,
 }
 
 impl Daemon {
@@ -64,6 +66,7 @@ impl Daemon {
             images,
             settings,
             id,
+            events: crate::events::Events::default(),
         }))
     }
 

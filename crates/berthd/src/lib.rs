@@ -6,6 +6,7 @@ pub mod config;
 pub mod container;
 pub mod daemon;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod images;
 pub mod names;

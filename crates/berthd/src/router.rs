@@ -102,6 +102,7 @@ async fn route(
         (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(ping()),
         (&Method::GET, ["version"]) => Ok(json(200, &crate::system::version())),
         (&Method::GET, ["info"]) => Ok(json(200, &crate::system::info(d).await)),
+        (&Method::GET, ["events"]) => events(d, &q),
         (&Method::POST, ["containers", "create"]) => {
             let body: CreateRequest = read_json(req).await?;
             let r = container::create::create(d, q.get("name"), body).await?;
@@ -379,8 +380,10 @@ fn rename(d: &Arc<Daemon>, c: &Arc<container::Ctr>, new: &str) -> Result<()> {
             )));
         }
         reg.remove(&c.id);
-        c.update(|r| r.name = new.clone());
+        let old = c.update(|r| std::mem::replace(&mut r.name, new.clone()));
         reg.insert(c.clone());
+        d.events
+            .container(&c.snapshot(), "rename", &[("oldName", old)]);
     }
     d.save(c)
 }
@@ -425,13 +428,15 @@ async fn image_route(d: &Arc<Daemon>, method: &Method, path: &str, q: &Query) ->
         }
     } else if method == Method::POST {
         if let Some(name) = rest.strip_suffix("/tag") {
-            d.images
-                .tag(
-                    name,
-                    q.get("repo").unwrap_or(""),
-                    q.get("tag").unwrap_or(""),
-                )
-                .await?;
+            let (repo, tag) = (q.get("repo").unwrap_or(""), q.get("tag").unwrap_or(""));
+            d.images.tag(name, repo, tag).await?;
+            let id = d.images.resolve(name).await.unwrap_or_default();
+            let full = if tag.is_empty() {
+                format!("{repo}:latest")
+            } else {
+                format!("{repo}:{tag}")
+            };
+            d.events.image("tag", &id, &full);
             return Ok(empty(201));
         }
     } else if method == Method::DELETE && !rest.is_empty() {
@@ -439,9 +444,79 @@ async fn image_route(d: &Arc<Daemon>, method: &Method, path: &str, q: &Query) ->
             .images
             .remove(rest, q.bool("force"), !q.bool("noprune"), in_use_fn(d))
             .await?;
+        for it in &items {
+            if let Some(u) = &it.untagged {
+                d.events.image("untag", u, u);
+            }
+            if let Some(x) = &it.deleted {
+                d.events.image("delete", x, x);
+            }
+        }
         return Ok(json(200, &items));
     }
     Ok(not_found())
+}
+
+fn events(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
+    let f = q.filters()?;
+    crate::events::validate(&f)?;
+    let since = logs::parse_timestamp(q.get("since").unwrap_or(""))?;
+    let until = logs::parse_timestamp(q.get("until").unwrap_or(""))?;
+    let nanos = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().unwrap_or(0);
+    let (since_n, until_n) = (since.map(nanos), until.map(nanos));
+    let (past, mut rx) = d.events.subscribe();
+    let (tx, body) = Body::channel();
+    tokio::spawn(async move {
+        let send = |e: &berth_api::events::Event| {
+            let mut line = serde_json::to_vec(e).unwrap_or_default();
+            line.push(b'\n');
+            Bytes::from(line)
+        };
+        let mut last = 0;
+        for item in past {
+            last = item.0;
+            let e = &item.1;
+            if since_n.is_none_or(|s| e.time_nano < s) || until_n.is_some_and(|u| e.time_nano > u) {
+                continue;
+            }
+            if crate::events::matches(&f, e) && tx.send(send(e)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = until_n.map(|u| {
+            let now = nanos(chrono::Utc::now());
+            tokio::time::Instant::now()
+                + std::time::Duration::from_nanos(u.saturating_sub(now).max(0) as u64)
+        });
+        loop {
+            let next = async {
+                match deadline {
+                    Some(dl) => tokio::time::timeout_at(dl, rx.recv()).await.ok(),
+                    None => Some(rx.recv().await),
+                }
+            };
+            tokio::select! {
+                r = next => match r {
+                    None => return,
+                    Some(Ok(item)) => {
+                        if item.0 <= last {
+                            continue;
+                        }
+                        if crate::events::matches(&f, &item.1) && tx.send(send(&item.1)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                    Some(Err(_)) => return,
+                },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let mut r = hyper::Response::new(body);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
 }
 
 /// Tells the image store which container (running first) uses an image.
@@ -525,6 +600,7 @@ async fn commit(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> Result<Re
         created_by: Some(container::merge::command_string(&rec.path, &rec.args)),
     };
     let id = d.images.commit(&rec.id, reference, cfg, params).await?;
+    d.events.container(&rec, "commit", &[]);
     Ok(json(201, &json!({"Id": id})))
 }
 
@@ -553,7 +629,12 @@ async fn images_create(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> Re
             source: Some(src.to_string()),
             architecture: None,
         };
+        let name = reference.clone().unwrap_or_default();
         let out = d.images.import(req.into_body(), reference, opts).await?;
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out) {
+            let id = v["status"].as_str().unwrap_or("");
+            d.events.image("import", id, &name);
+        }
         let mut r = hyper::Response::new(crate::http::full(out));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -671,3 +671,46 @@ fn commit_history_rename_prune() {
     assert!(out.contains("Total reclaimed space"), "{out}");
     assert!(!d.ok(&["images"]).contains("busybox"));
 }
+
+#[test]
+fn events_stream() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.ok(&["run", "--rm", "--name", "ev", "hello-world"]);
+    let until = (chrono::Utc::now() + chrono::Duration::seconds(1))
+        .timestamp()
+        .to_string();
+    let out = d.ok(&[
+        "events",
+        "--since",
+        "1",
+        "--until",
+        &until,
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    for want in [
+        "container create ev",
+        "container attach ev",
+        "container start ev",
+        "container die ev",
+        "container destroy ev",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in {out}");
+    }
+    let out = d.ok(&[
+        "events",
+        "--since",
+        "1",
+        "--until",
+        &until,
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Actor.Attributes.exitCode}}",
+    ]);
+    assert_eq!(out.trim(), "0");
+}

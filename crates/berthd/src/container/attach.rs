@@ -128,6 +128,7 @@ pub async fn open(
             rec.id
         )));
     }
+    d.events.container(&rec, "attach", &[]);
     if rec.state.running {
         let s = shim::attach(&d.paths(&c.id).shim_sock(), stdin, stdout, stderr)
             .await

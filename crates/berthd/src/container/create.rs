@@ -120,6 +120,7 @@ pub async fn create(
             if let Ok(c) = d.find(&id) {
                 c.update(|r| r.layer = rec.layer.clone());
             }
+            d.events.container(&rec, "create", &[]);
             tracing::info!(id = %id, name = %rec.name, "container created");
             Ok(CreateResponse {
                 id,

@@ -57,6 +57,7 @@ pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     .map_err(|e| Error::internal(e.to_string()))?;
     d.registry.lock().expect("registry").remove(&c.id);
     c.events.send_modify(|s| s.removed = true);
+    d.events.container(&c.snapshot(), "destroy", &[]);
     tracing::info!(id = %c.id, "container removed");
     Ok(())
 }

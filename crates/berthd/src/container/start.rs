@@ -96,6 +96,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     });
     d.save(c)?;
     c.notify(false);
+    d.events.container(&c.snapshot(), "start", &[]);
     tracing::info!(id = %c.id, pid, "container started");
     let (d2, c2) = (d.clone(), c.clone());
     tokio::spawn(async move { super::wait::watch_exit(d2, c2, waiter).await });

@@ -28,7 +28,11 @@ pub async fn kill(d: &Arc<Daemon>, c: &Arc<Ctr>, signal: i32) -> Result<()> {
     )
     .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            d.events
+                .container(&c.snapshot(), "kill", &[("signal", signal.to_string())]);
+            Ok(())
+        }
         Err(ShimError::Connect { .. }) => Err(not_running(&c.id)),
         Err(e) => {
             if c.snapshot().state.running {
@@ -108,11 +112,14 @@ pub async fn stop(
             Duration::from_secs(t as u64)
         };
         if wait_stopped(c, wait).await {
+            d.events.container(&c.snapshot(), "stop", &[]);
             return Ok(());
         }
         tracing::info!(id = %c.id, "container did not stop after {t}s, killing it");
     }
-    kill_and_wait(d, c, 9, Duration::from_secs(30)).await
+    kill_and_wait(d, c, 9, Duration::from_secs(30)).await?;
+    d.events.container(&c.snapshot(), "stop", &[]);
+    Ok(())
 }
 
 /// Restarts a container (`POST /restart`).
@@ -126,7 +133,9 @@ pub async fn restart(
         Ok(()) | Err(Error::NotModified(_)) => {}
         Err(e) => return Err(e),
     }
-    super::start::start(d, c).await
+    super::start::start(d, c).await?;
+    d.events.container(&c.snapshot(), "restart", &[]);
+    Ok(())
 }
 
 /// Resizes the TTY (`POST /resize`).

@@ -122,6 +122,12 @@ pub async fn on_exit(d: &Arc<Daemon>, c: &Arc<Ctr>, exit: Exit) {
     }
     super::start::unmount_rootfs(&d.paths(&c.id).rootfs()).await;
     c.notify(true);
+    let snap = c.snapshot();
+    if exit.oom {
+        d.events.container(&snap, "oom", &[]);
+    }
+    d.events
+        .container(&snap, "die", &[("exitCode", exit.code.to_string())]);
     tracing::info!(id = %c.id, code = exit.code, "container exited");
     let rec = c.snapshot();
     if rec.host_config.auto_remove {
