@@ -473,11 +473,13 @@ pub async fn rm(ctx: &Ctx, m: Matches) -> CmdResult {
     let c = &client;
     let qs = &qs;
     for_each(&m.args, |a| async move {
-        let resp = c
-            .delete(&format!("/containers/{}{qs}", q(a.trim_start_matches('/'))))
-            .await?;
+        let name = a.trim_matches('/').to_string();
+        if name.is_empty() {
+            return Err(CliError::Msg("Container name cannot be empty".into(), 1));
+        }
+        let resp = c.delete(&format!("/containers/{}{qs}", q(&name))).await?;
         read_body(resp).await?;
-        Ok(Some(a))
+        Ok(Some(name))
     })
     .await
 }

@@ -916,13 +916,25 @@ pub async fn start(ctx: &Ctx, m: Matches) -> CmdResult {
             Err(e) => Err(e),
         };
     }
-    let c = &client;
-    super::for_each(&m.args, |a| async move {
-        c.post_empty(&format!("/containers/{}/start", q(&a)))
-            .await?;
-        Ok(Some(a))
-    })
-    .await
+    let mut failed = Vec::new();
+    for a in &m.args {
+        match client.post_empty(&format!("/containers/{}/start", q(a))).await {
+            Ok(()) => println!("{a}"),
+            Err(e @ ClientError::Connect(_)) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("{e}");
+                failed.push(a.as_str());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        Err(CliError::Msg(
+            format!("Error: failed to start containers: {}", failed.join(", ")),
+            1,
+        ))
+    }
 }
 
 /// `berth attach`.
