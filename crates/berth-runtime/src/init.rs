@@ -62,32 +62,40 @@ pub(crate) fn run(cfg: InitConfig<'_>) -> ! {
                 Ok((m, _)) if m.first() == Some(&b'S') => {}
                 _ => sys::exit_now(1),
             }
-            let (path, args, env) = match exec {
-                Ok(x) => x,
-                Err(()) => {
-                    let _ = sys::send_msg(&sock, b"N", None);
-                    sys::exit_now(127);
-                }
-            };
-            let err = match nix::unistd::execve(&path, &args, &env) {
-                Err(e) => e,
-                Ok(never) => match never {},
-            };
-            let mut msg = vec![b'X'];
-            msg.extend_from_slice(&(err as i32).to_le_bytes());
-            let _ = sys::send_msg(&sock, &msg, None);
-            sys::exit_now(if err == Errno::ENOENT { 127 } else { 126 });
+            exec_or_report(&sock, exec)
         }
-        Err(e) => {
-            let mut msg = vec![b'E'];
-            msg.extend_from_slice(e.as_bytes());
-            let _ = sys::send_msg(&sock, &msg, None);
-            sys::exit_now(1);
-        }
+        Err(e) => report_error(&sock, &e),
     }
 }
 
-type ExecArgs = (CString, Vec<CString>, Vec<CString>);
+/// Sends a setup error to the parent and exits.
+pub(crate) fn report_error(sock: &OwnedFd, e: &str) -> ! {
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(e.as_bytes());
+    let _ = sys::send_msg(sock, &msg, None);
+    sys::exit_now(1);
+}
+
+/// Executes the program, or tells the parent why not (`N`: not in `$PATH`; `X` + errno).
+pub(crate) fn exec_or_report(sock: &OwnedFd, exec: Result<ExecArgs, ()>) -> ! {
+    let (path, args, env) = match exec {
+        Ok(x) => x,
+        Err(()) => {
+            let _ = sys::send_msg(sock, b"N", None);
+            sys::exit_now(127);
+        }
+    };
+    let err = match nix::unistd::execve(&path, &args, &env) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    let mut msg = vec![b'X'];
+    msg.extend_from_slice(&(err as i32).to_le_bytes());
+    let _ = sys::send_msg(sock, &msg, None);
+    sys::exit_now(if err == Errno::ENOENT { 127 } else { 126 });
+}
+
+pub(crate) type ExecArgs = (CString, Vec<CString>, Vec<CString>);
 
 struct Ready {
     /// What to execute, or `Err` when the program was not found in `$PATH`.
@@ -134,8 +142,44 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
     pivot_root(cfg.rootfs)?;
 
     // Terminal or stdio.
+    let master = setup_stdio(cfg.stdio, process, true)?;
+
+    if let Some(l) = linux {
+        // sysctls first: /proc/sys is about to become read-only.
+        for (k, v) in l.sysctl().iter().flatten() {
+            if k.contains("..") || k.contains('/') {
+                return Err(format!("invalid sysctl {k}"));
+            }
+            let p = format!("/proc/sys/{}", k.replace('.', "/"));
+            std::fs::write(&p, v).ctx(|| format!("sysctl {k}"))?;
+        }
+        for p in l.masked_paths().iter().flatten() {
+            mask_path(p)?;
+        }
+        for p in l.readonly_paths().iter().flatten() {
+            readonly_path(p)?;
+        }
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        remount_ro(Path::new("/"))?;
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .ctx(|| "oom_score_adj".into())?;
+    }
+    let exec = finalize(process, cfg.seccomp.as_ref())?;
+    Ok(Ready { exec, master })
+}
+
+/// Sets up fds 0, 1, 2: a new terminal in the container's devpts (its master is returned) or
+/// the given descriptors. With `console`, the terminal is also bound onto `/dev/console`.
+pub(crate) fn setup_stdio(
+    stdio: ContainerStdio,
+    process: &oci_spec::runtime::Process,
+    console: bool,
+) -> R<Option<OwnedFd>> {
     let mut master = None;
-    match cfg.stdio {
+    match stdio {
         ContainerStdio::Terminal => {
             let m = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
                 .ctx(|| "open /dev/ptmx".into())?;
@@ -148,7 +192,7 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
                 Mode::empty(),
             )
             .ctx(|| format!("open {name}"))?;
-            if Path::new("/dev/console").exists() {
+            if console && Path::new("/dev/console").exists() {
                 mount(
                     Some(name.as_str()),
                     "/dev/console",
@@ -183,30 +227,15 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
             nix::unistd::dup2_stderr(&e).ctx(|| "dup2 stderr".into())?;
         }
     }
+    Ok(master)
+}
 
-    if let Some(l) = linux {
-        // sysctls first: /proc/sys is about to become read-only.
-        for (k, v) in l.sysctl().iter().flatten() {
-            if k.contains("..") || k.contains('/') {
-                return Err(format!("invalid sysctl {k}"));
-            }
-            let p = format!("/proc/sys/{}", k.replace('.', "/"));
-            std::fs::write(&p, v).ctx(|| format!("sysctl {k}"))?;
-        }
-        for p in l.masked_paths().iter().flatten() {
-            mask_path(p)?;
-        }
-        for p in l.readonly_paths().iter().flatten() {
-            readonly_path(p)?;
-        }
-    }
-    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
-        remount_ro(Path::new("/"))?;
-    }
-    if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .ctx(|| "oom_score_adj".into())?;
-    }
+/// The last steps before `execve`, shared by the init and `exec`: rlimits, no_new_privs,
+/// seccomp, user and capabilities, cwd, umask, program lookup, close-on-exec.
+pub(crate) fn finalize(
+    process: &oci_spec::runtime::Process,
+    seccomp: Option<&(Vec<crate::seccomp::Insn>, u32)>,
+) -> R<Result<ExecArgs, ()>> {
     for rl in process.rlimits().iter().flatten() {
         set_rlimit(rl.typ(), rl.soft(), rl.hard())?;
     }
@@ -218,7 +247,7 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
     // with it, as late as possible.
     let nnp = process.no_new_privileges() == Some(true);
     if !nnp {
-        if let Some((prog, flags)) = &cfg.seccomp {
+        if let Some((prog, flags)) = seccomp {
             sys::install_seccomp(prog, *flags).ctx(|| "install seccomp filter".into())?;
         }
     }
@@ -278,12 +307,12 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
         None => Err(()),
     };
     if nnp {
-        if let Some((prog, flags)) = &cfg.seccomp {
+        if let Some((prog, flags)) = seccomp {
             sys::install_seccomp(prog, *flags).ctx(|| "install seccomp filter".into())?;
         }
     }
     sys::cloexec_from(3).ctx(|| "mark fds close-on-exec".into())?;
-    Ok(Ready { exec, master })
+    Ok(exec)
 }
 
 fn cstring(s: &str) -> R<CString> {
