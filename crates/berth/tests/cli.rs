@@ -383,4 +383,101 @@ fn against_private_daemon() {
     let (c, text) = pty_session(&d, &["run", "--rm", "-it", "busybox:local", "sh"]);
     assert!(text.starts_with("OK"), "pty session output: {text}");
     assert_eq!(c, 0, "{text}");
+
+    // Resize on SIGWINCH, then Ctrl-P Ctrl-Q detaches and leaves the container running.
+    let (c, text) = pty_detach(&d, &["run", "-it", "--name", "dt", "busybox:local", "sh"]);
+    assert!(text.starts_with("size1 True\nsize2 True\n"), "{text}");
+    assert_eq!(c, 0, "{text}");
+    let o = d.run(&["inspect", "-f", "{{.State.Running}}", "dt"]);
+    assert_eq!(out(&o), "true\n");
+
+    let o = d.run(&["run", "--name", "dt", "busybox:local", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(err(&o).contains("Conflict."), "{}", err(&o));
+    assert!(
+        err(&o).ends_with("\n\nRun 'berth run --help' for more information\n"),
+        "{}",
+        err(&o)
+    );
+
+    let o = d.run(&[
+        "run",
+        "--rm",
+        "-a",
+        "stdout",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert_eq!((out(&o).as_str(), err(&o).as_str()), ("out\n", ""));
+
+    let o = d.run(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-u",
+        "1:1",
+        "-h",
+        "myhost",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo $FOO $(pwd) $(id -u) $(hostname)",
+    ]);
+    assert_eq!(out(&o), "bar /tmp 1 myhost\n", "{}", err(&o));
+
+    let o = d.run(&["run", "-it", "busybox:local", "true"]);
+    assert_eq!(
+        (code(&o), err(&o).as_str()),
+        (1, "the input device is not a TTY\n")
+    );
+}
+
+fn pty_detach(d: &Daemon, args: &[&str]) -> (i32, String) {
+    let script = r##"
+import os, pty, sys, time, select, fcntl, termios, struct
+args = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    os.execv(args[0], args)
+buf = b""
+def read_until(pat, timeout=15):
+    global buf
+    end = time.time() + timeout
+    while pat not in buf and time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try: data = os.read(fd, 4096)
+            except OSError: break
+            if not data: break
+            buf += data
+    return pat in buf
+read_until(b"# ")
+os.write(fd, b"stty size\r")
+print("size1", read_until(b"30 100"))
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+time.sleep(0.5)
+os.write(fd, b"stty size\r")
+print("size2", read_until(b"40 120"))
+os.write(fd, b"\x10\x11")
+read_until(b"__never__", 2)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(buf.decode(errors="replace"))
+sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 99)
+"##;
+    let mut full = vec![env!("CARGO_BIN_EXE_berth")];
+    full.extend_from_slice(args);
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(&full)
+        .env("BERTH_HOST", &d.host)
+        .output()
+        .unwrap();
+    (code(&o), out(&o))
 }

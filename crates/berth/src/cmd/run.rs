@@ -918,7 +918,10 @@ pub async fn start(ctx: &Ctx, m: Matches) -> CmdResult {
     }
     let mut failed = Vec::new();
     for a in &m.args {
-        match client.post_empty(&format!("/containers/{}/start", q(a))).await {
+        match client
+            .post_empty(&format!("/containers/{}/start", q(a)))
+            .await
+        {
             Ok(()) => println!("{a}"),
             Err(e @ ClientError::Connect(_)) => return Err(e.into()),
             Err(e) => {
