@@ -14,6 +14,7 @@ pub mod progress;
 pub mod stdcopy;
 pub mod system;
 pub mod version;
+pub mod volume;
 
 pub use error::{ErrorBody, ErrorKind};
 pub use filters::Filters;

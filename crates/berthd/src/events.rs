@@ -13,11 +13,14 @@ use crate::error::{Error, Result};
 
 const RING: usize = 1024;
 
+/// An event with its sequence number.
+pub type Numbered = Arc<(u64, Event)>;
+
 /// The event bus.
 #[derive(Debug)]
 pub struct Events {
-    tx: broadcast::Sender<Arc<(u64, Event)>>,
-    ring: Mutex<(u64, VecDeque<Arc<(u64, Event)>>)>,
+    tx: broadcast::Sender<Numbered>,
+    ring: Mutex<(u64, VecDeque<Numbered>)>,
 }
 
 impl Default for Events {
@@ -80,12 +83,7 @@ impl Events {
     }
 
     /// Past events (from the ring) and a receiver for the ones after them.
-    pub fn subscribe(
-        &self,
-    ) -> (
-        Vec<Arc<(u64, Event)>>,
-        broadcast::Receiver<Arc<(u64, Event)>>,
-    ) {
+    pub fn subscribe(&self) -> (Vec<Numbered>, broadcast::Receiver<Numbered>) {
         let ring = self.ring.lock().expect("events");
         (ring.1.iter().cloned().collect(), self.tx.subscribe())
     }
@@ -142,7 +140,7 @@ pub fn matches(f: &Filters, e: &Event) -> bool {
                 img == i || e.actor.id == *i || img.split(':').next() == Some(i.as_str())
             }))
         && (f.get("volume").is_empty()
-            || (e.kind == "volume" && f.get("volume").iter().any(|v| *v == e.actor.id)))
+            || (e.kind == "volume" && f.get("volume").contains(&e.actor.id)))
         && crate::container::list::labels_match(f.get("label"), &e.actor.attributes)
 }
 

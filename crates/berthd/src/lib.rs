@@ -15,6 +15,7 @@ pub mod shim;
 pub mod signal;
 pub mod system;
 pub mod util;
+pub mod volumes;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -103,6 +103,28 @@ async fn route(
         (&Method::GET, ["version"]) => Ok(json(200, &crate::system::version())),
         (&Method::GET, ["info"]) => Ok(json(200, &crate::system::info(d).await)),
         (&Method::GET, ["events"]) => events(d, &q),
+        (&Method::GET, ["volumes"]) => {
+            let v = crate::volumes::list(d, &q.filters()?)?;
+            Ok(json(
+                200,
+                &berth_api::volume::VolumeList {
+                    volumes: v,
+                    warnings: None,
+                },
+            ))
+        }
+        (&Method::POST, ["volumes", "create"]) => {
+            let body: berth_api::volume::VolumeCreateRequest = read_json(req).await?;
+            Ok(json(201, &crate::volumes::create(d, body)?))
+        }
+        (&Method::POST, ["volumes", "prune"]) => {
+            Ok(json(200, &crate::volumes::prune(d, &q.filters()?)?))
+        }
+        (&Method::GET, ["volumes", name]) => Ok(json(200, &crate::volumes::inspect(d, name)?)),
+        (&Method::DELETE, ["volumes", name]) => {
+            crate::volumes::remove(d, name, q.bool("force"))?;
+            Ok(empty(204))
+        }
         (&Method::POST, ["containers", "create"]) => {
             let body: CreateRequest = read_json(req).await?;
             let r = container::create::create(d, q.get("name"), body).await?;

@@ -714,3 +714,45 @@ fn events_stream() {
     ]);
     assert_eq!(out.trim(), "0");
 }
+
+#[test]
+fn volumes_api() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    assert_eq!(
+        d.ok(&["volume", "create", "--label", "k=v", "v1"]).trim(),
+        "v1"
+    );
+    let ls = d.ok(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]);
+    assert_eq!(ls.trim(), "local v1");
+    let mp = d.ok(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Mountpoint}} {{.Labels.k}}",
+        "v1",
+    ]);
+    assert!(mp.trim().ends_with("/volumes/v1/_data v"), "{mp}");
+    d.ok(&[
+        "run",
+        "--name",
+        "user",
+        "-v",
+        "v1:/d",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo x > /d/f",
+    ]);
+    let o = d.docker(&["volume", "rm", "v1"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("volume is in use"), "{}", o.stderr);
+    d.ok(&["rm", "user"]);
+    d.ok(&["volume", "rm", "v1"]);
+    let o = d.docker(&["volume", "inspect", "v1"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("no such volume"), "{}", o.stderr);
+}
