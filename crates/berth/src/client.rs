@@ -135,12 +135,16 @@ impl Client {
             prefix: String::new(),
             debug,
         };
-        let resp = c.send(Method::GET, "/_ping", empty(), None).await?;
-        let server = resp
-            .headers()
-            .get("api-version")
-            .and_then(|v| v.to_str().ok())
-            .and_then(berth_api::ApiVersion::parse);
+        // Like docker, a ping that fails for any reason but the connection keeps our own version.
+        let server = match c.send(Method::GET, "/_ping", empty(), None).await {
+            Ok(resp) => resp
+                .headers()
+                .get("api-version")
+                .and_then(|v| v.to_str().ok())
+                .and_then(berth_api::ApiVersion::parse),
+            Err(e @ (ClientError::Connect(_) | ClientError::Http(_))) => return Err(e),
+            Err(_) => None,
+        };
         let ours = berth_api::ApiVersion::parse(CLIENT_API_VERSION).expect("valid constant");
         let v = match server {
             Some(s) if s < ours => s,

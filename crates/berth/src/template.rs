@@ -421,7 +421,7 @@ pub fn go_string(v: &Value) -> String {
             a.iter().map(go_string).collect::<Vec<_>>().join(" ")
         ),
         Value::Object(m) => {
-            let mut kv: Vec<_> = m.iter().collect();
+            let mut kv: Vec<_> = m.iter().filter(|(k, _)| !k.starts_with('\0')).collect();
             kv.sort_by(|a, b| a.0.cmp(&b.0));
             format!(
                 "map[{}]",
@@ -505,6 +505,29 @@ impl Exec<'_> {
                         args.push(pv);
                     }
                     self.call(name, args, &p.text)?
+                }
+                Arg::Field(chain) if !chain.is_empty() && (cmd.len() > 1 || prev.is_some()) => {
+                    // A method with arguments, such as docker's `{{.Label "key"}}`: the receiver holds
+                    // a hidden `\0Name` map that the argument indexes.
+                    let (method, path) = chain.split_last().expect("non-empty chain");
+                    let recv = self.walk(dot.clone(), path, &p.text)?;
+                    let table = recv.get(&format!("\0{method}")).cloned();
+                    if table.is_none() && !self.header {
+                        return self.xerr(&p.text, "can't give argument to non-function");
+                    }
+                    let mut args = Vec::new();
+                    for a in &cmd[1..] {
+                        args.push(self.arg(a, dot, &p.text)?);
+                    }
+                    if let Some(pv) = prev.take() {
+                        args.push(pv);
+                    }
+                    let key = args.first().map(go_string).unwrap_or_default();
+                    let Some(table) = table else {
+                        // Table headers: docker titles a label column by its key.
+                        return Ok(Value::from(key.to_uppercase()));
+                    };
+                    table.get(&key).cloned().unwrap_or_else(|| Value::from(""))
                 }
                 first => {
                     if cmd.len() > 1 || prev.is_some() {
@@ -932,6 +955,12 @@ mod tests {
         assert_eq!(run("{{$n := .Name}}{{$n}}", DOC), "/web");
         assert_eq!(run("a {{- \" b \" -}} c", DOC), "a b c");
         assert_eq!(run("{{(index .Config.Env 0)}}", DOC), "A=1");
+        let with_method = Value::Object(vec![
+            ("Name".into(), Value::from("x")),
+            ("\0Label".into(), Value::object([("a", Value::from("1"))])),
+        ]);
+        let t = Template::parse("{{.Label \"a\"}}|{{.Label \"zz\"}}|{{json .}}").unwrap();
+        assert_eq!(t.execute(&with_method).unwrap(), "1||{\"Name\":\"x\"}");
     }
 
     #[test]

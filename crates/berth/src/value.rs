@@ -127,12 +127,13 @@ impl Value {
                 out.push(']');
             }
             Value::Object(m) => {
-                if m.is_empty() {
+                if m.iter().all(|(k, _)| k.starts_with('\0')) {
                     out.push_str("{}");
                     return;
                 }
                 out.push('{');
-                for (i, (k, v)) in m.iter().enumerate() {
+                // Keys starting with NUL are template-only (method tables) and never serialized.
+                for (i, (k, v)) in m.iter().filter(|(k, _)| !k.starts_with('\0')).enumerate() {
                     if i > 0 {
                         out.push(',');
                     }

@@ -349,6 +349,15 @@ pub fn ps_row(c: &ContainerSummary, trunc: bool) -> Value {
         ("Size", Value::from(size)),
         ("State", Value::from(c.state.clone())),
         ("Status", Value::from(c.status.clone())),
+        (
+            "\0Label",
+            Value::Object(
+                c.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                    .collect(),
+            ),
+        ),
     ])
 }
 
