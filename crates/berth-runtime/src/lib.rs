@@ -10,6 +10,7 @@
 pub mod cgroups;
 mod create;
 mod error;
+mod exec;
 mod init;
 pub mod mount;
 pub mod path;
@@ -21,6 +22,7 @@ pub mod sys;
 pub use cgroups::{CgroupManager, delete_cgroups};
 pub use create::{ContainerStdio, Created, Started, create, create_in, default_cgroups_path};
 pub use error::{ExecErrorKind, RuntimeError};
+pub use exec::{Execed, exec};
 pub use mount::{is_mountpoint, mount_overlay, unmount};
 pub use oci_spec;
 pub use sys::{

@@ -348,6 +348,48 @@ pub(crate) fn attach_device_filter(
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// Lets the program run by `cmd` inherit descriptor `fd` (under the same number).
+pub fn keep_fd_on_exec(cmd: &mut std::process::Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before execve and only calls fcntl, which
+    // is async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of descriptor `fd` inherited from our parent (e.g. given with
+/// [`keep_fd_on_exec`] and named on our command line); `None` if it is not open or is 0-2.
+pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+    if fd < 3 {
+        return None;
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this process by its
+    // parent for this purpose; nothing else in this process owns it. It is made close-on-exec.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    Some(owned)
+}
+
+/// Sends one message (with an optional descriptor) on a `SOCK_SEQPACKET` socket.
+pub fn send_packet(sock: impl AsFd, data: &[u8], fd: Option<RawFd>) -> nix::Result<()> {
+    send_msg(sock, data, fd)
+}
+
+/// Receives one message (and any descriptor) from a `SOCK_SEQPACKET` socket; empty at EOF.
+pub fn recv_packet(sock: impl AsFd) -> nix::Result<(Vec<u8>, Option<OwnedFd>)> {
+    recv_msg(sock)
+}
+
 /// `setsid(2)`: the calling process leads a new session (for daemonizing the shim).
 pub fn daemonize_setsid() -> nix::Result<()> {
     nix::unistd::setsid().map(|_| ())

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::OwnedFd;
@@ -63,6 +64,9 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--exec-helper") {
+        std::process::exit(exec_helper());
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -146,6 +150,17 @@ struct Shim {
     stdin: Mutex<Option<File>>,
     master: Option<File>,
     cgroup: Box<dyn CgroupManager>,
+    execs: Mutex<HashMap<String, ExecEntry>>,
+    bundle: PathBuf,
+    id: String,
+    cgroup_root: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct ExecEntry {
+    pid: i32,
+    exit: Option<i32>,
+    master: Option<Arc<File>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -315,6 +330,10 @@ fn shim(args: Args, mut report_w: File) -> i32 {
         stdin: Mutex::new(stdin_w),
         master,
         cgroup,
+        execs: Mutex::new(HashMap::new()),
+        bundle: args.bundle.clone(),
+        id: args.id.clone(),
+        cgroup_root: args.cgroup_root.clone(),
     });
     for (f, stream) in pumps {
         let s = shim.clone();
@@ -568,12 +587,44 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
             drop(st);
             send(&mut w, &resp);
         }
-        Request::Resize { width, height } => {
-            let resp = match &shim.master {
-                None => Response::err("the container has no terminal"),
-                Some(m) => match berth_runtime::set_winsize(m, width, height) {
-                    Ok(()) => Response::ok(),
-                    Err(e) => Response::err(format!("resize: {e}")),
+        Request::Resize {
+            width,
+            height,
+            exec_id,
+        } => {
+            let exec_master = exec_id.as_ref().map(|id| {
+                lock(&shim.execs)
+                    .get(id)
+                    .map(|e| e.master.clone())
+                    .ok_or_else(|| format!("no such exec: {id}"))
+            });
+            let resp = match (exec_master, &shim.master) {
+                (Some(Err(e)), _) => Response::err(e),
+                (Some(Ok(None)), _) | (None, None) => Response::err("no terminal to resize"),
+                (Some(Ok(Some(m))), _) => resize(m.as_ref(), width, height),
+                (None, Some(m)) => resize(m, width, height),
+            };
+            send(&mut w, &resp);
+        }
+        Request::Exec {
+            id,
+            process,
+            stdin,
+            stdout,
+            stderr,
+        } => exec_conn(shim, r, w, id, *process, [stdin, stdout, stderr]),
+        Request::ExecState { id } => {
+            let resp = match lock(&shim.execs).get(&id) {
+                None => Response::err(format!("no such exec: {id}")),
+                Some(e) => Response {
+                    pid: Some(e.pid),
+                    status: Some(if e.exit.is_some() {
+                        Status::Stopped
+                    } else {
+                        Status::Running
+                    }),
+                    exit_code: e.exit,
+                    ..Response::ok()
                 },
             };
             send(&mut w, &resp);
@@ -681,4 +732,351 @@ fn attach(
     if shim.stdin_once && !shim.terminal {
         lock(&shim.stdin).take();
     }
+}
+
+fn resize(m: &File, width: u16, height: u16) -> Response {
+    match berth_runtime::set_winsize(m, width, height) {
+        Ok(()) => Response::ok(),
+        Err(e) => Response::err(format!("resize: {e}")),
+    }
+}
+
+/// Copies a process's output to one connection (stdcopy frames, or raw with a terminal).
+fn pump_to(mut f: File, mut conn: UnixStream, stream: u8, raw: bool) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let mut frame = Vec::with_capacity(n + 8);
+        if !raw {
+            frame.extend_from_slice(&[stream, 0, 0, 0]);
+            frame.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        frame.extend_from_slice(&buf[..n]);
+        if conn.write_all(&frame).is_err() {
+            // Keep draining so the process does not block on a full pipe.
+            continue;
+        }
+    }
+}
+
+/// Runs an exec through `berth-shim --exec-helper` (a fresh single-threaded process that can
+/// join the container's namespaces) and streams its I/O on this connection.
+fn exec_conn(
+    shim: &Arc<Shim>,
+    mut r: BufReader<UnixStream>,
+    mut w: UnixStream,
+    id: String,
+    process: berth_runtime::oci_spec::runtime::Process,
+    [want_stdin, want_stdout, want_stderr]: [bool; 3],
+) {
+    {
+        let st = lock(&shim.state);
+        if !st.started || st.exit.is_some() {
+            send(&mut w, &Response::err("container is not running"));
+            return;
+        }
+    }
+    if lock(&shim.execs).contains_key(&id) {
+        send(&mut w, &Response::err(format!("exec id {id} is in use")));
+        return;
+    }
+    let terminal = process.terminal() == Some(true);
+    let spawned = (|| -> std::io::Result<_> {
+        use std::process::{Command, Stdio};
+        let null = || File::options().read(true).write(true).open("/dev/null");
+        let (helper_sock, my_sock) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )?;
+        let mut stdin_w = None;
+        let mut outs = Vec::new();
+        let (i, o, e): (OwnedFd, OwnedFd, OwnedFd) = if terminal {
+            (null()?.into(), null()?.into(), null()?.into())
+        } else {
+            let i: OwnedFd = if want_stdin {
+                let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+                stdin_w = Some(File::from(wr));
+                rd
+            } else {
+                null()?.into()
+            };
+            let (or, ow) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            let (er, ew) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            outs.push((File::from(or), 1u8, want_stdout));
+            outs.push((File::from(er), 2u8, want_stderr));
+            (i, ow, ew)
+        };
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg("--exec-helper")
+            .arg("--sync-fd")
+            .arg(std::os::fd::AsRawFd::as_raw_fd(&helper_sock).to_string())
+            .arg("--pid")
+            .arg(shim.pid.to_string())
+            .arg("--bundle")
+            .arg(&shim.bundle)
+            .arg("--id")
+            .arg(&shim.id);
+        if let Some(root) = &shim.cgroup_root {
+            cmd.arg("--cgroup-root").arg(root);
+        }
+        cmd.stdin(Stdio::from(i))
+            .stdout(Stdio::from(o))
+            .stderr(Stdio::from(e));
+        berth_runtime::sys::keep_fd_on_exec(
+            &mut cmd,
+            std::os::fd::AsRawFd::as_raw_fd(&helper_sock),
+        );
+        let child = cmd.spawn()?;
+        drop(cmd);
+        drop(helper_sock);
+        // The reaper thread collects the helper; never wait on it here.
+        drop(child);
+        Ok((my_sock, stdin_w, outs))
+    })();
+    let (sock, stdin_w, outs) = match spawned {
+        Ok(x) => x,
+        Err(e) => {
+            send(&mut w, &Response::err(format!("exec: {e}")));
+            return;
+        }
+    };
+    let json = serde_json::to_vec(&process).unwrap_or_default();
+    if let Err(e) = berth_runtime::sys::send_packet(&sock, &json, None) {
+        send(&mut w, &Response::err(format!("exec: {e}")));
+        return;
+    }
+    let (msg, master) = match berth_runtime::sys::recv_packet(&sock) {
+        Ok(m) => m,
+        Err(e) => {
+            send(&mut w, &Response::err(format!("exec: {e}")));
+            return;
+        }
+    };
+    let pid = match msg.first() {
+        Some(b'P') if msg.len() >= 5 => i32::from_le_bytes([msg[1], msg[2], msg[3], msg[4]]),
+        Some(b'E') => {
+            let resp: Response = serde_json::from_slice(&msg[1..])
+                .unwrap_or_else(|_| Response::err(String::from_utf8_lossy(&msg[1..])));
+            send(&mut w, &resp);
+            return;
+        }
+        _ => {
+            send(&mut w, &Response::err("exec helper failed"));
+            return;
+        }
+    };
+    let master = master.map(|m| Arc::new(File::from(m)));
+    lock(&shim.execs).insert(
+        id.clone(),
+        ExecEntry {
+            pid,
+            exit: None,
+            master: master.clone(),
+        },
+    );
+    if !send(
+        &mut w,
+        &Response {
+            pid: Some(pid),
+            ..Response::ok()
+        },
+    ) {
+        return;
+    }
+    // Output pumps.
+    let mut pumps = Vec::new();
+    let mut sources: Vec<(File, u8, bool)> = outs;
+    if let Some(m) = &master {
+        if let Ok(f) = m.try_clone() {
+            sources.push((f, 1, want_stdout));
+        }
+    }
+    for (f, stream, wanted) in sources {
+        let conn = if wanted { w.try_clone().ok() } else { None };
+        let raw = terminal;
+        let h = std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(move || match conn {
+                Some(c) => pump_to(f, c, stream, raw),
+                None => pump_to_nowhere(f),
+            });
+        if let Ok(h) = h {
+            pumps.push(h);
+        }
+    }
+    // Exit watcher: the helper reports the exit code, then the output is drained.
+    {
+        let shim = shim.clone();
+        let id = id.clone();
+        let w2 = w.try_clone().ok();
+        spawn(move || {
+            let code = match berth_runtime::sys::recv_packet(&sock) {
+                Ok((m, _)) if m.first() == Some(&b'X') && m.len() >= 5 => {
+                    i32::from_le_bytes([m[1], m[2], m[3], m[4]])
+                }
+                _ => 255,
+            };
+            for p in pumps {
+                let _ = p.join();
+            }
+            if let Some(e) = lock(&shim.execs).get_mut(&id) {
+                e.exit = Some(code);
+                e.master = None;
+            }
+            if let Some(w2) = w2 {
+                let _ = w2.shutdown(std::net::Shutdown::Both);
+            }
+        });
+    }
+    // Stdin from the client.
+    if want_stdin {
+        let mut target: Option<Box<dyn Write + Send>> = match (&master, stdin_w) {
+            (Some(m), _) => m
+                .try_clone()
+                .ok()
+                .map(|f| Box::new(f) as Box<dyn Write + Send>),
+            (None, Some(p)) => Some(Box::new(p)),
+            (None, None) => None,
+        };
+        let _ = r.get_ref().set_read_timeout(None);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(t) = target.as_mut() {
+                if t.write_all(&buf[..n]).is_err() {
+                    target = None;
+                }
+            }
+        }
+        // Closing the pipe ends the process's input (a terminal stays open).
+        drop(target);
+    }
+}
+
+fn pump_to_nowhere(mut f: File) {
+    let mut buf = vec![0u8; 16 * 1024];
+    while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// `berth-shim --exec-helper --sync-fd N --pid P --bundle DIR --id ID [--cgroup-root DIR]`:
+/// joins the container of init `P` and runs the process received on the sync socket with
+/// this process's stdio (or a new terminal), reports `P<pid>` (with the terminal master) or
+/// `E<json response>`, then `X<exit code>` when it has ended.
+fn exec_helper() -> i32 {
+    let mut it = std::env::args().skip(2);
+    let (mut fd, mut pid, mut bundle, mut id, mut cgroup_root) = (None, None, None, None, None);
+    while let Some(a) = it.next() {
+        let v = it.next();
+        match a.as_str() {
+            "--sync-fd" => fd = v.and_then(|v| v.parse().ok()),
+            "--pid" => pid = v.and_then(|v| v.parse::<i32>().ok()),
+            "--bundle" => bundle = v.map(PathBuf::from),
+            "--id" => id = v,
+            "--cgroup-root" => cgroup_root = v.map(PathBuf::from),
+            _ => return 2,
+        }
+    }
+    let Some(sock) = fd.and_then(berth_runtime::sys::take_inherited_fd) else {
+        return 2;
+    };
+    let fail = |resp: Response| {
+        let mut m = vec![b'E'];
+        m.extend_from_slice(&serde_json::to_vec(&resp).unwrap_or_default());
+        let _ = berth_runtime::sys::send_packet(&sock, &m, None);
+        1
+    };
+    let (Some(pid), Some(bundle), Some(id)) = (pid, bundle, id) else {
+        return fail(Response::err("exec helper: missing arguments"));
+    };
+    let process: berth_runtime::oci_spec::runtime::Process =
+        match berth_runtime::sys::recv_packet(&sock)
+            .ok()
+            .and_then(|(m, _)| serde_json::from_slice(&m).ok())
+        {
+            Some(p) => p,
+            None => return fail(Response::err("exec: bad process")),
+        };
+    let spec = match Spec::load(bundle.join("config.json")) {
+        Ok(s) => s,
+        Err(e) => return fail(Response::err(format!("load config.json: {e}"))),
+    };
+    let cgroups_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| berth_runtime::default_cgroups_path(&id));
+    let cgroup = berth_runtime::cgroups::detect_at(
+        cgroup_root
+            .as_deref()
+            .unwrap_or(Path::new(berth_runtime::cgroups::DEFAULT_ROOT)),
+        &cgroups_path,
+    );
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let stdio = if process.terminal() == Some(true) {
+        ContainerStdio::Terminal
+    } else {
+        let d = |f: std::os::fd::BorrowedFd<'_>| nix::unistd::dup(f);
+        use std::os::fd::AsFd;
+        match (
+            d(std::io::stdin().as_fd()),
+            d(std::io::stdout().as_fd()),
+            d(std::io::stderr().as_fd()),
+        ) {
+            (Ok(stdin), Ok(stdout), Ok(stderr)) => ContainerStdio::Fds {
+                stdin,
+                stdout,
+                stderr,
+            },
+            _ => return fail(Response::err("exec: dup stdio")),
+        }
+    };
+    let mut execed = match berth_runtime::exec(pid, &process, seccomp, cgroup.as_ref(), stdio) {
+        Ok(e) => e,
+        Err(e) => {
+            return fail(Response {
+                exit_code: e.exec_exit_code(),
+                ..Response::err(e.to_string())
+            });
+        }
+    };
+    // Let go of the process's pipes, so its output ends when it (and its children) close them.
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    let master = execed.take_pty_master();
+    let mut m = vec![b'P'];
+    m.extend_from_slice(&execed.pid().to_le_bytes());
+    let raw = master.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    if berth_runtime::sys::send_packet(&sock, &m, raw).is_err() {
+        let _ = berth_runtime::kill(execed.pid(), 9);
+    }
+    drop(master);
+    let code = loop {
+        match waitpid(Pid::from_raw(execed.pid()), None) {
+            Ok(ws) => {
+                if let Some((_, st)) = ExitStatus::from_wait(ws) {
+                    break st.code;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break 255,
+        }
+    };
+    let mut m = vec![b'X'];
+    m.extend_from_slice(&code.to_le_bytes());
+    let _ = berth_runtime::sys::send_packet(&sock, &m, None);
+    0
 }

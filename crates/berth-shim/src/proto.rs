@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// One JSON request line, the first thing a client sends on a connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
     /// Stream the container's output (and feed its stdin) on this connection.
@@ -25,12 +25,39 @@ pub enum Request {
     },
     /// Let the container `execve`.
     Start,
-    /// Resize the container's terminal.
+    /// Resize the container's terminal (or an exec's, with `exec_id`).
     Resize {
         /// Columns.
         width: u16,
         /// Rows.
         height: u16,
+        /// The exec whose terminal to resize.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// Run another process in the running container; the connection then carries its
+    /// output (and stdin) like `attach`, and is closed when it has ended.
+    Exec {
+        /// The caller's name for this exec (for `exec-state` and `resize`).
+        id: String,
+        /// The process (OCI `process`: args, env, cwd, user, terminal, capabilities, ...).
+        process: Box<oci_spec::runtime::Process>,
+        /// Forward what the client writes to its stdin (closed when the client shuts down
+        /// its write half).
+        #[serde(default)]
+        stdin: bool,
+        /// Send stdout.
+        #[serde(default)]
+        stdout: bool,
+        /// Send stderr.
+        #[serde(default)]
+        stderr: bool,
+    },
+    /// Report an exec's pid, status and exit code.
+    #[serde(rename = "exec-state")]
+    ExecState {
+        /// The exec's id.
+        id: String,
     },
     /// Send a signal to the container's init (or, with `all`, to every process in it).
     Kill {
@@ -215,9 +242,30 @@ mod tests {
             r,
             Request::Resize {
                 width: 80,
-                height: 24
+                height: 24,
+                exec_id: None
             }
         );
+        let r: Request = serde_json::from_str(r#"{"op":"exec-state","id":"e1"}"#).unwrap();
+        assert_eq!(r, Request::ExecState { id: "e1".into() });
+        let r: Request = serde_json::from_str(
+            r#"{"op":"exec","id":"e1","process":{"args":["ls"],"cwd":"/","user":{"uid":0,"gid":0}},"stdout":true}"#,
+        )
+        .unwrap();
+        match r {
+            Request::Exec {
+                id,
+                process,
+                stdout,
+                stdin,
+                ..
+            } => {
+                assert_eq!(id, "e1");
+                assert_eq!(process.args().as_ref().unwrap()[0], "ls");
+                assert!(stdout && !stdin);
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             serde_json::to_string(&Request::Start).unwrap(),
             r#"{"op":"start"}"#

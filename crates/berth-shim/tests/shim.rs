@@ -426,6 +426,7 @@ fn tty_and_resize() {
     let r = c.call(&Request::Resize {
         width: 100,
         height: 40,
+        exec_id: None,
     });
     assert!(r.ok, "{r:?}");
     let waiter = c.waiter();
@@ -871,5 +872,122 @@ fn cgroup_v2_device_filter() {
     assert!(out.contains("mknod-ok"), "{out}");
     assert!(out.contains("urandom-ok"), "{out}");
     assert!(err.contains("Operation not permitted"), "{err}");
+    c.assert_cleaned_up();
+}
+
+fn exec_req(id: &str, args: &[&str], terminal: bool, stdin: bool) -> Request {
+    let process = serde_json::from_value(serde_json::json!({
+        "args": args,
+        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "cwd": "/tmp",
+        "terminal": terminal,
+        "user": {"uid": 0, "gid": 0},
+        "capabilities": {
+            "bounding": berth_runtime::spec::DEFAULT_CAPS,
+            "effective": berth_runtime::spec::DEFAULT_CAPS,
+            "permitted": berth_runtime::spec::DEFAULT_CAPS,
+        },
+    }))
+    .unwrap();
+    Request::Exec {
+        id: id.into(),
+        process: Box::new(process),
+        stdin,
+        stdout: true,
+        stderr: true,
+    }
+}
+
+#[test]
+fn exec_runs_inside_the_container() {
+    root_only!();
+    let c = Ctr::new(&["sleep", "100"]);
+    let waiter = c.waiter();
+    // Not running yet: refused.
+    let (r, _) = proto::call(
+        &c.sock,
+        &exec_req("e0", &["true"], false, false),
+        Some(TIMEOUT),
+    )
+    .unwrap();
+    assert_eq!(r.error.as_deref(), Some("container is not running"));
+    assert!(c.start().ok);
+
+    let script = "echo $$; hostname; pwd; grep CapEff /proc/self/status; ps -o pid,args | wc -l; \
+                  cat /proc/self/cgroup | grep memory; echo oops >&2; exit 5";
+    let (r, s) = proto::call(
+        &c.sock,
+        &exec_req("e1", &["sh", "-c", script], false, false),
+        Some(TIMEOUT),
+    )
+    .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert!(r.pid.is_some());
+    let (out, err) = read_frames(s);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], "1", "{out}"); // a new process, not the init
+    assert_eq!(lines[1], "ctr-host");
+    assert_eq!(lines[2], "/tmp");
+    assert_eq!(lines[3], "CapEff:\t00000000a80425fb");
+    assert_eq!(lines[4].trim(), "5", "{out}"); // header, sleep, sh, ps, wc
+    assert!(lines[5].ends_with(":memory:/"), "{out}");
+    assert_eq!(err, "oops\n");
+    let st = c.call(&Request::ExecState { id: "e1".into() });
+    assert_eq!(st.exit_code, Some(5), "{st:?}");
+    assert_eq!(st.status, Some(proto::Status::Stopped));
+
+    // stdin, closed when the client shuts down its write half.
+    let (r, mut s) = proto::call(
+        &c.sock,
+        &exec_req("e2", &["cat"], false, true),
+        Some(TIMEOUT),
+    )
+    .unwrap();
+    assert!(r.ok, "{r:?}");
+    s.write_all(b"piped\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (out, _) = read_frames(s);
+    assert_eq!(out, "piped\n");
+
+    // A terminal: raw stream, resizable.
+    let (r, mut s) =
+        proto::call(&c.sock, &exec_req("e3", &["sh"], true, true), Some(TIMEOUT)).unwrap();
+    assert!(r.ok, "{r:?}");
+    let rr = c.call(&Request::Resize {
+        width: 77,
+        height: 33,
+        exec_id: Some("e3".into()),
+    });
+    assert!(rr.ok, "{rr:?}");
+    s.write_all(b"tty; stty size; exit 2\n").unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.contains("/dev/pts/0"), "{out:?}");
+    assert!(out.contains("33 77"), "{out:?}");
+    let st = c.call(&Request::ExecState { id: "e3".into() });
+    assert_eq!(st.exit_code, Some(2), "{st:?}");
+
+    // Exec errors read like runc's.
+    let (r, _) = proto::call(
+        &c.sock,
+        &exec_req("e4", &["nosuch"], false, false),
+        Some(TIMEOUT),
+    )
+    .unwrap();
+    assert_eq!(
+        r.error.as_deref(),
+        Some("exec: \"nosuch\": executable file not found in $PATH")
+    );
+    assert_eq!(r.exit_code, Some(127));
+
+    assert!(
+        c.call(&Request::Kill {
+            signal: 9,
+            all: false
+        })
+        .ok
+    );
+    assert_eq!(waiter.wait().exit_code, Some(137));
     c.assert_cleaned_up();
 }
