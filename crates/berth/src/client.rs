@@ -44,6 +44,11 @@ pub enum ClientError {
         /// The daemon's message.
         message: String,
     },
+    /// The socket exists but we may not use it.
+    #[error(
+        "permission denied while trying to connect to the Berth daemon socket at {0}: connect: permission denied"
+    )]
+    Permission(String),
     /// The host string is not usable.
     #[error("unsupported host {0}: berth speaks only unix:// sockets")]
     BadHost(String),
@@ -162,7 +167,10 @@ impl Client {
     async fn sender(&self) -> Result<hyper::client::conn::http1::SendRequest<Body>, ClientError> {
         let stream = UnixStream::connect(&self.sock)
             .await
-            .map_err(|_| ClientError::Connect(self.host.clone()))?;
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::PermissionDenied => ClientError::Permission(self.host.clone()),
+                _ => ClientError::Connect(self.host.clone()),
+            })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
