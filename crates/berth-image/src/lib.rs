@@ -13,9 +13,16 @@
 //! layers/<chain-hex>/layer.json   {chain_id, diff_id, parent, size, blob}
 //! containers/<id>/{upper,work}    a container's writable layer; layer.json {image_id, chain_ids}
 //! empty/                          the lower dir of images without layers
-//! images.json                     {"images": {"sha256:..": {parent, last_tag_time}}}
+//! images.json                     {"images": {"sha256:..": {parent, last_tag_time, manifests}}}
 //! repositories.json               {"Repositories": {"busybox": {"busybox:latest": "sha256:.."}}}
+//! distribution.json               {"layers": {"<diff-id>": [{blob, repositories}]}} (push skips, mounts)
+//! load.tmp-*/                     a `docker load` archive being spooled
 //! ```
+//! `manifests` are the digests of the manifest/index blobs an image was pulled with or pushed as (kept
+//! in `blobs/` for `RepoDigests`). Pulls go through [`ImageStore::begin_image`],
+//! [`ImageStore::unpack_pending_layer`] (download, verify, decompress and unpack in one pass, several
+//! layers at once) and [`ImageStore::finish_image`]; `docker save`/`load` are [`ImageStore::save`] and
+//! [`ImageStore::load`].
 //! Files are written as temp + fsync + rename; layers and container layers are filled in `*.tmp-*`
 //! directories and renamed into place. `open` removes temp debris, drops images whose config or layers
 //! are missing, and deletes layers and blobs that nothing references. Layers are shared between images
@@ -38,8 +45,13 @@ pub use config::{ContainerConfig, History, ImageConfig, RootFs};
 pub use digest::{ChainId, DiffId, Digest, ImageId, chain_ids};
 pub use error::{Error, ErrorKind, Result};
 pub use reference::Reference;
+pub use store::archive::{
+    LoadedImage, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_MANIFEST,
+};
 pub use store::{
     BlobDescriptor, CommitOptions, DeleteItem, GraphDriver, HistoryItem, ImageDetails,
-    ImageMetadata, ImageStore, ImageSummary, ImageUser, ImportOptions, MEDIA_TYPE_CONFIG,
-    MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, RootFsDetails, RootfsMount,
+    ImageMetadata, ImageStore, ImageSummary, ImageUser, ImportOptions, LayerSource,
+    MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD,
+    PendingImage, RootFsDetails, RootfsMount,
 };

@@ -246,11 +246,32 @@ struct ImageRecord {
     parent: Option<ImageId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_tag_time: Option<String>,
+    /// Manifests (and indexes) the image was pulled with or pushed as, kept in `blobs/` for `RepoDigests`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    manifests: Vec<Digest>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct ImagesFile {
     images: BTreeMap<ImageId, ImageRecord>,
+}
+
+/// A blob known to hold a layer (maybe compressed differently from the stored one), and the
+/// repositories (`registry/path`) where it was pulled from or pushed to (for push skips and mounts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSource {
+    /// The blob as a registry holds it.
+    pub blob: BlobDescriptor,
+    /// Repositories known to hold the blob, e.g. `127.0.0.1:5000/team/app`.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+}
+
+/// `distribution.json`: diff ID → blobs known to hold it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct DistributionFile {
+    #[serde(default)]
+    layers: BTreeMap<DiffId, Vec<LayerSource>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -279,6 +300,8 @@ struct State {
     refs: BTreeMap<Reference, ImageId>,
     layers: BTreeMap<ChainId, LayerMeta>,
     containers: BTreeMap<String, ContainerLayer>,
+    /// Compressed blobs known per diff ID (`distribution.json`).
+    dist: BTreeMap<DiffId, Vec<LayerSource>>,
 }
 
 impl State {
@@ -319,6 +342,51 @@ struct StagedLayer {
     tmp_dir: PathBuf,
     meta: LayerMeta,
     blob_tmp: PathBuf,
+}
+
+/// An image being added by [`ImageStore::begin_image`]; its unpacked layers are discarded on drop unless
+/// [`ImageStore::finish_image`] took them. `Send + Sync`: layers may be unpacked from several threads.
+#[derive(Debug)]
+pub struct PendingImage {
+    id: ImageId,
+    config_json: Vec<u8>,
+    config: ImageConfig,
+    chains: Vec<ChainId>,
+    refs: Vec<Reference>,
+    missing: Vec<usize>,
+    staged: Mutex<BTreeMap<usize, StagedLayer>>,
+}
+
+impl PendingImage {
+    /// The image ID (digest of the config).
+    pub fn id(&self) -> &ImageId {
+        &self.id
+    }
+
+    /// The parsed config.
+    pub fn config(&self) -> &ImageConfig {
+        &self.config
+    }
+
+    /// Chain IDs of the layers, bottom first.
+    pub fn chain_ids(&self) -> &[ChainId] {
+        &self.chains
+    }
+
+    /// Indexes (into `rootfs.diff_ids`) of the layers the store did not have when the image was begun.
+    pub fn missing_layers(&self) -> &[usize] {
+        &self.missing
+    }
+}
+
+impl Drop for PendingImage {
+    fn drop(&mut self) {
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()));
+        for l in staged.into_values() {
+            let _ = remove_any(&l.tmp_dir);
+            let _ = remove_any(&l.blob_tmp);
+        }
+    }
 }
 
 /// The image store under `<data-root>/image`. `Send + Sync`; share it in an `Arc`.
@@ -370,6 +438,57 @@ fn is_single_reference(refs: &[Reference]) -> bool {
     }
     let single = single.unwrap_or(&refs[0]);
     names.len() == 1 && names.contains(&single.name())
+}
+
+type Peeked<R> = BufReader<io::Chain<io::Cursor<Vec<u8>>, R>>;
+
+/// A decompressing reader over plain, gzip or zstd input (`Send` when the input is).
+pub(crate) enum Decoder<R: Read> {
+    Plain(Peeked<R>),
+    Gzip(flate2::read::MultiGzDecoder<Peeked<R>>),
+    Zstd(Box<ruzstd::decoding::StreamingDecoder<Peeked<R>, ruzstd::decoding::FrameDecoder>>),
+}
+
+impl<R: Read> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Plain(r) => r.read(buf),
+            Decoder::Gzip(r) => r.read(buf),
+            Decoder::Zstd(r) => r.read(buf),
+        }
+    }
+}
+
+/// Detects the compression of a stream from its magic bytes and returns the decompressed stream with
+/// the media type of the compressed form.
+pub(crate) fn decompress<R: Read>(mut input: R) -> Result<(Decoder<R>, &'static str)> {
+    // Peek at the magic bytes (a slow stream may deliver them one at a time).
+    let mut head = [0u8; 8];
+    let mut n = 0;
+    while n < head.len() {
+        match input.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read layer", e)),
+        }
+    }
+    let compression = detect_compression(&head[..n])?;
+    let buf = BufReader::with_capacity(64 * 1024, io::Cursor::new(head[..n].to_vec()).chain(input));
+    Ok(match compression {
+        Compression::None => (Decoder::Plain(buf), MEDIA_TYPE_LAYER_TAR),
+        Compression::Gzip => (
+            Decoder::Gzip(flate2::read::MultiGzDecoder::new(buf)),
+            MEDIA_TYPE_LAYER_GZIP,
+        ),
+        Compression::Zstd => (
+            Decoder::Zstd(Box::new(
+                ruzstd::decoding::StreamingDecoder::new(buf)
+                    .map_err(|e| Error::invalid(format!("invalid zstd stream: {e}")))?,
+            )),
+            MEDIA_TYPE_LAYER_ZSTD,
+        ),
+    })
 }
 
 enum Compression {
@@ -466,6 +585,10 @@ impl ImageStore {
         self.root.join("repositories.json")
     }
 
+    fn distribution_json(&self) -> PathBuf {
+        self.root.join("distribution.json")
+    }
+
     // ---------------------------------------------------------------- open / repair
 
     fn load_and_repair(&self) -> Result<(State, Vec<String>)> {
@@ -557,6 +680,18 @@ impl ImageStore {
                 }
             }
         }
+        // Distribution metadata (a cache: a corrupt file is dropped).
+        match fs::read(self.distribution_json()) {
+            Ok(b) => match serde_json::from_slice::<DistributionFile>(&b) {
+                Ok(f) => st.dist = f.layers,
+                Err(e) => {
+                    remove_any(&self.distribution_json())?;
+                    repairs.push(format!("dropped corrupt distribution.json: {e}"));
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io_path("read", &self.distribution_json(), e)),
+        }
         // Container layers.
         let dir = self.root.join("containers");
         for e in fs::read_dir(&dir).ctx("read directory", &dir)? {
@@ -593,6 +728,12 @@ impl ImageStore {
             repairs.push(format!("removed unreferenced layer {c}"));
         }
         let mut wanted: BTreeSet<String> = st.images.keys().map(|i| i.hex().to_string()).collect();
+        wanted.extend(
+            st.images
+                .values()
+                .flat_map(|i| i.record.manifests.iter())
+                .map(|m| m.hex().to_string()),
+        );
         wanted.extend(
             st.layers
                 .values()
@@ -693,33 +834,7 @@ impl ImageStore {
             .ctx("create", blob_tmp)?;
         let mut tee = TeeReader::new(input, BufWriter::new(blob_file));
         let (diff_id, size, media_type) = {
-            // Peek at the magic bytes (a slow stream may deliver them one at a time).
-            let mut head = [0u8; 8];
-            let mut n = 0;
-            while n < head.len() {
-                match tee.read(&mut head[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("read layer", e)),
-                }
-            }
-            let compression = detect_compression(&head[..n])?;
-            let mut buf = BufReader::with_capacity(64 * 1024, (&head[..n]).chain(&mut tee));
-            let (decoder, media_type): (Box<dyn Read + '_>, &str) = match compression {
-                Compression::None => (Box::new(&mut buf), MEDIA_TYPE_LAYER_TAR),
-                Compression::Gzip => (
-                    Box::new(flate2::read::MultiGzDecoder::new(&mut buf)),
-                    MEDIA_TYPE_LAYER_GZIP,
-                ),
-                Compression::Zstd => (
-                    Box::new(
-                        ruzstd::decoding::StreamingDecoder::new(&mut buf)
-                            .map_err(|e| Error::invalid(format!("invalid zstd stream: {e}")))?,
-                    ),
-                    MEDIA_TYPE_LAYER_ZSTD,
-                ),
-            };
+            let (decoder, media_type) = decompress(&mut tee)?;
             let mut hashing = HashingReader::new(decoder);
             let size = unpack_layer(&mut hashing, &diff)?;
             let (diff_id, _) = hashing
@@ -860,6 +975,7 @@ impl ImageStore {
                     record: ImageRecord {
                         parent,
                         last_tag_time: None,
+                        manifests: Vec::new(),
                     },
                     config,
                     chain_ids: chains,
@@ -884,6 +1000,19 @@ impl ImageStore {
         open_layer: &mut dyn FnMut(usize) -> Result<Box<dyn Read>>,
         references: &[&str],
     ) -> Result<ImageSummary> {
+        let pending = self.begin_image(config_json, references)?;
+        for i in pending.missing_layers().to_vec() {
+            self.unpack_pending_layer(&pending, i, open_layer(i)?, None)?;
+        }
+        self.finish_image(pending, &[])
+    }
+
+    /// Starts adding an image from its config JSON (the ID is its digest) for a pull: the caller unpacks
+    /// each of [`PendingImage::missing_layers`] with [`ImageStore::unpack_pending_layer`] (from several
+    /// threads at once if it likes), then calls [`ImageStore::finish_image`]. Nothing is visible before
+    /// `finish_image`; dropping the `PendingImage` (or a crash) discards the unpacked layers.
+    /// Errors: InvalidArgument (config, references).
+    pub fn begin_image(&self, config_json: &[u8], references: &[&str]) -> Result<PendingImage> {
         let config: ImageConfig = serde_json::from_slice(config_json)
             .map_err(|e| Error::invalid(format!("invalid image config: {e}")))?;
         let refs = references
@@ -901,45 +1030,83 @@ impl ImageStore {
                 Ok(parsed)
             })
             .collect::<Result<Vec<_>>>()?;
-        let diff_ids = config.rootfs.diff_ids.clone();
-        let chains = chain_ids(&diff_ids);
+        let chains = chain_ids(&config.rootfs.diff_ids);
         let missing: Vec<usize> = {
             let st = self.lock();
             (0..chains.len())
                 .filter(|i| !st.layers.contains_key(&chains[*i]))
                 .collect()
         };
-        let mut staged: Vec<StagedLayer> = Vec::new();
-        let discard = |staged: &[StagedLayer]| {
-            for s in staged {
-                let _ = remove_any(&s.tmp_dir);
-                let _ = remove_any(&s.blob_tmp);
-            }
-        };
-        for i in missing {
-            let layer = open_layer(i).and_then(|r| {
-                self.stage_layer(r, if i == 0 { None } else { Some(&chains[i - 1]) })
-            });
-            match layer {
-                Ok(l) if l.meta.diff_id == diff_ids[i] => staged.push(l),
-                Ok(l) => {
-                    let got = l.meta.diff_id.clone();
-                    discard(&staged);
-                    discard(std::slice::from_ref(&l));
-                    return Err(Error::invalid(format!(
-                        "layer {i}: diff ID mismatch: the config says {}, the layer is {got}",
-                        diff_ids[i]
-                    )));
-                }
-                Err(e) => {
-                    discard(&staged);
-                    return Err(e);
-                }
-            }
+        Ok(PendingImage {
+            id: Digest::of_bytes(config_json),
+            config_json: config_json.to_vec(),
+            config,
+            chains,
+            refs,
+            missing,
+            staged: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Unpacks layer `index` of a pending image from `input` (plain, gzip or zstd, detected), storing the
+    /// blob as received. Checks the diff ID against the config and, if given, the blob's digest.
+    /// Returns the stored blob's descriptor. Errors: InvalidArgument (mismatch, bad tar), Internal.
+    pub fn unpack_pending_layer(
+        &self,
+        pending: &PendingImage,
+        index: usize,
+        input: impl Read,
+        expected_blob: Option<&Digest>,
+    ) -> Result<BlobDescriptor> {
+        let diff_ids = &pending.config.rootfs.diff_ids;
+        if index >= diff_ids.len() {
+            return Err(Error::invalid(format!(
+                "layer {index}: the image has only {} layers",
+                diff_ids.len()
+            )));
         }
+        let parent = index.checked_sub(1).map(|p| &pending.chains[p]);
+        let l = self.stage_layer(input, parent)?;
+        let discard = |l: &StagedLayer| {
+            let _ = remove_any(&l.tmp_dir);
+            let _ = remove_any(&l.blob_tmp);
+        };
+        if l.meta.diff_id != diff_ids[index] {
+            discard(&l);
+            return Err(Error::invalid(format!(
+                "layer {index}: diff ID mismatch: the config says {}, the layer is {}",
+                diff_ids[index], l.meta.diff_id
+            )));
+        }
+        let blob = l.meta.blob.clone().expect("staged layers have a blob");
+        if let Some(want) = expected_blob
+            && *want != blob.digest
+        {
+            discard(&l);
+            return Err(Error::invalid(format!(
+                "layer {index}: digest mismatch: expected {want}, got {}",
+                blob.digest
+            )));
+        }
+        let old = pending
+            .staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(index, l);
+        if let Some(old) = old {
+            discard(&old);
+        }
+        Ok(blob)
+    }
+
+    /// Commits a pending image: moves its unpacked layers into place, records the image with its
+    /// references, and keeps `manifests` (the manifest and index bytes it was pulled with) as blobs so
+    /// its `RepoDigests` can be pushed or shown. Errors: Internal (a layer neither unpacked nor present).
+    pub fn finish_image(&self, pending: PendingImage, manifests: &[&[u8]]) -> Result<ImageSummary> {
+        let staged = std::mem::take(&mut *pending.staged.lock().unwrap_or_else(|p| p.into_inner()));
         let mut st = self.lock();
         let mut res = Ok(());
-        for l in staged {
+        for (_, l) in staged {
             let (tmp, blob_tmp) = (l.tmp_dir.clone(), l.blob_tmp.clone());
             if res.is_ok() {
                 res = self.commit_layer(&mut st, l);
@@ -950,15 +1117,136 @@ impl ImageStore {
             }
         }
         let res = res.and_then(|()| {
-            self.commit_image_bytes(&mut st, config_json, config, None, refs.iter())
+            let id = self.commit_image_bytes(
+                &mut st,
+                &pending.config_json,
+                pending.config.clone(),
+                None,
+                pending.refs.iter(),
+            )?;
+            self.add_manifests(&mut st, &id, manifests)?;
+            Ok(id)
         });
         match res {
             Ok(id) => Ok(self.summary(&st, &id)),
             Err(e) => {
-                self.gc_layers(&mut st, &chains)?;
+                self.gc_layers(&mut st, &pending.chains)?;
                 Err(e)
             }
         }
+    }
+
+    /// Stores manifest blobs and records them on an image. Call with the lock.
+    fn add_manifests(&self, st: &mut State, id: &ImageId, manifests: &[&[u8]]) -> Result<()> {
+        let mut digests = Vec::new();
+        for m in manifests {
+            digests.push(self.put_blob(m)?);
+        }
+        let Some(img) = st.images.get_mut(id) else {
+            return Ok(());
+        };
+        let before = img.record.manifests.len();
+        for d in digests {
+            if !img.record.manifests.contains(&d) {
+                img.record.manifests.push(d);
+            }
+        }
+        if img.record.manifests.len() != before {
+            self.save_images(st)?;
+        }
+        Ok(())
+    }
+
+    /// Records a digest reference (`repo@sha256:...`, e.g. after a push) on an image, keeping the
+    /// manifest bytes (whose digest it must be). Errors: NotFound, InvalidArgument.
+    pub fn add_repo_digest(&self, id: &ImageId, reference: &str, manifest: &[u8]) -> Result<()> {
+        let r = Reference::parse(reference)?;
+        let Some(d) = r.digest() else {
+            return Err(Error::invalid(format!(
+                "{reference} is not a digest reference"
+            )));
+        };
+        if *d != Digest::of_bytes(manifest) {
+            return Err(Error::invalid(format!(
+                "manifest does not match the digest of {reference}"
+            )));
+        }
+        let r = r.with_digest(d.clone());
+        let mut st = self.lock();
+        if !st.images.contains_key(id) {
+            return Err(Error::NoSuchImage(id.to_string()));
+        }
+        self.add_manifests(&mut st, id, &[manifest])?;
+        st.refs.insert(r, id.clone());
+        self.save_refs(&st)
+    }
+
+    /// The manifests (and indexes) recorded for an image, as digests of blobs readable with
+    /// [`ImageStore::read_blob`]. Errors: NotFound.
+    pub fn manifests(&self, id: &ImageId) -> Result<Vec<Digest>> {
+        let st = self.lock();
+        st.images
+            .get(id)
+            .map(|i| i.record.manifests.clone())
+            .ok_or_else(|| Error::NoSuchImage(id.to_string()))
+    }
+
+    /// Opens a stored blob for streaming (no digest check) and returns it with its size.
+    /// Errors: NotFound.
+    pub fn open_blob(&self, digest: &Digest) -> Result<(fs::File, u64)> {
+        let path = self.blob_path(digest);
+        let f = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!("blob {digest} not found")));
+            }
+            Err(e) => return Err(Error::io_path("open", &path, e)),
+        };
+        let len = f.metadata().ctx("stat", &path)?.len();
+        Ok((f, len))
+    }
+
+    /// The uncompressed tar of a stored layer blob (decompressing gzip or zstd on the fly).
+    /// Errors: NotFound, InvalidArgument (unsupported compression).
+    pub fn open_layer_tar(&self, blob: &Digest) -> Result<Box<dyn Read + Send>> {
+        let (f, _) = self.open_blob(blob)?;
+        let (r, _) = decompress(f)?;
+        Ok(Box::new(r))
+    }
+
+    /// Blobs known to hold the layer `diff_id` and where they were seen (for push: skip or mount).
+    pub fn layer_sources(&self, diff_id: &DiffId) -> Vec<LayerSource> {
+        self.lock().dist.get(diff_id).cloned().unwrap_or_default()
+    }
+
+    /// Remembers that `repository` (`registry/path`) holds `blob`, a form of layer `diff_id`.
+    pub fn add_layer_source(
+        &self,
+        diff_id: &DiffId,
+        blob: &BlobDescriptor,
+        repository: &str,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        let list = st.dist.entry(diff_id.clone()).or_default();
+        let entry = match list.iter_mut().position(|s| s.blob.digest == blob.digest) {
+            Some(i) => &mut list[i],
+            None => {
+                list.push(LayerSource {
+                    blob: blob.clone(),
+                    repositories: Vec::new(),
+                });
+                list.last_mut().expect("just pushed")
+            }
+        };
+        if entry.repositories.iter().any(|r| r == repository) {
+            return Ok(());
+        }
+        entry.repositories.push(repository.to_string());
+        let file = DistributionFile {
+            layers: st.dist.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| Error::internal(e.to_string()))?;
+        write_atomic(&self.distribution_json(), &bytes)
     }
 
     /// True if the layer with this chain ID is unpacked in the store (a pull can skip it).
@@ -1382,9 +1670,20 @@ impl ImageStore {
             }
             self.save_refs(st)?;
         }
-        st.images.remove(id);
+        let manifests = st
+            .images
+            .remove(id)
+            .map(|i| i.record.manifests)
+            .unwrap_or_default();
         self.save_images(st)?;
         remove_any(&self.blob_path(id))?;
+        for m in manifests {
+            let shared = st.images.values().any(|i| i.record.manifests.contains(&m))
+                || st.images.contains_key(&m);
+            if !shared {
+                remove_any(&self.blob_path(&m))?;
+            }
+        }
         records.push(DeleteItem::Deleted(id.to_string()));
         for c in self.gc_layers(st, &chains)? {
             records.push(DeleteItem::Deleted(c.to_string()));
@@ -1764,6 +2063,9 @@ fn check_conflict(
     }
     None
 }
+
+#[path = "archive.rs"]
+pub(crate) mod archive;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
