@@ -376,7 +376,10 @@ pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: the descriptor is open (checked above) and was handed to this process by its
     // parent for this purpose; nothing else in this process owns it. It is made close-on-exec.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let _ = nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let _ = nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     Some(owned)
 }
 

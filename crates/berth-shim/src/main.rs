@@ -134,6 +134,7 @@ struct Client {
 struct State {
     created: Option<Created>,
     started: bool,
+    paused: bool,
     exit: Option<(i32, bool)>,
     waiters: usize,
 }
@@ -317,6 +318,7 @@ fn shim(args: Args, mut report_w: File) -> i32 {
         state: Mutex::new(State {
             created: Some(created),
             started: false,
+            paused: false,
             exit: None,
             waiters: 0,
         }),
@@ -544,6 +546,8 @@ fn send(c: &mut UnixStream, r: &Response) -> bool {
 fn status_of(st: &State) -> Status {
     if st.exit.is_some() {
         Status::Stopped
+    } else if st.paused {
+        Status::Paused
     } else if st.started {
         Status::Running
     } else {
@@ -613,6 +617,36 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
             stdout,
             stderr,
         } => exec_conn(shim, r, w, id, *process, [stdin, stdout, stderr]),
+        Request::Pause | Request::Resume => {
+            let pause = matches!(req, Request::Pause);
+            let mut st = lock(&shim.state);
+            let resp = if !st.started || st.exit.is_some() {
+                Response::err("container is not running")
+            } else if st.paused == pause {
+                Response::err(if pause {
+                    "container is already paused"
+                } else {
+                    "container is not paused"
+                })
+            } else {
+                match shim.cgroup.freeze(pause) {
+                    Ok(()) => {
+                        st.paused = pause;
+                        Response::ok()
+                    }
+                    Err(e) => Response::err(e.to_string()),
+                }
+            };
+            drop(st);
+            send(&mut w, &resp);
+        }
+        Request::Stats => {
+            let resp = Response {
+                stats: Some(shim.cgroup.stats()),
+                ..Response::ok()
+            };
+            send(&mut w, &resp);
+        }
         Request::ExecState { id } => {
             let resp = match lock(&shim.execs).get(&id) {
                 None => Response::err(format!("no such exec: {id}")),
@@ -630,7 +664,19 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
             send(&mut w, &resp);
         }
         Request::Kill { signal, all } => {
-            let running = lock(&shim.state).exit.is_none();
+            let (running, paused) = {
+                let st = lock(&shim.state);
+                (st.exit.is_none(), st.paused)
+            };
+            // A frozen process cannot die: thaw the container after a SIGKILL.
+            let thaw = || {
+                if paused && signal == 9 {
+                    let mut st = lock(&shim.state);
+                    if shim.cgroup.freeze(false).is_ok() {
+                        st.paused = false;
+                    }
+                }
+            };
             let resp = if !running {
                 Response::err("container is not running")
             } else if all {
@@ -639,10 +685,14 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
                     let _ = berth_runtime::kill(p, signal);
                 }
                 let _ = berth_runtime::kill(shim.pid, signal);
+                thaw();
                 Response::ok()
             } else {
                 match berth_runtime::kill(shim.pid, signal) {
-                    Ok(()) => Response::ok(),
+                    Ok(()) => {
+                        thaw();
+                        Response::ok()
+                    }
                     Err(e) => Response::err(format!("kill: {e}")),
                 }
             };

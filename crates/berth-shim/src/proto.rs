@@ -53,6 +53,12 @@ pub enum Request {
         #[serde(default)]
         stderr: bool,
     },
+    /// Freeze every process of the container (`docker pause`).
+    Pause,
+    /// Thaw a paused container.
+    Resume,
+    /// Report resource usage (`{"ok":true,"stats":{...}}`).
+    Stats,
     /// Report an exec's pid, status and exit code.
     #[serde(rename = "exec-state")]
     ExecState {
@@ -86,6 +92,8 @@ pub enum Status {
     Created,
     /// Its process runs.
     Running,
+    /// Frozen by `pause`.
+    Paused,
     /// It has ended.
     Stopped,
 }
@@ -111,6 +119,9 @@ pub struct Response {
     /// Whether the kernel's OOM killer killed a process of the container (`wait`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_killed: Option<bool>,
+    /// Resource usage (`stats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<berth_runtime::cgroups::Stats>,
 }
 
 impl Response {

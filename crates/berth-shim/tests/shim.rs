@@ -991,3 +991,41 @@ fn exec_runs_inside_the_container() {
     assert_eq!(waiter.wait().exit_code, Some(137));
     c.assert_cleaned_up();
 }
+
+#[test]
+fn pause_resume_and_stats() {
+    root_only!();
+    let c = Ctr::new(&["sh", "-c", "while true; do echo tick; sleep 0.05; done"]);
+    let waiter = c.waiter();
+    assert!(c.start().ok);
+    std::thread::sleep(Duration::from_millis(200));
+    let st = c.call(&Request::Stats).stats.unwrap();
+    assert!(st.cpu_usage_ns > 0, "{st:?}");
+    assert!(st.memory_usage > 0, "{st:?}");
+    assert_eq!(st.memory_limit, 256 * 1024 * 1024);
+    assert!(st.pids_current >= 1, "{st:?}");
+    assert_eq!(st.pids_limit, 100);
+    assert!(c.call(&Request::Pause).ok);
+    assert_eq!(c.call(&Request::State).status, Some(proto::Status::Paused));
+    assert!(c.call(&Request::Pause).error.is_some());
+    let lines = || std::fs::read_to_string(&c.log).unwrap().lines().count();
+    std::thread::sleep(Duration::from_millis(100));
+    let before = lines();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines(), before, "output while paused");
+    assert!(c.call(&Request::Resume).ok);
+    assert_eq!(c.call(&Request::State).status, Some(proto::Status::Running));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(lines() > before, "no output after resume");
+    // SIGKILL works on a paused container too.
+    assert!(c.call(&Request::Pause).ok);
+    assert!(
+        c.call(&Request::Kill {
+            signal: 9,
+            all: false
+        })
+        .ok
+    );
+    assert_eq!(waiter.wait().exit_code, Some(137));
+    c.assert_cleaned_up();
+}

@@ -19,6 +19,29 @@ use crate::{Result, RuntimeError};
 /// Where cgroup hierarchies are mounted on a normal host.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 
+/// Resource usage of a container's cgroup (what `docker stats` shows). Absent values are 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// CPU time used, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use, in bytes (page cache included).
+    pub memory_usage: u64,
+    /// Memory limit, in bytes (0: none).
+    pub memory_limit: u64,
+    /// Inactive file cache, in bytes (Docker subtracts it from the usage it shows).
+    pub memory_inactive_file: u64,
+    /// Number of tasks.
+    pub pids_current: u64,
+    /// Task limit (0: none).
+    pub pids_limit: u64,
+}
+
+pub(crate) fn num(dir: &Path, file: &str) -> u64 {
+    read(dir, file)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A container's cgroup in every hierarchy the runtime uses.
 pub trait CgroupManager: Debug + Send + Sync {
     /// Creates the container's cgroup directories.
@@ -35,6 +58,8 @@ pub trait CgroupManager: Debug + Send + Sync {
     fn freeze(&self, frozen: bool) -> Result<()>;
     /// Removes the container's cgroup directories (retrying briefly while busy).
     fn delete(&self) -> Result<()>;
+    /// Current resource usage.
+    fn stats(&self) -> Stats;
     /// On a pure cgroup v2 host: the container's directory, which a child can be cloned
     /// straight into (`CLONE_INTO_CGROUP`) instead of being moved afterwards.
     fn clone_into_dir(&self) -> Option<&Path> {

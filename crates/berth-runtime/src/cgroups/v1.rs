@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
-use super::{CgroupManager, keyed, read, read_pids, relative, rmdir_retry, write};
+use super::{CgroupManager, Stats, keyed, num, read, read_pids, relative, rmdir_retry, write};
 use crate::{Result, RuntimeError};
 
 /// The hierarchies (directory names under the root) that containers join.
@@ -244,6 +244,27 @@ impl CgroupManager for CgroupV1 {
         write(d, "freezer.state", if frozen { "FROZEN" } else { "THAWED" })
     }
 
+    fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        if let Some(d) = self.dir("cpuacct") {
+            s.cpu_usage_ns = num(d, "cpuacct.usage");
+        }
+        if let Some(d) = self.dir("memory") {
+            s.memory_usage = num(d, "memory.usage_in_bytes");
+            let limit = num(d, "memory.limit_in_bytes");
+            // "No limit" reads as a huge page-aligned number.
+            s.memory_limit = if limit >= 1 << 62 { 0 } else { limit };
+            s.memory_inactive_file = read(d, "memory.stat")
+                .and_then(|t| keyed(&t, "total_inactive_file"))
+                .unwrap_or(0);
+        }
+        if let Some(d) = self.dir("pids") {
+            s.pids_current = num(d, "pids.current");
+            s.pids_limit = num(d, "pids.max");
+        }
+        s
+    }
+
     fn delete(&self) -> Result<()> {
         let mut first_err = None;
         for h in &self.hierarchies {
@@ -323,5 +344,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cg.oom_kill_count(), 2);
+        std::fs::write(leaf("cpuacct").join("cpuacct.usage"), "12345\n").unwrap();
+        std::fs::write(leaf("memory").join("memory.usage_in_bytes"), "4096\n").unwrap();
+        std::fs::write(
+            leaf("memory").join("memory.stat"),
+            "cache 0\ntotal_inactive_file 1024\n",
+        )
+        .unwrap();
+        std::fs::write(leaf("pids").join("pids.current"), "3\n").unwrap();
+        let st = cg.stats();
+        assert_eq!(st.cpu_usage_ns, 12345);
+        assert_eq!(st.memory_usage, 4096);
+        assert_eq!(st.memory_limit, 67108864);
+        assert_eq!(st.memory_inactive_file, 1024);
+        assert_eq!((st.pids_current, st.pids_limit), (3, 100));
     }
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
-use super::{CgroupManager, keyed, read, read_pids, relative, rmdir_retry, write};
+use super::{CgroupManager, Stats, keyed, num, read, read_pids, relative, rmdir_retry, write};
 use crate::{Result, RuntimeError};
 
 const CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "io", "memory", "pids"];
@@ -168,6 +168,23 @@ impl CgroupManager for CgroupV2 {
 
     fn freeze(&self, frozen: bool) -> Result<()> {
         write(&self.dir, "cgroup.freeze", if frozen { "1" } else { "0" })
+    }
+
+    fn stats(&self) -> Stats {
+        let d = &self.dir;
+        Stats {
+            cpu_usage_ns: read(d, "cpu.stat")
+                .and_then(|t| keyed(&t, "usage_usec"))
+                .unwrap_or(0)
+                * 1000,
+            memory_usage: num(d, "memory.current"),
+            memory_limit: num(d, "memory.max"),
+            memory_inactive_file: read(d, "memory.stat")
+                .and_then(|t| keyed(&t, "inactive_file"))
+                .unwrap_or(0),
+            pids_current: num(d, "pids.current"),
+            pids_limit: num(d, "pids.max"),
+        }
     }
 
     fn delete(&self) -> Result<()> {
