@@ -192,6 +192,7 @@ fn main() {
             .downcast_ref::<String>()
             .map(String::as_str)
             .unwrap_or("");
+        tty::restore_saved();
         if msg.contains("Broken pipe") {
             std::process::exit(141);
         }

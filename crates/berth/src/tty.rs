@@ -1,6 +1,7 @@
 //! Terminal handling: raw mode on stdin (restored on drop) and the window size.
 
 use std::io;
+use std::sync::Mutex;
 
 use rustix::termios::{self, OptionalActions, Termios};
 
@@ -23,6 +24,18 @@ pub fn size() -> Option<(u16, u16)> {
         .map(|w| (w.ws_row, w.ws_col))
 }
 
+/// The settings to put back if we die while in raw mode (release builds abort on panic, skipping drops).
+static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
+
+/// Restores the terminal if raw mode is on (for the panic hook).
+pub fn restore_saved() {
+    if let Ok(mut g) = SAVED.lock()
+        && let Some(t) = g.take()
+    {
+        let _ = termios::tcsetattr(io::stdin(), OptionalActions::Now, &t);
+    }
+}
+
 /// Puts stdin in raw mode until dropped.
 #[derive(Debug)]
 pub struct RawGuard {
@@ -37,12 +50,18 @@ impl RawGuard {
         let mut raw = orig.clone();
         raw.make_raw();
         termios::tcsetattr(&stdin, OptionalActions::Now, &raw)?;
+        if let Ok(mut g) = SAVED.lock() {
+            *g = Some(orig.clone());
+        }
         Ok(RawGuard { orig })
     }
 }
 
 impl Drop for RawGuard {
     fn drop(&mut self) {
+        if let Ok(mut g) = SAVED.lock() {
+            *g = None;
+        }
         let _ = termios::tcsetattr(io::stdin(), OptionalActions::Now, &self.orig);
     }
 }
