@@ -8,6 +8,7 @@
 pub mod container;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod filters;
 pub mod image;
 pub mod progress;

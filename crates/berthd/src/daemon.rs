@@ -37,6 +37,8 @@ pub struct Daemon {
     pub id: String,
     /// The event bus.
     pub events: crate::events::Events,
+    /// Exec instances.
+    pub execs: crate::exec::Execs,
 }
 
 impl Daemon {
@@ -67,6 +69,7 @@ impl Daemon {
             settings,
             id,
             events: crate::events::Events::default(),
+            execs: Default::default(),
         }))
     }
 

@@ -7,6 +7,7 @@ pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod http;
 pub mod images;
 pub mod names;

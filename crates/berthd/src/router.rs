@@ -103,6 +103,7 @@ async fn route(
         (&Method::GET, ["version"]) => Ok(json(200, &crate::system::version())),
         (&Method::GET, ["info"]) => Ok(json(200, &crate::system::info(d).await)),
         (&Method::GET, ["events"]) => events(d, &q),
+        (_, ["exec", id, rest @ ..]) => exec_route(d, &method, id, rest, &q, req).await,
         (&Method::GET, ["volumes"]) => {
             let v = crate::volumes::list(d, &q.filters()?)?;
             Ok(json(
@@ -211,6 +212,7 @@ async fn container_route(
                     | ["attach"]
                     | ["resize"]
                     | ["rename"]
+                    | ["exec"]
             )
     );
     if !known {
@@ -248,6 +250,11 @@ async fn container_route(
             let w = q.int("w")?.unwrap_or(0);
             stop::resize(d, &c, h, w).await?;
             Ok(empty(200))
+        }
+        (&Method::POST, ["exec"]) => {
+            let cfg: berth_api::exec::ExecConfig = read_json(req).await?;
+            let id = crate::exec::create(d, &c, cfg)?;
+            Ok(json(201, &json!({"Id": id})))
         }
         (&Method::POST, ["rename"]) => {
             rename(d, &c, q.get("name").unwrap_or(""))?;
@@ -334,7 +341,7 @@ async fn container_route(
                     }
                     if let Some(src) = source {
                         if let Some(shim) = src.connect().await {
-                            attach::splice(io, shim, stdin, keys).await;
+                            attach::splice(io, shim, stdin, keys, None).await;
                         }
                     }
                 });
@@ -384,6 +391,87 @@ async fn container_route(
             }
         }
         _ => Ok(not_found()),
+    }
+}
+
+async fn exec_route(
+    d: &Arc<Daemon>,
+    method: &Method,
+    id: &str,
+    rest: &[&str],
+    q: &Query,
+    mut req: Request<Incoming>,
+) -> Result<Resp> {
+    let known = matches!(
+        (method, rest),
+        (&Method::GET, ["json"]) | (&Method::POST, ["start"] | ["resize"])
+    );
+    if !known {
+        return Ok(not_found());
+    }
+    let e = crate::exec::find(d, id)?;
+    match (method, rest) {
+        (&Method::GET, ["json"]) => Ok(json(200, &crate::exec::inspect(&e))),
+        (&Method::POST, ["resize"]) => {
+            let h = q.int("h")?.unwrap_or(0);
+            let w = q.int("w")?.unwrap_or(0);
+            crate::exec::resize(d, &e, h, w).await?;
+            Ok(empty(200))
+        }
+        _ => {
+            let upgrade = req
+                .headers()
+                .get(UPGRADE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"tcp"));
+            let on = upgrade.then(|| hyper::upgrade::on(&mut req));
+            let start: berth_api::exec::ExecStartConfig = read_json(req).await?;
+            let c = d.find(&e.container_id)?;
+            if !c.snapshot().state.running {
+                return Err(Error::Conflict(format!(
+                    "Container {} is not running",
+                    e.container_id
+                )));
+            }
+            crate::exec::begin(&e)?;
+            let console = start.console_size;
+            let (d2, e2) = (d.clone(), e.clone());
+            if start.detach {
+                tokio::spawn(crate::exec::run::<tokio::io::DuplexStream>(
+                    d2, e2, true, console, None,
+                ));
+                return Ok(empty(200));
+            }
+            let tty = e.config.tty;
+            if let Some(on) = on {
+                tokio::spawn(async move {
+                    let Ok(up) = on.await else { return };
+                    crate::exec::run(d2, e2, false, console, Some(TokioIo::new(up))).await;
+                });
+                let mut r = empty(101);
+                let h = r.headers_mut();
+                h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+                h.insert(UPGRADE, HeaderValue::from_static("tcp"));
+                h.insert(CONTENT_TYPE, stream_type(tty));
+                Ok(r)
+            } else {
+                // No hijack: the output goes into the response body through a pipe.
+                let (near, mut far) = tokio::io::duplex(64 * 1024);
+                tokio::spawn(crate::exec::run(d2, e2, false, console, Some(near)));
+                let (tx, body) = Body::channel();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0u8; 32 * 1024];
+                    while let Ok(n) = far.read(&mut buf).await {
+                        if n == 0 || tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut r = hyper::Response::new(body);
+                r.headers_mut().insert(CONTENT_TYPE, stream_type(tty));
+                Ok(r)
+            }
+        }
     }
 }
 

@@ -756,3 +756,61 @@ fn volumes_api() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("no such volume"), "{}", o.stderr);
 }
+
+#[test]
+fn exec_in_running_container() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "-e",
+        "FROM_RUN=1",
+        "busybox:local",
+        "sleep",
+        "60",
+    ]);
+    let out = d.ok(&["exec", "box", "sh", "-c", "echo $FROM_RUN; echo err >&2"]);
+    assert_eq!(out, "1\n");
+    let o = d.docker(&["exec", "box", "sh", "-c", "exit 7"]);
+    assert_eq!(o.code, 7, "{o:?}");
+    let o = d.docker(&["exec", "box", "nosuch"]);
+    assert_eq!(o.code, 127, "{o:?}");
+    assert!(
+        o.stdout.contains("executable file not found")
+            || o.stderr.contains("executable file not found"),
+        "{o:?}"
+    );
+    let o = d.docker_in(&["exec", "-i", "box", "cat"], Some(b"via-stdin\n"));
+    assert_eq!(o.stdout, "via-stdin\n", "{o:?}");
+    let out = d.ok(&[
+        "exec",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=y",
+        "box",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $X",
+    ]);
+    assert_eq!(out, "65534\n/tmp\ny\n");
+    d.ok(&["exec", "-d", "box", "sh", "-c", "echo bg > /tmp/bg"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.docker(&["exec", "box", "cat", "/tmp/bg"]).stdout != "bg\n" {
+        assert!(Instant::now() < deadline, "detached exec did not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.ok(&["stop", "-t", "0", "box"]);
+    let o = d.docker(&["exec", "box", "true"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("is not running"), "{}", o.stderr);
+    d.ok(&["rm", "box"]);
+}

@@ -145,10 +145,18 @@ pub async fn open(
     Ok(Source::Pending(rx))
 }
 
+/// Work to do after the output has ended and before the client connection is closed.
+pub type Finish = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Splices a client connection with a shim attach connection until the container's output ends,
 /// the client detaches with the key sequence, or the client goes away.
-pub async fn splice<C>(client: C, shim: UnixStream, stdin: bool, keys: Vec<u8>)
-where
+pub async fn splice<C>(
+    client: C,
+    shim: UnixStream,
+    stdin: bool,
+    keys: Vec<u8>,
+    finish: Option<Finish>,
+) where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut cr, mut cw) = tokio::io::split(client);
@@ -156,6 +164,9 @@ where
     let output = async {
         let _ = tokio::io::copy(&mut sr, &mut cw).await;
         let _ = cw.flush().await;
+        if let Some(f) = finish {
+            f.await;
+        }
         let _ = cw.shutdown().await;
     };
     let input = async {
