@@ -34,7 +34,7 @@ trap cleanup EXIT
 # One busybox rootfs for everyone.
 mkdir -p $T/rootfs/bin $T/rootfs/etc $T/rootfs/tmp
 cp /bin/busybox $T/rootfs/bin/busybox
-$T/rootfs/bin/busybox --install -s $T/rootfs/bin
+chroot $T/rootfs /bin/busybox --install -s /bin
 echo 'root:x:0:0:root:/root:/bin/sh' >$T/rootfs/etc/passwd
 echo 'root:x:0:' >$T/rootfs/etc/group
 tar -C $T/rootfs -cf $T/rootfs.tar .

@@ -21,7 +21,7 @@ if ! berth image inspect busybox:local >/dev/null 2>&1; then
   rootfs=$(mktemp -d)
   mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/root"
   cp /bin/busybox "$rootfs/bin/busybox"
-  "$rootfs/bin/busybox" --install -s "$rootfs/bin"
+  chroot "$rootfs" /bin/busybox --install -s /bin
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
   tar -C "$rootfs" -c . | berth import - busybox:local >/dev/null
