@@ -137,6 +137,15 @@ impl Daemon {
         for c in loaded {
             if c.snapshot().running() {
                 crate::container::wait::adopt(self.clone(), c).await;
+            } else {
+                // A shim left from a start that never completed (daemon killed mid-start).
+                let sock = self.paths(&c.id).shim_sock();
+                if sock.exists() {
+                    let kill = serde_json::json!({"op":"kill","signal":9,"all":true});
+                    if crate::shim::call(&sock, kill).await.is_ok() {
+                        tracing::warn!(id = %c.id, "killed a shim left from an unfinished start");
+                    }
+                }
             }
         }
         Ok(())

@@ -56,6 +56,10 @@ pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     .await
     .map_err(|e| Error::internal(e.to_string()))?;
     d.registry.lock().expect("registry").remove(&c.id);
+    d.execs
+        .lock()
+        .expect("execs")
+        .retain(|_, e| e.container_id != c.id);
     c.events.send_modify(|s| s.removed = true);
     d.events.container(&c.snapshot(), "destroy", &[]);
     tracing::info!(id = %c.id, "container removed");

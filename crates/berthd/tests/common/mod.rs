@@ -77,8 +77,23 @@ pub fn can_run() -> bool {
     true
 }
 
+/// The docker CLI: `/usr/local/bin/docker`, else the first `docker` on `PATH`.
 pub fn docker_bin() -> &'static str {
-    "/usr/local/bin/docker"
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let preferred = Path::new("/usr/local/bin/docker");
+        if preferred.exists() {
+            return preferred.display().to_string();
+        }
+        std::env::var_os("PATH")
+            .and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("docker"))
+                    .find(|d| d.is_file())
+            })
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| preferred.display().to_string())
+    })
 }
 
 fn berthd_bin() -> PathBuf {
