@@ -135,6 +135,7 @@ struct State {
     created: Option<Created>,
     started: bool,
     paused: bool,
+    pending: usize,
     exit: Option<(i32, bool)>,
     waiters: usize,
 }
@@ -319,6 +320,7 @@ fn shim(args: Args, mut report_w: File) -> i32 {
             created: Some(created),
             started: false,
             paused: false,
+            pending: 0,
             exit: None,
             waiters: 0,
         }),
@@ -442,7 +444,7 @@ fn finish(shim: &Arc<Shim>, status: ExitStatus, args: &Args, sock: &Path) {
         st.exit = Some((status.code, oom));
         shim.state_cv.notify_all();
         let deadline = Instant::now() + Duration::from_secs(2);
-        while st.waiters > 0 {
+        while st.waiters > 0 || st.pending > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -531,6 +533,9 @@ fn accept_loop(shim: &Arc<Shim>, listener: UnixListener) {
     for conn in listener.incoming() {
         match conn {
             Ok(c) => {
+                // Counted until its request is read, so that the shim does not exit under a
+                // `wait` that arrived just before the container ended.
+                lock(&shim.state).pending += 1;
                 let s = shim.clone();
                 spawn(move || serve(&s, c));
             }
@@ -559,7 +564,16 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(mut w) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
-    let req = match proto::read_request(&mut r) {
+    let req = proto::read_request(&mut r);
+    {
+        let mut st = lock(&shim.state);
+        if matches!(req, Ok(Request::Wait)) {
+            st.waiters += 1;
+        }
+        st.pending = st.pending.saturating_sub(1);
+        shim.state_cv.notify_all();
+    }
+    let req = match req {
         Ok(q) => q,
         Err(e) => {
             send(&mut w, &Response::err(format!("bad request: {e}")));
@@ -711,7 +725,6 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
         }
         Request::Wait => {
             let mut st = lock(&shim.state);
-            st.waiters += 1;
             while st.exit.is_none() {
                 st = shim.state_cv.wait(st).unwrap_or_else(|p| p.into_inner());
             }
