@@ -201,6 +201,8 @@ async fn container_route(
         (method, rest),
         (&Method::GET, ["json"])
             | (&Method::GET, ["logs"])
+            | (&Method::GET, ["top"])
+            | (&Method::GET, ["stats"])
             | (&Method::DELETE, [])
             | (
                 &Method::POST,
@@ -213,6 +215,8 @@ async fn container_route(
                     | ["resize"]
                     | ["rename"]
                     | ["exec"]
+                    | ["pause"]
+                    | ["unpause"]
             )
     );
     if !known {
@@ -250,6 +254,27 @@ async fn container_route(
             let w = q.int("w")?.unwrap_or(0);
             stop::resize(d, &c, h, w).await?;
             Ok(empty(200))
+        }
+        (&Method::POST, ["pause"]) => {
+            container::top::pause(d, &c).await?;
+            Ok(empty(204))
+        }
+        (&Method::POST, ["unpause"]) => {
+            container::top::unpause(d, &c).await?;
+            Ok(empty(204))
+        }
+        (&Method::GET, ["top"]) => Ok(json(200, &container::top::top(&c).await?)),
+        (&Method::GET, ["stats"]) => {
+            let stream = q
+                .get("stream")
+                .is_none_or(|v| crate::util::bool_value(Some(v)));
+            let one_shot = q.bool("one-shot");
+            let (tx, body) = Body::channel();
+            tokio::spawn(container::top::stats(c.clone(), stream, one_shot, tx));
+            let mut r = hyper::Response::new(body);
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
         }
         (&Method::POST, ["exec"]) => {
             let cfg: berth_api::exec::ExecConfig = read_json(req).await?;

@@ -814,3 +814,66 @@ fn exec_in_running_container() {
     assert!(o.stderr.contains("is not running"), "{}", o.stderr);
     d.ok(&["rm", "box"]);
 }
+
+#[test]
+fn pause_top_stats() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pz",
+        "busybox:local",
+        "sh",
+        "-c",
+        "while true; do echo t; sleep 0.1; done",
+    ]);
+    let top = d.ok(&["top", "pz"]);
+    assert!(top.contains("PID") && top.contains("sh -c"), "{top}");
+    let st = d.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}}",
+        "pz",
+    ]);
+    assert!(st.starts_with("pz "), "{st}");
+    let pids: u64 = st.trim().split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(pids >= 1, "{st}");
+    d.ok(&["pause", "pz"]);
+    let s = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Paused}}",
+        "pz",
+    ]);
+    assert_eq!(s.trim(), "paused true");
+    let ps = d.ok(&["ps", "--format", "{{.Status}}"]);
+    assert!(ps.contains("(Paused)"), "{ps}");
+    let n1 = d.ok(&["logs", "pz"]).lines().count();
+    std::thread::sleep(Duration::from_millis(400));
+    let n2 = d.ok(&["logs", "pz"]).lines().count();
+    assert!(n2 <= n1 + 1, "output continued while paused: {n1} -> {n2}");
+    let o = d.docker(&["pause", "pz"]);
+    assert!(o.stderr.contains("already paused"), "{}", o.stderr);
+    d.ok(&["unpause", "pz"]);
+    std::thread::sleep(Duration::from_millis(400));
+    let n3 = d.ok(&["logs", "pz"]).lines().count();
+    assert!(n3 > n2, "no output after unpause");
+    d.ok(&["pause", "pz"]);
+    let t0 = Instant::now();
+    d.ok(&["stop", "-t", "1", "pz"]);
+    assert!(t0.elapsed() < Duration::from_secs(8));
+    let s = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Paused}}",
+        "pz",
+    ]);
+    assert_eq!(s.trim(), "exited false");
+    d.ok(&["rm", "pz"]);
+}

@@ -9,27 +9,29 @@ use crate::error::{Error, Result};
 
 /// Removes a container; a running one only with `force` (killed first).
 pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool) -> Result<()> {
-    let rec = c.snapshot();
-    if rec.state.running {
-        if !force {
-            return Err(Error::Conflict(format!(
-                "cannot remove container \"{}\": container is running: stop the container before removing or force remove",
-                rec.name
-            )));
+    let running_err = |name: &str| {
+        Error::Conflict(format!(
+            "cannot remove container \"{name}\": container is running: stop the container before removing or force remove"
+        ))
+    };
+    // A start may be under way (it holds the op lock): kill and look again, a few times.
+    for _ in 0..5 {
+        let rec = c.snapshot();
+        if rec.state.running {
+            if !force {
+                return Err(running_err(&rec.name));
+            }
+            super::stop::kill_and_wait(d, c, 9, Duration::from_secs(10)).await?;
         }
-        super::stop::kill_and_wait(d, c, 9, Duration::from_secs(10)).await?;
+        let _op = c.op.lock().await;
+        if c.events.borrow().removed {
+            return Ok(());
+        }
+        if !c.snapshot().state.running {
+            return remove_locked(d, c).await;
+        }
     }
-    let _op = c.op.lock().await;
-    if c.events.borrow().removed {
-        return Ok(());
-    }
-    if c.snapshot().state.running {
-        return Err(Error::Conflict(format!(
-            "cannot remove container \"{}\": container is running: stop the container before removing or force remove",
-            rec.name
-        )));
-    }
-    remove_locked(d, c).await
+    Err(running_err(&c.snapshot().name))
 }
 
 /// Removes a stopped container's mounts, layer, files and record; the caller holds the op lock.

@@ -9,6 +9,7 @@ pub mod merge;
 pub mod spec;
 pub mod start;
 pub mod stop;
+pub mod top;
 pub mod wait;
 
 use std::collections::{BTreeMap, HashMap};

@@ -22,6 +22,9 @@ pub async fn kill(d: &Arc<Daemon>, c: &Arc<Ctr>, signal: i32) -> Result<()> {
     if signal == 9 || signal == 15 {
         c.update(|r| r.has_been_manually_stopped = true);
     }
+    if signal == 9 || signal == 15 {
+        super::top::thaw_if_paused(d, c).await?;
+    }
     match shim::call(
         &d.paths(&c.id).shim_sock(),
         json!({"op":"kill","signal":signal,"all":false}),
@@ -100,6 +103,7 @@ pub async fn stop(
     };
     let t = timeout.or(rec.config.stop_timeout).unwrap_or(10);
     c.update(|r| r.has_been_manually_stopped = true);
+    super::top::thaw_if_paused(d, c).await?;
     if t != 0 {
         match kill(d, c, sig).await {
             Ok(()) => {}

@@ -111,6 +111,7 @@ pub async fn on_exit(d: &Arc<Daemon>, c: &Arc<Ctr>, exit: Exit) {
     c.update(|r| {
         r.state.status = "exited".into();
         r.state.running = false;
+        r.state.paused = false;
         r.state.pid = 0;
         r.state.exit_code = exit.code;
         r.state.oom_killed = exit.oom;
