@@ -393,6 +393,38 @@ pub fn recv_packet(sock: impl AsFd) -> nix::Result<(Vec<u8>, Option<OwnedFd>)> {
     recv_msg(sock)
 }
 
+/// Asks the kernel to reclaim the calling process's clean, file-backed, read-only pages
+/// (program text and read-only data, `MADV_PAGEOUT`): a long-idle process such as the shim then
+/// keeps only what it touches again. Best effort.
+pub fn release_file_pages() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let path = f.nth(3).unwrap_or("");
+        if !path.starts_with('/') || perms.starts_with("rw") || perms.contains('s') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        else {
+            continue;
+        };
+        // SAFETY: MADV_PAGEOUT on a read-only file mapping of this process only drops clean
+        // pages, which are read back from the file on the next access; memory contents and
+        // validity do not change.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT);
+        }
+    }
+}
+
 /// `setsid(2)`: the calling process leads a new session (for daemonizing the shim).
 pub fn daemonize_setsid() -> nix::Result<()> {
     nix::unistd::setsid().map(|_| ())

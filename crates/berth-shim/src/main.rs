@@ -355,6 +355,8 @@ fn shim(args: Args, mut report_w: File) -> i32 {
         },
     );
     drop(report_w);
+    // Startup code (spec parsing, container setup) will not run again: drop its pages.
+    berth_runtime::sys::release_file_pages();
 
     let status = reap_until(pid);
     finish(&shim, status, &args, &sock_path);
