@@ -877,3 +877,36 @@ fn pause_top_stats() {
     assert_eq!(s.trim(), "exited false");
     d.ok(&["rm", "pz"]);
 }
+
+#[test]
+fn config_file_conflicts_with_flags() {
+    let dir = std::env::temp_dir().join(format!("bt-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("daemon.json");
+    std::fs::write(&conf, r#"{"data-root": "/tmp/elsewhere", "debug": true}"#).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berthd"));
+    cmd.arg("--config-file")
+        .arg(&conf)
+        .arg("--data-root")
+        .arg(dir.join("data"))
+        .arg("-H")
+        .arg(format!("unix://{}/s.sock", dir.display()));
+    let o = common::run_with_timeout(cmd, None, Duration::from_secs(20));
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains(
+            "the following directives are specified both as a flag and in the configuration file: data-root"
+        ),
+        "{}",
+        o.stderr
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berthd"));
+    cmd.arg("--config-file")
+        .arg(&conf)
+        .arg("-H")
+        .arg("tcp://127.0.0.1:1");
+    let o = common::run_with_timeout(cmd, None, Duration::from_secs(20));
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("only unix sockets"), "{}", o.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
