@@ -1,0 +1,512 @@
+//! The HTTP side: registry endpoints (HTTPS, or HTTP for insecure registries), sessions per repository,
+//! and authentication (anonymous, basic, bearer tokens from a `WWW-Authenticate` challenge).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::error::{Error, RegistryError, Result, parse_registry_error};
+
+/// Docker Hub's API host, which `docker.io` references talk to.
+pub const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
+
+/// Settings of a [`RegistryClient`] (the daemon's `insecure-registries`, `max-concurrent-downloads`, ...).
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Registries (`host:port` or `host`) spoken to over plain HTTP; 127.0.0.0/8, ::1 and `localhost`
+    /// always are.
+    pub insecure_registries: Vec<String>,
+    /// Layers downloaded at once per pull (dockerd's default 3).
+    pub max_concurrent_downloads: usize,
+    /// Layers uploaded at once per push (dockerd's default 5).
+    pub max_concurrent_uploads: usize,
+    /// `User-Agent` header.
+    pub user_agent: String,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            insecure_registries: Vec::new(),
+            max_concurrent_downloads: 3,
+            max_concurrent_uploads: 5,
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Credentials for one registry, as the daemon decodes them from `X-Registry-Auth`.
+#[derive(Clone, Default, Deserialize)]
+pub struct Credentials {
+    /// User name.
+    #[serde(default)]
+    pub username: String,
+    /// Password.
+    #[serde(default)]
+    pub password: String,
+    /// A bearer token to send as is (`registrytoken`).
+    #[serde(default, rename = "registrytoken")]
+    pub registry_token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// User name and password.
+    pub fn basic(username: &str, password: &str) -> Self {
+        Credentials {
+            username: username.into(),
+            password: password.into(),
+            registry_token: None,
+        }
+    }
+
+    fn has_basic(&self) -> bool {
+        !self.username.is_empty() || !self.password.is_empty()
+    }
+
+    fn basic_header(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// A registry client (cheap to clone; share one per daemon). Pull and push live in `pull.rs`/`push.rs`.
+#[derive(Debug, Clone)]
+pub struct RegistryClient {
+    pub(crate) http: reqwest::Client,
+    pub(crate) cfg: RegistryConfig,
+}
+
+impl RegistryClient {
+    /// A client with these settings (rustls with the webpki roots; no OpenSSL).
+    pub fn new(cfg: RegistryConfig) -> Result<RegistryClient> {
+        let http = reqwest::Client::builder()
+            .user_agent(cfg.user_agent.clone())
+            .connect_timeout(cfg.connect_timeout)
+            .build()
+            .map_err(|e| Error::Internal(format!("http client: {e}")))?;
+        Ok(RegistryClient { http, cfg })
+    }
+
+    /// True if `domain` is spoken to over plain HTTP.
+    pub fn is_insecure(&self, domain: &str) -> bool {
+        let host = host_of(domain);
+        if host == "localhost" {
+            return true;
+        }
+        if let Ok(ip) = host.parse::<IpAddr>()
+            && ip.is_loopback()
+        {
+            return true;
+        }
+        self.cfg
+            .insecure_registries
+            .iter()
+            .any(|r| r == domain || r == host)
+    }
+
+    /// The base URL for a reference's domain (`docker.io` → `https://registry-1.docker.io`).
+    pub fn endpoint(&self, domain: &str) -> String {
+        let host = if domain == "docker.io" {
+            DOCKER_HUB_REGISTRY
+        } else {
+            domain
+        };
+        let scheme = if self.is_insecure(domain) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{host}")
+    }
+
+    pub(crate) fn session(
+        &self,
+        domain: &str,
+        path: &str,
+        actions: &str,
+        creds: Option<&Credentials>,
+    ) -> Session {
+        Session {
+            http: self.http.clone(),
+            base: self.endpoint(domain),
+            path: path.to_string(),
+            scopes: vec![format!("repository:{path}:{actions}")],
+            creds: creds.cloned(),
+            auth: Mutex::new(None),
+        }
+    }
+}
+
+/// `host` of `host:port` (IPv6 in brackets kept bare).
+fn host_of(domain: &str) -> &str {
+    if let Some(rest) = domain.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match domain.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => domain,
+    }
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Challenge {
+    pub scheme: String,
+    pub params: BTreeMap<String, String>,
+}
+
+/// Parses `Bearer realm="https://auth",service="registry",scope="repository:x:pull"` (or `Basic realm=..`).
+pub(crate) fn parse_challenge(h: &str) -> Option<Challenge> {
+    let h = h.trim();
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    let mut params = BTreeMap::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let (key, after) = s.split_once('=')?;
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, rest) = if let Some(q) = after.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = q.char_indices();
+            let mut end = q.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            out.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => out.push(c),
+                }
+            }
+            (out, &q[end.min(q.len())..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        params.insert(key, value);
+        s = rest.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(Challenge {
+        scheme: scheme.to_ascii_lowercase(),
+        params,
+    })
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    access_token: String,
+}
+
+/// Requests to one repository of one registry, carrying the credentials the registry asked for.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub path: String,
+    pub scopes: Vec<String>,
+    creds: Option<Credentials>,
+    auth: Mutex<Option<String>>,
+}
+
+/// A request failed at the transport level: `Get "http://...": <cause>` as Go prints it.
+pub(crate) fn transport_error(method: &Method, url: &str, e: reqwest::Error) -> Error {
+    let mut cause = e.to_string();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = src {
+        cause = s.to_string();
+        src = s.source();
+    }
+    let m = method.as_str();
+    let m = format!("{}{}", &m[..1], m[1..].to_lowercase());
+    Error::Unavailable(format!("{m} \"{url}\": {cause}"))
+}
+
+impl Session {
+    /// `<base>/v2/<path>/<rest>`.
+    pub fn url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{}", self.base, self.path, rest)
+    }
+
+    /// An absolute URL from a `Location` header (which may be relative).
+    pub fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            format!("{}/{location}", self.base)
+        }
+    }
+
+    /// The `repository:<path>:pull` scope of another repository on this registry (for mounts).
+    pub fn add_scope(&mut self, scope: String) {
+        if !self.scopes.contains(&scope) {
+            self.scopes.push(scope);
+        }
+    }
+
+    /// The `Authorization` header in use, for requests that cannot be retried (streamed bodies).
+    pub async fn auth_headers(&self) -> reqwest::header::HeaderMap {
+        let mut h = reqwest::header::HeaderMap::new();
+        if let Some(v) = self.auth.lock().await.as_deref()
+            && let Ok(v) = HeaderValue::from_str(v)
+        {
+            h.insert(AUTHORIZATION, v);
+        }
+        h
+    }
+
+    /// Authenticates up front: `GET /v2/` and answer its challenge, if any.
+    pub async fn ping(&self) -> Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| transport_error(&Method::GET, &url, e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.answer(&resp, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a request built by `build` (called again for the one retry after a 401 challenge).
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        build: &(dyn Fn(RequestBuilder) -> RequestBuilder + Send + Sync),
+    ) -> Result<Response> {
+        for attempt in 0..2 {
+            let mut req = build(self.http.request(method.clone(), url));
+            if let Some(h) = self.auth.lock().await.clone() {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| transport_error(&method, url, e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && attempt == 0
+                && self.answer(&resp, true).await?
+            {
+                continue;
+            }
+            return Ok(resp);
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Answers a 401's challenge; returns false if there is nothing new to try.
+    async fn answer(&self, resp: &Response, retrying: bool) -> Result<bool> {
+        let Some(ch) = resp
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(parse_challenge)
+            .find(|c| c.scheme == "bearer" || c.scheme == "basic")
+        else {
+            return Ok(false);
+        };
+        let header = match ch.scheme.as_str() {
+            "basic" => match &self.creds {
+                Some(c) if c.has_basic() => c.basic_header(),
+                _ => return Ok(false),
+            },
+            _ => {
+                if let Some(t) = self.creds.as_ref().and_then(|c| c.registry_token.clone()) {
+                    format!("Bearer {t}")
+                } else {
+                    let mut scopes = self.scopes.clone();
+                    if retrying
+                        && let Some(s) = ch.params.get("scope")
+                        && !scopes.contains(s)
+                    {
+                        scopes.push(s.clone());
+                    }
+                    format!("Bearer {}", self.fetch_token(&ch, &scopes).await?)
+                }
+            }
+        };
+        let mut auth = self.auth.lock().await;
+        if retrying && auth.as_deref() == Some(header.as_str()) {
+            return Ok(false);
+        }
+        *auth = Some(header);
+        Ok(true)
+    }
+
+    /// `GET realm?service=..&scope=..` with basic credentials if any; returns the token.
+    async fn fetch_token(&self, ch: &Challenge, scopes: &[String]) -> Result<String> {
+        let realm = ch
+            .params
+            .get("realm")
+            .ok_or_else(|| Error::Unavailable("bearer challenge without realm".into()))?;
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = ch.params.get("service") {
+            query.push(("service", s));
+        }
+        for s in scopes {
+            query.push(("scope", s));
+        }
+        let mut req = self.http.get(realm).query(&query);
+        if let Some(c) = self.creds.as_ref().filter(|c| c.has_basic()) {
+            req = req.header(
+                AUTHORIZATION,
+                HeaderValue::from_str(&c.basic_header())
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?,
+            );
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error(&Method::GET, realm, e))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&Method::GET, realm, e))?;
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let e = parse_registry_error(status.as_u16(), &body);
+            return Err(Error::Unauthorized(
+                if e.code == "UNAUTHORIZED" || e.code == "DENIED" {
+                    e.render()
+                } else {
+                    "unauthorized: incorrect username or password".into()
+                },
+            ));
+        }
+        if !status.is_success() {
+            return Err(Error::Unavailable(format!(
+                "token endpoint {realm} answered {status}"
+            )));
+        }
+        let t: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| Error::Unavailable(format!("invalid token response: {e}")))?;
+        let token = if t.token.is_empty() {
+            t.access_token
+        } else {
+            t.token
+        };
+        if token.is_empty() {
+            return Err(Error::Unavailable("token endpoint sent no token".into()));
+        }
+        Ok(token)
+    }
+}
+
+/// Reads an error response into a registry error, as distribution's `HandleErrorResponse`: a bearer
+/// challenge's `error="insufficient_scope"` is `denied`, `invalid_token` is `unauthorized`.
+pub(crate) async fn error_of(resp: Response) -> (u16, RegistryError) {
+    let status = resp.status().as_u16();
+    let oauth = (400..500).contains(&status).then(|| {
+        resp.headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(parse_challenge)
+            .filter(|c| c.scheme == "bearer")
+            .find_map(|c| {
+                let code = match c.params.get("error").map(String::as_str) {
+                    Some("invalid_token") => "UNAUTHORIZED",
+                    Some("insufficient_scope") => "DENIED",
+                    _ => return None,
+                };
+                let message = c
+                    .params
+                    .get("error_description")
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        if code == "DENIED" {
+                            "requested access to the resource is denied".into()
+                        } else {
+                            "authentication required".into()
+                        }
+                    });
+                Some(RegistryError {
+                    code: code.into(),
+                    message,
+                })
+            })
+    });
+    let body = resp.bytes().await.unwrap_or_default();
+    match oauth.flatten() {
+        Some(e) => (status, e),
+        None => (status, parse_registry_error(status, &body)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        )
+        .unwrap();
+        assert_eq!(c.scheme, "bearer");
+        assert_eq!(c.params["realm"], "https://auth.docker.io/token");
+        assert_eq!(c.params["service"], "registry.docker.io");
+        assert_eq!(c.params["scope"], "repository:library/busybox:pull");
+        let c = parse_challenge(r#"Basic realm="basic-realm""#).unwrap();
+        assert_eq!(c.scheme, "basic");
+        assert_eq!(c.params["realm"], "basic-realm");
+        let c = parse_challenge(r#"Bearer realm="a\"b", error="insufficient_scope""#).unwrap();
+        assert_eq!(c.params["realm"], "a\"b");
+        assert_eq!(c.params["error"], "insufficient_scope");
+    }
+
+    #[test]
+    fn endpoints() {
+        let c = RegistryClient::new(RegistryConfig {
+            insecure_registries: vec!["myreg:5000".into(), "other".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.endpoint("docker.io"), "https://registry-1.docker.io");
+        assert_eq!(c.endpoint("127.0.0.1:5000"), "http://127.0.0.1:5000");
+        assert_eq!(c.endpoint("127.9.9.9"), "http://127.9.9.9");
+        assert_eq!(c.endpoint("localhost:5000"), "http://localhost:5000");
+        assert_eq!(c.endpoint("[::1]:5000"), "http://[::1]:5000");
+        assert_eq!(c.endpoint("myreg:5000"), "http://myreg:5000");
+        assert_eq!(c.endpoint("other:443"), "http://other:443");
+        assert_eq!(c.endpoint("quay.io"), "https://quay.io");
+    }
+}

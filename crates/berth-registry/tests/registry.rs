@@ -1,0 +1,499 @@
+//! Pull and push against a real registry (Debian's `docker-registry`, distribution 2.8) on loopback.
+
+mod common;
+
+use std::sync::Arc;
+
+use berth_image::ImageStore;
+use berth_registry::{
+    Credentials, ErrorKind, PullOptions, PushOptions, RegistryClient, RegistryConfig,
+};
+use common::*;
+
+fn client() -> RegistryClient {
+    RegistryClient::new(RegistryConfig::default()).unwrap()
+}
+
+fn skip() -> bool {
+    for b in ["docker-registry", "skopeo", "htpasswd", "openssl"] {
+        if !have(b) {
+            eprintln!("skipping: {b} not installed");
+            return true;
+        }
+    }
+    false
+}
+
+fn empty_store() -> (tempfile::TempDir, Arc<ImageStore>) {
+    let d = tempfile::tempdir().unwrap();
+    let s = ImageStore::open(d.path()).unwrap();
+    (d, Arc::new(s))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_anonymous_like_dockerd() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let host = reg.host();
+    let name = format!("{host}/team/app");
+    let (_d, a) = busybox_store(&format!("{name}:base"));
+    add_layer_on(
+        &a,
+        &format!("{name}:base"),
+        &format!("{name}:1.2"),
+        b"hello\n",
+    );
+    let c = client();
+    let rec = Recorder::default();
+
+    // Push.
+    let pushed = c
+        .push(
+            a.clone(),
+            &format!("{name}:1.2"),
+            &PushOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    let msgs = rec.take();
+    let st = statuses(&msgs);
+    assert_eq!(st[0], format!("The push refers to repository [{name}]"));
+    assert!(
+        has(&msgs, "Preparing") && has(&msgs, "Pushing") && has(&msgs, "Pushed"),
+        "{st:?}"
+    );
+    assert_eq!(pushed.len(), 1);
+    let digest = pushed[0].digest.clone();
+    let last = st.last().unwrap();
+    assert_eq!(
+        last,
+        &format!("1.2: digest: {digest} size: {}", pushed[0].size)
+    );
+    assert_eq!(msgs.last().unwrap().aux.as_ref().unwrap()["Tag"], "1.2");
+    let pushing = msgs
+        .iter()
+        .find(|m| m.status.as_deref() == Some("Pushing") && m.progress.is_some())
+        .unwrap();
+    assert!(
+        pushing.progress.as_ref().unwrap().starts_with('['),
+        "{pushing:?}"
+    );
+    let id = a.resolve(&format!("{name}:1.2")).unwrap();
+    assert_eq!(
+        a.inspect(id.as_str()).unwrap().repo_digests,
+        vec![format!("{name}@{digest}")]
+    );
+
+    // A second push skips every layer (the gzip digests were remembered).
+    let again = c
+        .push(
+            a.clone(),
+            &format!("{name}:1.2"),
+            &PushOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    let msgs = rec.take();
+    assert_eq!(again[0].digest, digest);
+    let exists = msgs
+        .iter()
+        .filter(|m| m.status.as_deref() == Some("Layer already exists"))
+        .count();
+    assert_eq!(exists, 2, "{:?}", statuses(&msgs));
+    assert!(!has(&msgs, "Pushed"));
+
+    // skopeo sees what we pushed.
+    let insp = skopeo_inspect(&format!("{name}:1.2"), None);
+    assert_eq!(insp["Digest"], digest.to_string());
+    assert_eq!(insp["Layers"].as_array().unwrap().len(), 2);
+
+    // Pull into a second store.
+    let (_d2, b) = empty_store();
+    let out = c
+        .pull(
+            b.clone(),
+            &format!("{name}:1.2"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    let msgs = rec.take();
+    let st = statuses(&msgs);
+    assert_eq!(out.image_id, id);
+    assert_eq!(out.digest, digest);
+    assert!(!out.up_to_date);
+    assert_eq!(msgs[0].status.as_deref(), Some("Pulling from team/app"));
+    assert_eq!(msgs[0].id.as_deref(), Some("1.2"));
+    assert!(msgs[0].progress_detail.is_none());
+    for s in [
+        "Pulling fs layer",
+        "Verifying Checksum",
+        "Download complete",
+        "Extracting",
+        "Pull complete",
+    ] {
+        assert!(has(&msgs, s), "{s} missing: {st:?}");
+    }
+    let dl = msgs
+        .iter()
+        .find(|m| m.status.as_deref() == Some("Downloading"))
+        .unwrap();
+    assert!(dl.progress_detail.as_ref().unwrap().total.unwrap() > 0);
+    assert_eq!(dl.id.as_ref().unwrap().len(), 12);
+    assert_eq!(
+        &st[st.len() - 2..],
+        &[
+            format!("Digest: {digest}"),
+            format!("Status: Downloaded newer image for {name}:1.2")
+        ]
+    );
+    let inspected = b.inspect(&format!("{name}:1.2")).unwrap();
+    assert_eq!(inspected.repo_digests, vec![format!("{name}@{digest}")]);
+    assert_eq!(inspected.root_fs.layers.len(), 2);
+    // The manifest is kept and survives a reopen of the store.
+    assert_eq!(b.manifests(&id).unwrap(), vec![digest.clone()]);
+
+    // Pulling again: up to date.
+    let out = c
+        .pull(
+            b.clone(),
+            &format!("{name}:1.2"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    let msgs = rec.take();
+    assert!(out.up_to_date);
+    assert_eq!(
+        statuses(&msgs).last().unwrap(),
+        &format!("Status: Image is up to date for {name}:1.2")
+    );
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m.status.as_deref() == Some("Already exists"))
+            .count(),
+        2
+    );
+
+    // The base image shares its layer: "Already exists" for it, a download for nothing else.
+    c.push(
+        a.clone(),
+        &format!("{name}:base"),
+        &PushOptions::default(),
+        rec.sink(),
+    )
+    .await
+    .unwrap();
+    rec.take();
+    let (_d3, c3) = empty_store();
+    c.pull(
+        c3.clone(),
+        &format!("{name}:base"),
+        &PullOptions::default(),
+        rec.sink(),
+    )
+    .await
+    .unwrap();
+    rec.take();
+    c.pull(
+        c3.clone(),
+        &format!("{name}:1.2"),
+        &PullOptions::default(),
+        rec.sink(),
+    )
+    .await
+    .unwrap();
+    let msgs = rec.take();
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m.status.as_deref() == Some("Already exists"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m.status.as_deref() == Some("Pull complete"))
+            .count(),
+        1
+    );
+    assert_eq!(c3.resolve(&format!("{name}:1.2")).unwrap(), id);
+
+    // By digest.
+    let (_d4, d4) = empty_store();
+    let out = c
+        .pull(
+            d4.clone(),
+            &format!("{name}@{digest}"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.image_id, id);
+    assert_eq!(rec.take()[0].id.as_deref(), Some(digest.as_str()));
+    assert!(d4.inspect(id.as_str()).unwrap().repo_tags.is_empty());
+
+    // Cross-repository mount: B pulled from team/app, pushes to team/other.
+    b.tag(&format!("{name}:1.2"), &format!("{host}/team/other:7"))
+        .unwrap();
+    c.push(
+        b.clone(),
+        &format!("{host}/team/other:7"),
+        &PushOptions::default(),
+        rec.sink(),
+    )
+    .await
+    .unwrap();
+    let msgs = rec.take();
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m.status.as_deref() == Some("Mounted from team/app"))
+            .count(),
+        2,
+        "{:?}",
+        statuses(&msgs)
+    );
+
+    // Errors as dockerd words them.
+    let e = c
+        .pull(
+            b.clone(),
+            &format!("{name}:nope"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        e.to_string(),
+        format!("manifest for {name}:nope not found: manifest unknown: manifest unknown")
+    );
+    let e = c
+        .pull(
+            b.clone(),
+            &format!("{host}/nobody/here"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = c
+        .push(
+            b.clone(),
+            &format!("{host}/team/missing:1"),
+            &PushOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("An image does not exist locally with the tag: {host}/team/missing")
+    );
+    drop(reg);
+    let e = c
+        .pull(
+            b.clone(),
+            &format!("{name}:1.2"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("Get \"http://{host}/v2/\"")),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_with_htpasswd() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start(Auth::Htpasswd {
+        user: "berth".into(),
+        password: "s3cret".into(),
+    });
+    let name = format!("{}/team/app", reg.host());
+    let (_d, a) = busybox_store(&format!("{name}:1"));
+    let c = client();
+    let rec = Recorder::default();
+    let e = c
+        .push(
+            a.clone(),
+            &format!("{name}:1"),
+            &PushOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized);
+    assert_eq!(e.to_string(), "unauthorized: authentication required");
+    let wrong = PushOptions {
+        credentials: Some(Credentials::basic("berth", "wrong")),
+    };
+    let e = c
+        .push(a.clone(), &format!("{name}:1"), &wrong, rec.sink())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized);
+    let good = Credentials::basic("berth", "s3cret");
+    let pushed = c
+        .push(
+            a.clone(),
+            &format!("{name}:1"),
+            &PushOptions {
+                credentials: Some(good.clone()),
+            },
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    let insp = skopeo_inspect(&format!("{name}:1"), Some("berth:s3cret"));
+    assert_eq!(insp["Digest"], pushed[0].digest.to_string());
+    let (_d2, b) = empty_store();
+    let e = c
+        .pull(
+            b.clone(),
+            &format!("{name}:1"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    let out = c
+        .pull(
+            b.clone(),
+            &format!("{name}:1"),
+            &PullOptions {
+                credentials: Some(good),
+                ..Default::default()
+            },
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.image_id, a.resolve(&format!("{name}:1")).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_from_the_challenge() {
+    if skip() {
+        return;
+    }
+    let keys = Arc::new(TokenKeys::new());
+    let (realm, log) = token_server(keys.clone(), "berth", "t0ken").await;
+    let reg = Registry::start(Auth::Token {
+        realm,
+        cert: keys.cert(),
+    });
+    let host = reg.host();
+    let name = format!("{host}/team/app");
+    let (_d, a) = busybox_store(&format!("{name}:1"));
+    let c = client();
+    let rec = Recorder::default();
+    let creds = Credentials::basic("berth", "t0ken");
+    let pushed = c
+        .push(
+            a.clone(),
+            &format!("{name}:1"),
+            &PushOptions {
+                credentials: Some(creds.clone()),
+            },
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    {
+        let log = log.lock().unwrap();
+        let r = log.last().unwrap();
+        assert_eq!(r.basic.as_deref(), Some("berth:t0ken"));
+        assert_eq!(r.service.as_deref(), Some("berth-test"));
+        assert!(
+            r.scopes
+                .contains(&"repository:team/app:pull,push".to_string()),
+            "{r:?}"
+        );
+    }
+    // Anonymous: the token grants nothing, so the registry refuses.
+    let (_d2, b) = empty_store();
+    let e = c
+        .pull(
+            b.clone(),
+            &format!("{name}:1"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "pull access denied for {name}, repository does not exist or may require 'docker login': denied: requested access to the resource is denied"
+        )
+    );
+    // Wrong password: the token server refuses.
+    let e = c
+        .pull(
+            b.clone(),
+            &format!("{name}:1"),
+            &PullOptions {
+                credentials: Some(Credentials::basic("berth", "nope")),
+                ..Default::default()
+            },
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    let out = c
+        .pull(
+            b.clone(),
+            &format!("{name}:1"),
+            &PullOptions {
+                credentials: Some(creds.clone()),
+                ..Default::default()
+            },
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.digest, pushed[0].digest);
+    assert_eq!(out.image_id, a.resolve(&format!("{name}:1")).unwrap());
+    // A mount from team/app into team/other asks for pull on team/app too.
+    a.tag(&format!("{name}:1"), &format!("{host}/team/other:1"))
+        .unwrap();
+    rec.take();
+    c.push(
+        a.clone(),
+        &format!("{host}/team/other:1"),
+        &PushOptions {
+            credentials: Some(creds),
+        },
+        rec.sink(),
+    )
+    .await
+    .unwrap();
+    let msgs = rec.take();
+    assert!(has(&msgs, "Mounted from team/app"), "{:?}", statuses(&msgs));
+    let log = log.lock().unwrap();
+    assert!(
+        log.last()
+            .unwrap()
+            .scopes
+            .contains(&"repository:team/app:pull".to_string())
+    );
+}
