@@ -294,9 +294,14 @@ async fn container_route(
             let (tx, body) = Body::channel();
             let c2 = c.clone();
             tokio::spawn(async move {
-                let code = wait::wait(&c2, cond).await;
-                let line = json!({"StatusCode": code, "Error": null}).to_string() + "\n";
-                let _ = tx.send(Bytes::from(line)).await;
+                // Give up when the client goes away, so abandoned waits do not pile up.
+                tokio::select! {
+                    code = wait::wait(&c2, cond) => {
+                        let line = json!({"StatusCode": code, "Error": null}).to_string() + "\n";
+                        let _ = tx.send(Bytes::from(line)).await;
+                    }
+                    _ = tx.closed() => {}
+                }
             });
             let mut r = hyper::Response::new(body);
             r.headers_mut()
