@@ -1122,9 +1122,13 @@ impl ImageStore {
                 &pending.config_json,
                 pending.config.clone(),
                 None,
-                pending.refs.iter(),
+                std::iter::empty(),
             )?;
+            // Manifests are recorded before the references that name them (crash order).
             self.add_manifests(&mut st, &id, manifests)?;
+            for r in &pending.refs {
+                self.set_ref(&mut st, r.clone(), &id)?;
+            }
             Ok(id)
         });
         match res {

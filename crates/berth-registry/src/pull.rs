@@ -172,6 +172,41 @@ async fn pull_layer(
                 .map_err(|e| Error::Internal(e.to_string()))?
         }
     };
+    let mut attempt = 0;
+    loop {
+        match download_and_unpack(&s, &store, &pending, index, &desc, &rep).await {
+            Err(Error::Unavailable(msg)) if attempt < MAX_RETRIES => {
+                attempt += 1;
+                tracing::debug!("layer {id}: {msg}; retrying");
+                for left in (1..=attempt * 2).rev() {
+                    rep.update(
+                        &id,
+                        &format!(
+                            "Retrying in {left} second{}",
+                            if left == 1 { "" } else { "s" }
+                        ),
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Retries of a layer download after a network error (dockerd: 5, with 5 s, 10 s, ... waits).
+const MAX_RETRIES: u32 = 2;
+
+/// One attempt at downloading and unpacking a layer.
+async fn download_and_unpack(
+    s: &Session,
+    store: &Arc<ImageStore>,
+    pending: &Arc<PendingImage>,
+    index: usize,
+    desc: &Descriptor,
+    rep: &Reporter,
+) -> Result<()> {
+    let id = desc.digest.short().to_string();
     let url = s.url(&format!("blobs/{}", desc.digest));
     let resp = s.send(Method::GET, &url, &|b| b).await?;
     if resp.status() != StatusCode::OK {
@@ -179,7 +214,10 @@ async fn pull_layer(
         return Err(match st {
             404 => Error::NotFound(format!("blob {} not found: {}", desc.digest, e.render())),
             401 => Error::Unauthorized(e.render()),
-            _ => Error::Unavailable(format!("fetching blob {}: {}", desc.digest, e.render())),
+            st if st >= 500 || st == 429 => {
+                Error::Unavailable(format!("fetching blob {}: {}", desc.digest, e.render()))
+            }
+            _ => Error::InvalidArgument(format!("fetching blob {}: {}", desc.digest, e.render())),
         });
     }
     let total = desc.size as i64;
@@ -332,6 +370,23 @@ impl RegistryClient {
         let config_url = session.url(&format!("blobs/{}", config_desc.digest));
         let (config, _) =
             fetch_document(&session, &config_url, None, Some(&config_desc.digest), &r).await?;
+        if opts.platform.is_some() {
+            let v: serde_json::Value = serde_json::from_slice(&config)
+                .map_err(|e| Error::InvalidArgument(format!("invalid image config: {e}")))?;
+            let actual = Platform {
+                architecture: v["architecture"].as_str().unwrap_or_default().to_string(),
+                os: v["os"].as_str().unwrap_or_default().to_string(),
+                variant: v["variant"].as_str().map(str::to_string),
+            };
+            if !platform.matches(&actual) {
+                return Err(Error::NotFound(format!(
+                    "image with reference {} was found but does not match the specified platform: wanted {}, actual: {}",
+                    r.familiar_string(),
+                    platform.render(),
+                    actual.render()
+                )));
+            }
+        }
 
         // The image in the store.
         let repo = r.name();
@@ -385,6 +440,13 @@ impl RegistryClient {
             if let Err(e) = res {
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
+                // Unpackers of aborted downloads run on the blocking pool until they see their stream
+                // end; wait for them so the staged layers are gone when the error is reported.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while Arc::strong_count(&pending) > 1 && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                let _ = tokio::task::spawn_blocking(move || drop(pending)).await;
                 return Err(e);
             }
         }

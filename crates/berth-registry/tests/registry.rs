@@ -497,3 +497,127 @@ async fn bearer_tokens_from_the_challenge() {
             .contains(&"repository:team/app:pull".to_string())
     );
 }
+
+/// Names under `dir` (recursively, two levels) that look like temporary debris.
+fn debris(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in [".", "blobs/sha256", "layers"] {
+        if let Ok(rd) = std::fs::read_dir(root.join(sub)) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.contains(".tmp-") {
+                    out.push(format!("{sub}/{n}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_waits_verifies_and_checks_the_platform() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let name = format!("{}/team/app", reg.host());
+    let (_d, a) = busybox_store(&format!("{name}:base"));
+    add_layer_on(&a, &format!("{name}:base"), &format!("{name}:2"), b"two\n");
+    let rec = Recorder::default();
+    let c = client();
+    let pushed = c
+        .push(
+            a.clone(),
+            &format!("{name}:2"),
+            &PushOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    rec.take();
+
+    // One download at a time: the second layer waits.
+    let one = RegistryClient::new(RegistryConfig {
+        max_concurrent_downloads: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let (d1, s1) = empty_store();
+    one.pull(
+        s1.clone(),
+        &format!("{name}:2"),
+        &PullOptions::default(),
+        rec.sink(),
+    )
+    .await
+    .unwrap();
+    let msgs = rec.take();
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m.status.as_deref() == Some("Waiting"))
+            .count(),
+        1
+    );
+    assert!(debris(&d1.path().join("image")).is_empty());
+
+    // A platform that the image does not have.
+    let (_d2, s2) = empty_store();
+    let e = c
+        .pull(
+            s2.clone(),
+            &format!("{name}:2"),
+            &PullOptions {
+                platform: Some("linux/s390x".into()),
+                ..Default::default()
+            },
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(
+        e.to_string()
+            .contains("does not match the specified platform: wanted linux/s390x"),
+        "{e}"
+    );
+
+    // A corrupted blob in the registry: refused, and nothing is left in the store.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&a.read_blob(&pushed[0].digest).unwrap()).unwrap();
+    let top = manifest["layers"][1]["digest"].as_str().unwrap();
+    let hex = &top["sha256:".len()..];
+    let data = reg.data_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let (d3, s3) = empty_store();
+    let e = c
+        .pull(
+            s3.clone(),
+            &format!("{name}:2"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("filesystem layer verification failed for digest {top}")
+    );
+    assert!(s3.list(true).is_empty());
+    assert!(
+        debris(&d3.path().join("image")).is_empty(),
+        "{:?}",
+        debris(&d3.path().join("image"))
+    );
+    drop(s3);
+    let reopened = ImageStore::open(d3.path()).unwrap();
+    assert!(
+        reopened.layers_in_use().is_empty(),
+        "the good layer is not kept half-way"
+    );
+}

@@ -98,6 +98,11 @@ impl Registry {
         reg
     }
 
+    /// The registry's storage root.
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
