@@ -4,13 +4,16 @@
 //! (CGROUP_ROOT e.g. /sys/fs/cgroup/unified to try cgroup v2's CLONE_INTO_CGROUP on a hybrid host).
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_runtime::{ContainerStdio, ExitStatus};
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|v| v.parse().ok()).unwrap_or(40);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     let cgroup_root = std::env::args().nth(2).map(PathBuf::from);
     let base = PathBuf::from(format!("/tmp/berth-bench-{}", std::process::id()));
     let lower = base.join("lower");
@@ -45,8 +48,12 @@ fn main() {
         let mut l = spec.linux().clone().unwrap();
         l.set_cgroups_path(Some(PathBuf::from(format!("/berth/{id}"))));
         let mut r = l.resources().clone().unwrap();
-        r.set_memory(Some(serde_json::from_value(serde_json::json!({"limit": 64 << 20})).unwrap()));
-        r.set_pids(Some(serde_json::from_value(serde_json::json!({"limit": 64})).unwrap()));
+        r.set_memory(Some(
+            serde_json::from_value(serde_json::json!({"limit": 64 << 20})).unwrap(),
+        ));
+        r.set_pids(Some(
+            serde_json::from_value(serde_json::json!({"limit": 64})).unwrap(),
+        ));
         if cgroup_root.is_some() {
             // The hybrid host's unified mount holds no memory/pids controller.
             r.set_memory(None);
@@ -56,14 +63,23 @@ fn main() {
         spec.set_linux(Some(l));
 
         let null = || -> OwnedFd {
-            std::fs::File::options().read(true).write(true).open("/dev/null").unwrap().into()
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .unwrap()
+                .into()
         };
         let t0 = Instant::now();
-        berth_runtime::mount_overlay(&merged, &[lower.clone()], &upper, &work).unwrap();
+        berth_runtime::mount_overlay(&merged, std::slice::from_ref(&lower), &upper, &work).unwrap();
         let created = berth_runtime::create_in(
             &id,
             &spec,
-            ContainerStdio::Fds { stdin: null(), stdout: null(), stderr: null() },
+            ContainerStdio::Fds {
+                stdin: null(),
+                stdout: null(),
+                stderr: null(),
+            },
             cgroup_root.as_deref(),
         )
         .unwrap();
@@ -91,5 +107,4 @@ fn main() {
         pct(&run, 90),
         pct(&cleanup, 50)
     );
-    let _ = Path::new("/");
 }

@@ -113,7 +113,11 @@ impl CgroupManager for CgroupV1 {
             if let Some(l) = m.limit() {
                 write(d, "memory.limit_in_bytes", l.to_string())?;
             }
-            if let Some(s) = m.swap() {
+            // Without swap accounting the file is absent: ignored, as dockerd does (with a warning).
+            if let Some(s) = m
+                .swap()
+                .filter(|_| d.join("memory.memsw.limit_in_bytes").exists())
+            {
                 write(d, "memory.memsw.limit_in_bytes", s.to_string())?;
             }
             if let Some(s) = m.reservation() {
@@ -303,6 +307,7 @@ mod tests {
         assert_eq!(cg.hierarchies.len(), 9);
         cg.create().unwrap();
         let leaf = |h: &str| root.path().join(h).join("berth/abc");
+        std::fs::write(leaf("memory").join("memory.memsw.limit_in_bytes"), "").unwrap();
         assert_eq!(
             std::fs::read_to_string(leaf("cpuset").join("cpuset.cpus")).unwrap(),
             "0-1"

@@ -85,7 +85,7 @@ impl CgroupManager for CgroupV2 {
         if let Some(m) = r.memory() {
             if let Some(l) = m.limit() {
                 write(d, "memory.max", max(l))?;
-                if let Some(s) = m.swap() {
+                if let Some(s) = m.swap().filter(|_| d.join("memory.swap.max").exists()) {
                     // v1 swap is memory+swap; v2 swap.max is swap alone.
                     let v = if s < 0 || l < 0 {
                         "max".into()
@@ -211,6 +211,7 @@ mod tests {
         assert!(super::super::is_unified(root.path()));
         let cg = CgroupV2::new(root.path(), "/berth/xyz");
         cg.create().unwrap();
+        std::fs::write(cg.dir().join("memory.swap.max"), "").unwrap();
         assert_eq!(
             std::fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap(),
             "+cpuset +cpu +io +memory +pids"
