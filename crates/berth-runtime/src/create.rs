@@ -1,6 +1,6 @@
 //! `create` and `start`: clone the container's init, set up cgroups, release it to `execve`.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -325,6 +325,5 @@ fn enter_pidns(path: &Path) -> Result<OwnedFd> {
         .map_err(|e| RuntimeError::sys(format!("open {}", path.display()), e))?;
     nix::sched::setns(&target, CloneFlags::CLONE_NEWPID)
         .map_err(|e| RuntimeError::sys(format!("setns {}", path.display()), e))?;
-    let _ = target.as_raw_fd();
     Ok(own)
 }

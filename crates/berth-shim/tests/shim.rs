@@ -276,7 +276,6 @@ impl Drop for Ctr {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let _ = std::fs::read_dir(&self.bundle);
     }
 }
 
