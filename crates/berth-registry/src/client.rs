@@ -56,6 +56,24 @@ pub struct Credentials {
     /// A bearer token to send as is (`registrytoken`).
     #[serde(default, rename = "registrytoken")]
     pub registry_token: Option<String>,
+    /// An OAuth2 refresh token from `docker login` (`identitytoken`), exchanged at the token endpoint.
+    #[serde(default, rename = "identitytoken")]
+    pub identity_token: Option<String>,
+}
+
+/// `X-Registry-Auth`'s JSON (Docker's `AuthConfig`).
+#[derive(Deserialize)]
+struct AuthConfig {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    auth: String,
+    #[serde(default, rename = "identitytoken")]
+    identity_token: String,
+    #[serde(default, rename = "registrytoken")]
+    registry_token: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -74,7 +92,46 @@ impl Credentials {
             username: username.into(),
             password: password.into(),
             registry_token: None,
+            identity_token: None,
         }
+    }
+
+    /// Decodes an `X-Registry-Auth` header: base64url (padded or not, or standard) JSON with
+    /// `username`/`password`, or `auth` (base64 `user:pass`), `identitytoken`, `registrytoken`.
+    /// An empty header or `{}` is anonymous (`None`). Errors: InvalidArgument.
+    pub fn from_registry_auth(header: &str) -> Result<Option<Credentials>> {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+        let h = header.trim();
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let raw = URL_SAFE
+            .decode(h)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(h))
+            .or_else(|_| STANDARD.decode(h))
+            .map_err(|e| Error::InvalidArgument(format!("invalid X-Registry-Auth header: {e}")))?;
+        let a: AuthConfig = serde_json::from_slice(&raw)
+            .map_err(|e| Error::InvalidArgument(format!("invalid X-Registry-Auth header: {e}")))?;
+        let (mut username, mut password) = (a.username, a.password);
+        if username.is_empty() && password.is_empty() && !a.auth.is_empty() {
+            let pair = STANDARD
+                .decode(a.auth.trim())
+                .map_err(|e| Error::InvalidArgument(format!("invalid auth field: {e}")))?;
+            let pair = String::from_utf8_lossy(&pair).into_owned();
+            let (u, p) = pair.split_once(':').unwrap_or((&pair, ""));
+            username = u.to_string();
+            password = p.to_string();
+        }
+        let c = Credentials {
+            username,
+            password,
+            registry_token: Some(a.registry_token).filter(|t| !t.is_empty()),
+            identity_token: Some(a.identity_token).filter(|t| !t.is_empty()),
+        };
+        if !c.has_basic() && c.registry_token.is_none() && c.identity_token.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(c))
     }
 
     fn has_basic(&self) -> bool {
@@ -385,7 +442,18 @@ impl Session {
             query.push(("scope", s));
         }
         let mut req = self.http.get(realm).query(&query);
-        if let Some(c) = self.creds.as_ref().filter(|c| c.has_basic()) {
+        if let Some(refresh) = self.creds.as_ref().and_then(|c| c.identity_token.clone()) {
+            let scope = scopes.join(" ");
+            let service = ch.params.get("service").cloned().unwrap_or_default();
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+                ("service", service.as_str()),
+                ("scope", scope.as_str()),
+                ("client_id", "docker"),
+            ];
+            req = self.http.post(realm).form(&form);
+        } else if let Some(c) = self.creds.as_ref().filter(|c| c.has_basic()) {
             req = req.header(
                 AUTHORIZATION,
                 HeaderValue::from_str(&c.basic_header())
@@ -491,6 +559,38 @@ mod tests {
         let c = parse_challenge(r#"Bearer realm="a\"b", error="insufficient_scope""#).unwrap();
         assert_eq!(c.params["realm"], "a\"b");
         assert_eq!(c.params["error"], "insufficient_scope");
+    }
+
+    #[test]
+    fn registry_auth_header() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let enc = |s: &str| URL_SAFE.encode(s);
+        assert!(Credentials::from_registry_auth("").unwrap().is_none());
+        assert!(
+            Credentials::from_registry_auth(&enc("{}"))
+                .unwrap()
+                .is_none()
+        );
+        let c = Credentials::from_registry_auth(&enc(
+            r#"{"username":"u","password":"p?>","serveraddress":"127.0.0.1:5000"}"#,
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p?>"));
+        let auth = STANDARD.encode("bob:pa:ss");
+        let c = Credentials::from_registry_auth(&enc(&format!(r#"{{"auth":"{auth}"}}"#)))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("bob", "pa:ss"));
+        let c = Credentials::from_registry_auth(&STANDARD.encode(r#"{"identitytoken":"t"}"#))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.identity_token.as_deref(), Some("t"));
+        assert!(format!("{c:?}").contains("redacted"));
+        assert_eq!(
+            Credentials::from_registry_auth("!!!").unwrap_err().kind(),
+            crate::ErrorKind::InvalidArgument
+        );
     }
 
     #[test]

@@ -621,3 +621,155 @@ async fn pull_waits_verifies_and_checks_the_platform() {
         "the good layer is not kept half-way"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_oci_zstd_images_and_indexes_written_by_others() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let host = reg.host();
+    let (d, a) = busybox_store("busybox:src");
+    add_layer_on(&a, "busybox:src", "busybox:two", b"zstd\n");
+    let tar = d.path().join("two.tar");
+    a.save(&["busybox:two"], std::fs::File::create(&tar).unwrap())
+        .unwrap();
+    // skopeo pushes an OCI manifest with zstd layers.
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-compress-format",
+            "zstd",
+            "--format",
+            "oci",
+        ])
+        .arg(format!("docker-archive:{}", tar.display()))
+        .arg(format!("docker://{host}/team/zstd:1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let insp = skopeo_inspect(&format!("{host}/team/zstd:1"), None);
+    let c = client();
+    let rec = Recorder::default();
+    let (_d2, b) = empty_store();
+    let pulled = c
+        .pull(
+            b.clone(),
+            &format!("{host}/team/zstd:1"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pulled.digest.to_string(), insp["Digest"].as_str().unwrap());
+    let want = a
+        .config(&a.resolve("busybox:two").unwrap())
+        .unwrap()
+        .rootfs
+        .diff_ids;
+    assert_eq!(b.config(&pulled.image_id).unwrap().rootfs.diff_ids, want);
+    let blobs = b.layer_blobs(&pulled.image_id).unwrap();
+    assert!(
+        blobs.iter().all(|l| l.media_type.ends_with("+zstd")),
+        "{blobs:?}"
+    );
+
+    // An OCI index with two platforms, put by hand: the pull picks this machine's entry and records
+    // the index digest.
+    let manifest = b.read_blob(&pulled.digest).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": pulled.digest.to_string(), "size": manifest.len(), "platform": {"architecture": "s390x", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": pulled.digest.to_string(), "size": manifest.len(), "platform": {"architecture": berth_image::config::go_arch(), "os": "linux"}},
+        ]
+    })
+    .to_string();
+    let resp = reqwest::Client::new()
+        .put(format!("http://{host}/v2/team/zstd/manifests/multi"))
+        .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+        .body(index.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    let (_d3, s3) = empty_store();
+    let out = c
+        .pull(
+            s3.clone(),
+            &format!("{host}/team/zstd:multi"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    let index_digest = berth_image::Digest::of_bytes(index.as_bytes());
+    assert_eq!(out.digest, index_digest);
+    assert_eq!(out.image_id, pulled.image_id);
+    assert_eq!(
+        s3.inspect(out.image_id.as_str()).unwrap().repo_digests,
+        vec![format!("{host}/team/zstd@{index_digest}")]
+    );
+    assert_eq!(s3.manifests(&out.image_id).unwrap().len(), 2);
+    let e = c
+        .pull(
+            s3.clone(),
+            &format!("{host}/team/zstd:multi"),
+            &PullOptions {
+                platform: Some("linux/arm64".into()),
+                ..Default::default()
+            },
+            rec.sink(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "no matching manifest for linux/arm64 in the manifest list entries"
+    );
+
+    // Pushing the zstd image again converts its layers to gzip for a schema2 manifest.
+    b.tag(
+        &format!("{host}/team/zstd:1"),
+        &format!("{host}/team/regz:1"),
+    )
+    .unwrap();
+    let pushed = c
+        .push(
+            b.clone(),
+            &format!("{host}/team/regz:1"),
+            &PushOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    let insp = skopeo_inspect(&format!("{host}/team/regz:1"), None);
+    assert_eq!(insp["Digest"], pushed[0].digest.to_string());
+    let m: serde_json::Value =
+        serde_json::from_slice(&b.read_blob(&pushed[0].digest).unwrap()).unwrap();
+    assert!(
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip")
+    );
+    let (_d4, s4) = empty_store();
+    let again = c
+        .pull(
+            s4.clone(),
+            &format!("{host}/team/regz:1"),
+            &PullOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.image_id, pulled.image_id);
+}

@@ -323,6 +323,7 @@ pub struct TokenRequest {
     pub basic: Option<String>,
     pub scopes: Vec<String>,
     pub service: Option<String>,
+    pub refresh: Option<String>,
 }
 
 /// A bearer-token server on loopback: `GET /token?service=..&scope=..`; basic `user:password` gets the
@@ -356,9 +357,40 @@ pub async fn token_server(
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
-                let head = String::from_utf8_lossy(&buf).into_owned();
+                let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+                let post = head.starts_with("POST ");
                 let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
                 let mut req = TokenRequest::default();
+                let mut refresh = None;
+                if post {
+                    for kv in body.split('&') {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        let v = percent_decode(v);
+                        match k {
+                            "scope" => req.scopes.extend(v.split(' ').map(str::to_string)),
+                            "service" => req.service = Some(v),
+                            "refresh_token" => refresh = Some(v),
+                            _ => {}
+                        }
+                    }
+                }
                 if let Some((_, q)) = target.split_once('?') {
                     for kv in q.split('&') {
                         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -381,8 +413,10 @@ pub async fn token_server(
                         req.basic = Some(String::from_utf8_lossy(&raw).into_owned());
                     }
                 }
-                let good = req.basic.as_deref() == Some(&format!("{user}:{password}"));
-                let (status, body) = if req.basic.is_some() && !good {
+                let good = req.basic.as_deref() == Some(&format!("{user}:{password}"))
+                    || refresh.as_deref() == Some("refresh-me");
+                req.refresh = refresh.clone();
+                let (status, body) = if (req.basic.is_some() || refresh.is_some()) && !good {
                     (
                         "401 Unauthorized",
                         r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
