@@ -30,6 +30,9 @@ pub struct RegistryConfig {
     pub user_agent: String,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Pull-through mirrors of Docker Hub (`registry-mirrors`, e.g. `https://mirror.example`), tried in
+    /// order before `registry-1.docker.io` for `docker.io` pulls.
+    pub mirrors: Vec<String>,
 }
 
 impl Default for RegistryConfig {
@@ -40,6 +43,7 @@ impl Default for RegistryConfig {
             max_concurrent_uploads: 5,
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: Duration::from_secs(30),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -204,9 +208,20 @@ impl RegistryClient {
         actions: &str,
         creds: Option<&Credentials>,
     ) -> Session {
+        self.session_at(&self.endpoint(domain), path, actions, creds)
+    }
+
+    /// A session against an explicit base URL (a mirror).
+    pub(crate) fn session_at(
+        &self,
+        base: &str,
+        path: &str,
+        actions: &str,
+        creds: Option<&Credentials>,
+    ) -> Session {
         Session {
             http: self.http.clone(),
-            base: self.endpoint(domain),
+            base: base.to_string(),
             path: path.to_string(),
             scopes: vec![format!("repository:{path}:{actions}")],
             creds: creds.cloned(),

@@ -1,9 +1,25 @@
 //! Berth's registry client: the OCI distribution spec / Docker registry v2 API for `pull` and `push`,
-//! with anonymous, basic and bearer-token authentication, and dockerd's progress lines.
+//! with anonymous, basic and bearer-token authentication, Docker Hub mirrors, and dockerd's progress
+//! lines and error messages.
 //!
 //! Async (tokio + reqwest with rustls; no OpenSSL). Store calls run on tokio's blocking pool; layers
-//! download in parallel (bounded) and are verified, decompressed and unpacked in one pass through
-//! [`berth_image::ImageStore::begin_image`] / `unpack_pending_layer` / `finish_image`.
+//! download in parallel (at most [`RegistryConfig::max_concurrent_downloads`]) and each is verified,
+//! decompressed (gzip, zstd or plain) and unpacked in one pass through
+//! [`berth_image::ImageStore::begin_image`] / `unpack_pending_layer` / `finish_image`, so nothing of a
+//! failed or killed pull becomes visible.
+//!
+//! How the daemon uses it:
+//! - one [`RegistryClient`] built from the daemon config (`insecure-registries`, `registry-mirrors`,
+//!   `max-concurrent-downloads`/`-uploads`); 127.0.0.0/8, `::1` and `localhost` are always plain HTTP;
+//! - `X-Registry-Auth` → [`Credentials::from_registry_auth`] → [`PullOptions::credentials`] /
+//!   [`PushOptions::credentials`];
+//! - `POST /images/create?fromImage=x&tag=y&platform=p` → [`RegistryClient::pull`], and
+//!   `POST /images/{name}/push?tag=t` → [`RegistryClient::push`], with a [`ProgressSink`] that writes
+//!   each `JsonMessage::to_line()` to the response; on error, write `JsonMessage::error(e.to_string())`
+//!   as the last line (dockerd answers 200 once streaming has begun; before that, map
+//!   [`Error::kind`]: NotFound → 404, Unauthorized → 401, InvalidArgument → 400, Unavailable/Internal →
+//!   500);
+//! - `GET /images/get` and `POST /images/load` are `berth_image::ImageStore::save` / `load` (no registry).
 //!
 //! ```no_run
 //! # async fn f(store: std::sync::Arc<berth_image::ImageStore>) -> berth_registry::Result<()> {

@@ -307,14 +307,55 @@ impl RegistryClient {
         let r = Reference::parse(reference)?.with_default_tag();
         let rep = Reporter::new(progress);
         let platform = Platform::parse(opts.platform.as_deref())?;
-        let session =
-            Arc::new(self.session(r.domain(), r.path(), "pull", opts.credentials.as_ref()));
-        session.ping().await?;
         let tag_or_digest = match r.digest() {
             Some(d) => d.to_string(),
             None => r.tag().unwrap_or("latest").to_string(),
         };
         rep.message(Some(&tag_or_digest), format!("Pulling from {}", r.path()));
+        // Docker Hub pulls try the configured mirrors first, then the registry itself.
+        let mut bases: Vec<String> = Vec::new();
+        if r.domain() == "docker.io" {
+            bases.extend(
+                self.cfg
+                    .mirrors
+                    .iter()
+                    .map(|m| m.trim_end_matches('/').to_string()),
+            );
+        }
+        bases.push(self.endpoint(r.domain()));
+        let mut last_err = None;
+        for (i, base) in bases.iter().enumerate() {
+            let session =
+                Arc::new(self.session_at(base, r.path(), "pull", opts.credentials.as_ref()));
+            let res = self
+                .pull_from(session, &store, &r, opts, &platform, &rep, &tag_or_digest)
+                .await;
+            match res {
+                Err(e) if i + 1 < bases.len() => {
+                    tracing::info!("pull from mirror {base} failed, trying the next endpoint: {e}");
+                    last_err = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Internal("no endpoint to pull from".into())))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pull_from(
+        &self,
+        session: Arc<Session>,
+        store: &Arc<ImageStore>,
+        r: &Reference,
+        opts: &PullOptions,
+        platform: &Platform,
+        rep: &Reporter,
+        tag_or_digest: &str,
+    ) -> Result<PullOutcome> {
+        let r = r.clone();
+        let store = store.clone();
+        let rep = rep.clone();
+        session.ping().await?;
 
         // The manifest, through an index if there is one.
         let top_url = session.url(&format!("manifests/{tag_or_digest}"));

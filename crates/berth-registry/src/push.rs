@@ -60,9 +60,8 @@ async fn blob_exists(s: &Session, d: &Digest) -> Result<bool> {
     match resp.status() {
         StatusCode::OK => Ok(true),
         StatusCode::NOT_FOUND => Ok(false),
-        st => {
+        _ => {
             let (code, e) = error_of(resp).await;
-            let _ = st;
             Err(push_error(code, e))
         }
     }
@@ -160,8 +159,10 @@ fn copy_reporting<W: Write>(
 
 /// Streams a blob (compressing it with gzip if `compress`) into an upload with one chunked PATCH,
 /// then completes it; returns the uploaded blob's digest and size. No temporary file.
+#[allow(clippy::too_many_arguments)]
 async fn upload_stream(
     s: &Session,
+    location: Option<String>,
     store: Arc<ImageStore>,
     stored: &BlobDescriptor,
     compress: bool,
@@ -169,9 +170,12 @@ async fn upload_stream(
     id: &str,
     rep: &Reporter,
 ) -> Result<(Digest, u64)> {
-    let location = start_upload(s, None)
-        .await?
-        .ok_or_else(|| Error::Internal("upload without location".into()))?;
+    let location = match location {
+        Some(l) => l,
+        None => start_upload(s, None)
+            .await?
+            .ok_or_else(|| Error::Internal("upload without location".into()))?,
+    };
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
     let producer = {
         let (rep, id, stored) = (rep.clone(), id.to_string(), stored.clone());
@@ -309,7 +313,9 @@ async fn push_layer(
         }
     }
     // Cross-repository mount from another repository of the same registry.
+    // A refused mount starts an ordinary upload (202): that one is used for the blob.
     let prefix = format!("{domain}/");
+    let mut location = None;
     for (b, repos) in &candidates {
         for from in repos {
             let Some(from_path) = from.strip_prefix(&prefix) else {
@@ -318,20 +324,30 @@ async fn push_layer(
             if from == &repo {
                 continue;
             }
-            if let Ok(None) = start_upload(&s, Some((&b.digest, from_path))).await {
-                rep.update(&id, &format!("Mounted from {from_path}"));
-                remember(b.clone()).await?;
-                return Ok(desc(b));
+            match start_upload(&s, Some((&b.digest, from_path))).await {
+                Ok(None) => {
+                    rep.update(&id, &format!("Mounted from {from_path}"));
+                    remember(b.clone()).await?;
+                    return Ok(desc(b));
+                }
+                Ok(Some(loc)) => location = location.or(Some(loc)),
+                Err(e) => tracing::debug!("mount of {} from {from_path} failed: {e}", b.digest),
             }
         }
     }
     rep.update(&id, "Pushing");
     let total = job.stored.size as i64;
-    let uploaded = if gzip_stored {
-        upload_stream(&s, store.clone(), &job.stored, false, total, &id, &rep).await?
-    } else {
-        upload_stream(&s, store.clone(), &job.stored, true, total, &id, &rep).await?
-    };
+    let uploaded = upload_stream(
+        &s,
+        location,
+        store.clone(),
+        &job.stored,
+        !gzip_stored,
+        total,
+        &id,
+        &rep,
+    )
+    .await?;
     let b = BlobDescriptor {
         media_type: MEDIA_TYPE_LAYER_GZIP.into(),
         digest: uploaded.0,
@@ -430,9 +446,17 @@ impl RegistryClient {
         id: &ImageId,
         rep: &Reporter,
     ) -> Result<PushedTag> {
-        let config = store.config_bytes(id)?;
-        let diff_ids = store.config(id)?.rootfs.diff_ids;
-        let blobs = store.layer_blobs(id)?;
+        let (config, diff_ids, blobs) = {
+            let (store, id) = (store.clone(), id.clone());
+            blocking(move || {
+                Ok((
+                    store.config_bytes(&id)?,
+                    store.config(&id)?.rootfs.diff_ids,
+                    store.layer_blobs(&id)?,
+                ))
+            })
+            .await?
+        };
         for d in diff_ids.iter().rev() {
             rep.update(d.short(), "Preparing");
         }

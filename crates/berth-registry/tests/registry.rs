@@ -773,3 +773,55 @@ async fn pulls_oci_zstd_images_and_indexes_written_by_others() {
         .unwrap();
     assert_eq!(again.image_id, pulled.image_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_hub_pulls_go_through_mirrors() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let host = reg.host();
+    let (_d, a) = busybox_store(&format!("{host}/library/mirrored:1"));
+    let rec = Recorder::default();
+    client()
+        .push(
+            a.clone(),
+            &format!("{host}/library/mirrored:1"),
+            &PushOptions::default(),
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    rec.take();
+    // The first mirror is down; the second has the image (so nothing goes past loopback).
+    let c = RegistryClient::new(RegistryConfig {
+        mirrors: vec![
+            format!("http://127.0.0.1:{}", free_port()),
+            format!("http://{host}/"),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let (_d2, b) = empty_store();
+    let out = c
+        .pull(b.clone(), "mirrored:1", &PullOptions::default(), rec.sink())
+        .await
+        .unwrap();
+    assert_eq!(out.reference, "mirrored:1");
+    assert_eq!(
+        out.image_id,
+        a.resolve(&format!("{host}/library/mirrored:1")).unwrap()
+    );
+    let msgs = rec.take();
+    assert_eq!(
+        msgs[0].status.as_deref(),
+        Some("Pulling from library/mirrored")
+    );
+    assert_eq!(
+        statuses(&msgs).last().unwrap(),
+        "Status: Downloaded newer image for mirrored:1"
+    );
+    let insp = b.inspect("mirrored:1").unwrap();
+    assert_eq!(insp.repo_tags, vec!["mirrored:1"]);
+    assert_eq!(insp.repo_digests, vec![format!("mirrored@{}", out.digest)]);
+}
