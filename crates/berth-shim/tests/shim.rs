@@ -401,11 +401,11 @@ fn exec_errors_read_like_runc() {
 fn isolation_matches_docker_defaults() {
     root_only!();
     let script = format!(
-        "hostname; cat /proc/1/cmdline; echo; ps -o pid,args | wc -l; \
+        "hostname; cat /proc/1/cmdline; echo; ps -o pid,args > /tmp/ps; echo $(wc -l < /tmp/ps); \
          cat /proc/kcore 2>/dev/null | wc -c; wc -c < /proc/keys; grep Cap /proc/self/status; \
          grep -e '{}' /proc/self/cgroup; ls /sys/fs/cgroup/; \
          touch /proc/sys/x 2>/dev/null || echo rofs; ls -l /dev/null; readlink /dev/ptmx; \
-         cat /proc/self/status | grep -i nonewprivs",
+         cat /proc/self/status | grep -i nonewprivs; echo PS; cat /tmp/ps",
         own_cgroup_line()
     );
     let script = script.as_str();
@@ -421,8 +421,12 @@ fn isolation_matches_docker_defaults() {
         lines[1].replace('\0', " ").trim(),
         format!("sh -c {script}")
     );
-    // header + sh + ps + wc
-    assert_eq!(lines[2].trim(), "4", "{out}");
+    // Only the container's processes: PID 1 (sh) and ps itself.
+    let ps: Vec<&str> = out.split("PS\n").nth(1).unwrap().lines().skip(1).collect();
+    assert_eq!(ps.len(), 2, "{out}");
+    assert!(ps[0].trim().starts_with("1 sh -c"), "{out}");
+    assert!(ps[1].contains("ps -o pid,args"), "{out}");
+    assert_eq!(lines[2].trim(), "3", "{out}");
     assert_eq!(lines[3].trim(), "0", "/proc/kcore readable");
     assert_eq!(lines[4].trim(), "0", "/proc/keys not masked");
     assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
