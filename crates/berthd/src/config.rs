@@ -33,6 +33,9 @@ pub struct Flags {
     /// Enable debug mode.
     #[arg(short = 'D', long = "debug")]
     pub debug: bool,
+    /// A registry to speak plain HTTP to (repeatable).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 /// Default socket.
@@ -40,7 +43,14 @@ pub const DEFAULT_HOST: &str = "unix:///run/berth/berth.sock";
 /// Default config file, read when it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
 
-const KNOWN_KEYS: &[&str] = &["hosts", "data-root", "exec-root", "debug", "pidfile"];
+const KNOWN_KEYS: &[&str] = &[
+    "hosts",
+    "data-root",
+    "exec-root",
+    "debug",
+    "pidfile",
+    "insecure-registries",
+];
 
 /// Turns `unix:///path` (or a bare absolute path) into a socket path.
 pub fn parse_host(h: &str) -> Result<PathBuf, String> {
@@ -65,6 +75,7 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
     let mut exec_root = flags.exec_root.clone();
     let mut pidfile = flags.pidfile.clone();
     let mut debug = flags.debug;
+    let mut insecure = flags.insecure_registries.clone();
     if let Some((name, text)) = file {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| format!("unable to configure the Docker daemon with file {name}: {e}"))?;
@@ -111,6 +122,17 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
                 *slot = Some(v);
             }
         }
+        if let Some(v) = obj.get("insecure-registries") {
+            let list: Vec<String> = serde_json::from_value(v.clone())
+                .map_err(|e| format!("invalid \"insecure-registries\" in {name}: {e}"))?;
+            if !flags.insecure_registries.is_empty() {
+                conflicts.push(format!(
+                    "insecure-registries: (from flag: {:?}, from file: {:?})",
+                    flags.insecure_registries, list
+                ));
+            }
+            insecure = list;
+        }
         if let Some(dv) = obj.get("debug") {
             let b = dv
                 .as_bool()
@@ -140,6 +162,7 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
         pidfile: pidfile.unwrap_or_else(|| exec_root.join("berthd.pid")),
         exec_root,
         debug,
+        insecure_registries: insecure,
     })
 }
 

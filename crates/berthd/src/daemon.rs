@@ -20,6 +20,8 @@ pub struct Settings {
     pub pidfile: PathBuf,
     /// `--debug`.
     pub debug: bool,
+    /// Registries spoken to over plain HTTP (loopback always is).
+    pub insecure_registries: Vec<String>,
 }
 
 /// The daemon.
@@ -39,6 +41,8 @@ pub struct Daemon {
     pub events: crate::events::Events,
     /// Exec instances.
     pub execs: crate::exec::Execs,
+    /// The registry client (pull, push).
+    pub registry_client: berth_registry::RegistryClient,
 }
 
 impl Daemon {
@@ -62,6 +66,11 @@ impl Daemon {
             }
         };
         let images = Images::open(&settings.data_root)?;
+        let registry_client = berth_registry::RegistryClient::new(berth_registry::RegistryConfig {
+            insecure_registries: settings.insecure_registries.clone(),
+            ..Default::default()
+        })
+        .map_err(|e| Error::internal(format!("registry client: {e}")))?;
         Ok(Arc::new(Daemon {
             shim: crate::shim::find_shim(),
             registry: Mutex::new(Registry::default()),
@@ -70,6 +79,7 @@ impl Daemon {
             id,
             events: crate::events::Events::default(),
             execs: Default::default(),
+            registry_client,
         }))
     }
 

@@ -20,6 +20,9 @@ pub enum Error {
     /// 413/400: a request body above the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 401: the registry refused the credentials.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 503.
     #[error("{0}")]
     Unavailable(String),
@@ -46,6 +49,7 @@ impl Error {
             Error::Invalid(_) | Error::TooLarge(_) => ErrorKind::InvalidArgument,
             Error::NotModified(_) => ErrorKind::NotModified,
             Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Unauthorized(_) => ErrorKind::Forbidden,
             Error::Internal(_) | Error::Io { .. } => ErrorKind::Internal,
         }
     }
@@ -54,6 +58,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::TooLarge(_) => 413,
+            Error::Unauthorized(_) => 401,
             e => e.kind().status(),
         }
     }

@@ -74,6 +74,11 @@ impl Images {
         })
     }
 
+    /// The store itself (for the registry client).
+    pub fn store(&self) -> Arc<ImageStore> {
+        self.store.clone()
+    }
+
     /// Resolves an image for container creation.
     pub async fn lookup(&self, name: &str) -> Result<ImageInfo> {
         let s = self.store.clone();

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod container;
 pub mod daemon;
+pub mod distribution;
 pub mod error;
 pub mod events;
 pub mod exec;

@@ -144,7 +144,10 @@ async fn route(
             Ok(json(200, &l))
         }
         (&Method::POST, ["images", "create"]) => images_create(d, &q, req).await,
-        (_, ["images", ..]) => image_route(d, &method, path, &q).await,
+        (_, ["images", ..]) => {
+            let creds = crate::distribution::credentials(req.headers().get("X-Registry-Auth"));
+            image_route(d, &method, path, &q, creds).await
+        }
         _ => Ok(not_found()),
     }
 }
@@ -554,7 +557,13 @@ fn stream_type(tty: bool) -> HeaderValue {
     }
 }
 
-async fn image_route(d: &Arc<Daemon>, method: &Method, path: &str, q: &Query) -> Result<Resp> {
+async fn image_route(
+    d: &Arc<Daemon>,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    creds: Option<berth_registry::Credentials>,
+) -> Result<Resp> {
     let rest = path
         .trim_start_matches('/')
         .strip_prefix("images/")
@@ -567,6 +576,15 @@ async fn image_route(d: &Arc<Daemon>, method: &Method, path: &str, q: &Query) ->
             return Ok(json(200, &d.images.history(name).await?));
         }
     } else if method == Method::POST {
+        if let Some(name) = rest.strip_suffix("/push") {
+            let tag = q.get("tag").unwrap_or("");
+            let reference = if tag.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name}:{tag}")
+            };
+            return crate::distribution::push(d, reference, creds).await;
+        }
         if let Some(name) = rest.strip_suffix("/tag") {
             let (repo, tag) = (q.get("repo").unwrap_or(""), q.get("tag").unwrap_or(""));
             d.images.tag(name, repo, tag).await?;
@@ -782,29 +800,19 @@ async fn images_create(d: &Arc<Daemon>, q: &Query, req: Request<Incoming>) -> Re
     }
     if let Some(img) = q.get("fromImage").filter(|s| !s.is_empty()) {
         let tag = q.get("tag").unwrap_or("");
-        let full = if tag.is_empty() || img.contains('@') {
+        let reference = if tag.is_empty() || img.contains('@') {
             img.to_string()
+        } else if tag.starts_with("sha256:") {
+            format!("{img}@{tag}")
         } else {
             format!("{img}:{tag}")
         };
-        if d.images.resolve(&full).await.is_ok() {
-            let name = full.clone();
-            let lines = [berth_api::progress::JsonMessage::status(format!(
-                "Status: Image is up to date for {name}"
-            ))
-            .to_line()]
-            .concat();
-            let mut r = hyper::Response::new(crate::http::full(lines));
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            return Ok(r);
-        }
-        let repo = berth_image::Reference::parse(img)
-            .map(|r| r.familiar_name())
-            .unwrap_or_else(|_| img.split('@').next().unwrap_or(img).to_string());
-        return Err(Error::NotFound(format!(
-            "pull access denied for {repo}, repository does not exist or may require 'docker login'"
-        )));
+        let platform = q
+            .get("platform")
+            .filter(|p| !p.is_empty())
+            .map(str::to_string);
+        let creds = crate::distribution::credentials(req.headers().get("X-Registry-Auth"));
+        return crate::distribution::pull(d, reference, platform, creds).await;
     }
     Err(Error::invalid("fromImage or fromSrc is required"))
 }
