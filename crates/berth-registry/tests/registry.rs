@@ -825,3 +825,60 @@ async fn docker_hub_pulls_go_through_mirrors() {
     assert_eq!(insp.repo_tags, vec!["mirrored:1"]);
     assert_eq!(insp.repo_digests, vec![format!("mirrored@{}", out.digest)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pull_leaves_nothing() {
+    if skip() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let name = format!("{}/team/app", reg.host());
+    let (_d, a) = busybox_store(&format!("{name}:1"));
+    client()
+        .push(
+            a.clone(),
+            &format!("{name}:1"),
+            &PushOptions::default(),
+            berth_registry::no_progress(),
+        )
+        .await
+        .unwrap();
+    let (d, b) = empty_store();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let sink: berth_registry::ProgressSink = {
+        let started = started.clone();
+        Arc::new(move |m| {
+            if m.status.as_deref() == Some("Downloading") {
+                started.notify_one();
+                // Hold the download here long enough to be cancelled mid-layer.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        })
+    };
+    let task = {
+        let (b, name) = (b.clone(), name.clone());
+        tokio::spawn(async move {
+            client()
+                .pull(b, &format!("{name}:1"), &PullOptions::default(), sink)
+                .await
+        })
+    };
+    started.notified().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    // The unpacker on the blocking pool sees its stream end and lets go of the store.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while Arc::strong_count(&b) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unpacker still running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(b.list(true).is_empty());
+    drop(b);
+    let reopened = ImageStore::open(d.path()).unwrap();
+    assert!(reopened.list(true).is_empty());
+    assert!(reopened.layers_in_use().is_empty());
+    assert!(debris(&d.path().join("image")).is_empty());
+}
