@@ -348,49 +348,20 @@ pub(crate) fn attach_device_filter(
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
-/// Lets the program run by `cmd` inherit descriptor `fd` (under the same number).
-pub fn keep_fd_on_exec(cmd: &mut std::process::Command, fd: RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before execve and only calls fcntl, which
-    // is async-signal-safe; it allocates nothing and touches no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+/// Sends one message on a `SOCK_SEQPACKET` socket with descriptors attached (`SCM_RIGHTS`).
+pub fn send_packet(
+    sock: impl AsFd,
+    data: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> nix::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    send_fds(sock, data, &raw)
 }
 
-/// Takes ownership of descriptor `fd` inherited from our parent (e.g. given with
-/// [`keep_fd_on_exec`] and named on our command line); `None` if it is not open or is 0-2.
-pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
-    if fd < 3 {
-        return None;
-    }
-    // SAFETY: F_GETFD only reads the descriptor's flags.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return None;
-    }
-    // SAFETY: the descriptor is open (checked above) and was handed to this process by its
-    // parent for this purpose; nothing else in this process owns it. It is made close-on-exec.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let _ = nix::fcntl::fcntl(
-        &owned,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    Some(owned)
-}
-
-/// Sends one message (with an optional descriptor) on a `SOCK_SEQPACKET` socket.
-pub fn send_packet(sock: impl AsFd, data: &[u8], fd: Option<RawFd>) -> nix::Result<()> {
-    send_msg(sock, data, fd)
-}
-
-/// Receives one message (and any descriptor) from a `SOCK_SEQPACKET` socket; empty at EOF.
-pub fn recv_packet(sock: impl AsFd) -> nix::Result<(Vec<u8>, Option<OwnedFd>)> {
-    recv_msg(sock)
+/// Receives one message (and the descriptors attached to it, close-on-exec) from a
+/// `SOCK_SEQPACKET` socket; the message is empty at EOF.
+pub fn recv_packet(sock: impl AsFd) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    recv_fds(sock)
 }
 
 /// Asks the kernel to reclaim the calling process's clean, file-backed, read-only pages
@@ -528,16 +499,14 @@ pub fn exit_now(code: i32) -> ! {
 
 /// Sends one datagram (`SOCK_SEQPACKET`) with an optional file descriptor attached.
 pub(crate) fn send_msg(sock: impl AsFd, data: &[u8], fd: Option<RawFd>) -> nix::Result<()> {
+    send_fds(sock, data, fd.as_slice())
+}
+
+fn send_fds(sock: impl AsFd, data: &[u8], fds: &[RawFd]) -> nix::Result<()> {
     use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
     let iov = [std::io::IoSlice::new(data)];
-    let fds;
-    let cmsgs: &[ControlMessage] = match fd {
-        Some(f) => {
-            fds = [f];
-            &[ControlMessage::ScmRights(&fds)]
-        }
-        None => &[],
-    };
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     loop {
         match sendmsg::<UnixAddr>(
             sock.as_fd().as_raw_fd(),
@@ -552,12 +521,17 @@ pub(crate) fn send_msg(sock: impl AsFd, data: &[u8], fd: Option<RawFd>) -> nix::
     }
 }
 
-/// Receives one datagram and any file descriptor attached to it (close-on-exec);
+/// Receives one datagram and the first file descriptor attached to it (close-on-exec);
 /// an empty message means the peer closed its end.
 pub(crate) fn recv_msg(sock: impl AsFd) -> nix::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let (data, fds) = recv_fds(sock)?;
+    Ok((data, fds.into_iter().next()))
+}
+
+fn recv_fds(sock: impl AsFd) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
-    let mut buf = vec![0u8; 8192];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
     let (n, fds) = loop {
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         match recvmsg::<UnixAddr>(
@@ -580,13 +554,14 @@ pub(crate) fn recv_msg(sock: impl AsFd) -> nix::Result<(Vec<u8>, Option<OwnedFd>
         }
     };
     buf.truncate(n);
-    let mut owned = fds.into_iter().map(|f| {
-        // SAFETY: SCM_RIGHTS just installed this descriptor in our table; nothing else owns it.
-        unsafe { OwnedFd::from_raw_fd(f) }
-    });
-    let first = owned.next();
-    drop(owned.collect::<Vec<_>>());
-    Ok((buf, first))
+    let owned = fds
+        .into_iter()
+        .map(|f| {
+            // SAFETY: SCM_RIGHTS just installed this descriptor in our table; nothing else owns it.
+            unsafe { OwnedFd::from_raw_fd(f) }
+        })
+        .collect();
+    Ok((buf, owned))
 }
 
 /// How a process ended, as Docker reports it.

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -862,8 +862,9 @@ fn exec_conn(
         )?;
         let mut stdin_w = None;
         let mut outs = Vec::new();
-        let (i, o, e): (OwnedFd, OwnedFd, OwnedFd) = if terminal {
-            (null()?.into(), null()?.into(), null()?.into())
+        // The process's stdio travels to the helper with the request (SCM_RIGHTS).
+        let stdio: Vec<OwnedFd> = if terminal {
+            Vec::new()
         } else {
             let i: OwnedFd = if want_stdin {
                 let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -876,12 +877,11 @@ fn exec_conn(
             let (er, ew) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
             outs.push((File::from(or), 1u8, want_stdout));
             outs.push((File::from(er), 2u8, want_stderr));
-            (i, ow, ew)
+            vec![i, ow, ew]
         };
+        // The helper's stdin is its end of the socket.
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("--exec-helper")
-            .arg("--sync-fd")
-            .arg(std::os::fd::AsRawFd::as_raw_fd(&helper_sock).to_string())
             .arg("--pid")
             .arg(shim.pid.to_string())
             .arg("--bundle")
@@ -891,21 +891,16 @@ fn exec_conn(
         if let Some(root) = &shim.cgroup_root {
             cmd.arg("--cgroup-root").arg(root);
         }
-        cmd.stdin(Stdio::from(i))
-            .stdout(Stdio::from(o))
-            .stderr(Stdio::from(e));
-        berth_runtime::sys::keep_fd_on_exec(
-            &mut cmd,
-            std::os::fd::AsRawFd::as_raw_fd(&helper_sock),
-        );
+        cmd.stdin(Stdio::from(helper_sock))
+            .stdout(Stdio::from(null()?))
+            .stderr(Stdio::from(null()?));
         let child = cmd.spawn()?;
         drop(cmd);
-        drop(helper_sock);
         // The reaper thread collects the helper; never wait on it here.
         drop(child);
-        Ok((my_sock, stdin_w, outs))
+        Ok((my_sock, stdin_w, outs, stdio))
     })();
-    let (sock, stdin_w, outs) = match spawned {
+    let (sock, stdin_w, outs, stdio) = match spawned {
         Ok(x) => x,
         Err(e) => {
             send(&mut w, &Response::err(format!("exec: {e}")));
@@ -913,12 +908,16 @@ fn exec_conn(
         }
     };
     let json = serde_json::to_vec(&process).unwrap_or_default();
-    if let Err(e) = berth_runtime::sys::send_packet(&sock, &json, None) {
+    let fds: Vec<_> = stdio.iter().map(|f| f.as_fd()).collect();
+    let sent = berth_runtime::sys::send_packet(&sock, &json, &fds);
+    drop(fds);
+    drop(stdio);
+    if let Err(e) = sent {
         send(&mut w, &Response::err(format!("exec: {e}")));
         return;
     }
     let (msg, master) = match berth_runtime::sys::recv_packet(&sock) {
-        Ok(m) => m,
+        Ok((m, fds)) => (m, fds.into_iter().next()),
         Err(e) => {
             send(&mut w, &Response::err(format!("exec: {e}")));
             return;
@@ -1033,17 +1032,16 @@ fn pump_to_nowhere(mut f: File) {
     while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
 }
 
-/// `berth-shim --exec-helper --sync-fd N --pid P --bundle DIR --id ID [--cgroup-root DIR]`:
-/// joins the container of init `P` and runs the process received on the sync socket with
-/// this process's stdio (or a new terminal), reports `P<pid>` (with the terminal master) or
+/// `berth-shim --exec-helper --pid P --bundle DIR --id ID [--cgroup-root DIR]` (stdin: a socket):
+/// joins the container of init `P` and runs the process received on the socket with the stdio
+/// sent along (or a new terminal), reports `P<pid>` (with the terminal master) or
 /// `E<json response>`, then `X<exit code>` when it has ended.
 fn exec_helper() -> i32 {
     let mut it = std::env::args().skip(2);
-    let (mut fd, mut pid, mut bundle, mut id, mut cgroup_root) = (None, None, None, None, None);
+    let (mut pid, mut bundle, mut id, mut cgroup_root) = (None, None, None, None);
     while let Some(a) = it.next() {
         let v = it.next();
         match a.as_str() {
-            "--sync-fd" => fd = v.and_then(|v| v.parse().ok()),
             "--pid" => pid = v.and_then(|v| v.parse::<i32>().ok()),
             "--bundle" => bundle = v.map(PathBuf::from),
             "--id" => id = v,
@@ -1051,26 +1049,30 @@ fn exec_helper() -> i32 {
             _ => return 2,
         }
     }
-    let Some(sock) = fd.and_then(berth_runtime::sys::take_inherited_fd) else {
+    // Our stdin is the socket to the shim; keep it off fd 0.
+    let Ok(sock) = nix::unistd::dup(std::io::stdin().as_fd()) else {
         return 2;
     };
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
     let fail = |resp: Response| {
         let mut m = vec![b'E'];
         m.extend_from_slice(&serde_json::to_vec(&resp).unwrap_or_default());
-        let _ = berth_runtime::sys::send_packet(&sock, &m, None);
+        let _ = berth_runtime::sys::send_packet(&sock, &m, &[]);
         1
     };
     let (Some(pid), Some(bundle), Some(id)) = (pid, bundle, id) else {
         return fail(Response::err("exec helper: missing arguments"));
     };
-    let process: berth_runtime::oci_spec::runtime::Process =
-        match berth_runtime::sys::recv_packet(&sock)
-            .ok()
-            .and_then(|(m, _)| serde_json::from_slice(&m).ok())
-        {
-            Some(p) => p,
-            None => return fail(Response::err("exec: bad process")),
-        };
+    let (msg, mut fds) = match berth_runtime::sys::recv_packet(&sock) {
+        Ok(m) => m,
+        Err(e) => return fail(Response::err(format!("exec: {e}"))),
+    };
+    let process: berth_runtime::oci_spec::runtime::Process = match serde_json::from_slice(&msg) {
+        Ok(p) => p,
+        Err(e) => return fail(Response::err(format!("exec: bad process: {e}"))),
+    };
     let spec = match Spec::load(bundle.join("config.json")) {
         Ok(s) => s,
         Err(e) => return fail(Response::err(format!("load config.json: {e}"))),
@@ -1090,21 +1092,17 @@ fn exec_helper() -> i32 {
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     let stdio = if process.terminal() == Some(true) {
         ContainerStdio::Terminal
-    } else {
-        let d = |f: std::os::fd::BorrowedFd<'_>| nix::unistd::dup(f);
-        use std::os::fd::AsFd;
-        match (
-            d(std::io::stdin().as_fd()),
-            d(std::io::stdout().as_fd()),
-            d(std::io::stderr().as_fd()),
-        ) {
-            (Ok(stdin), Ok(stdout), Ok(stderr)) => ContainerStdio::Fds {
-                stdin,
-                stdout,
-                stderr,
-            },
-            _ => return fail(Response::err("exec: dup stdio")),
+    } else if fds.len() == 3 {
+        let stderr = fds.pop().expect("three fds");
+        let stdout = fds.pop().expect("three fds");
+        let stdin = fds.pop().expect("three fds");
+        ContainerStdio::Fds {
+            stdin,
+            stdout,
+            stderr,
         }
+    } else {
+        return fail(Response::err("exec: stdio missing"));
     };
     let mut execed = match berth_runtime::exec(pid, &process, seccomp, cgroup.as_ref(), stdio) {
         Ok(e) => e,
@@ -1115,17 +1113,11 @@ fn exec_helper() -> i32 {
             });
         }
     };
-    // Let go of the process's pipes, so its output ends when it (and its children) close them.
-    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        let _ = nix::unistd::dup2_stdin(&null);
-        let _ = nix::unistd::dup2_stdout(&null);
-        let _ = nix::unistd::dup2_stderr(&null);
-    }
     let master = execed.take_pty_master();
     let mut m = vec![b'P'];
     m.extend_from_slice(&execed.pid().to_le_bytes());
-    let raw = master.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    if berth_runtime::sys::send_packet(&sock, &m, raw).is_err() {
+    let fds: Vec<_> = master.iter().map(|f| f.as_fd()).collect();
+    if berth_runtime::sys::send_packet(&sock, &m, &fds).is_err() {
         let _ = berth_runtime::kill(execed.pid(), 9);
     }
     drop(master);
@@ -1142,6 +1134,6 @@ fn exec_helper() -> i32 {
     };
     let mut m = vec![b'X'];
     m.extend_from_slice(&code.to_le_bytes());
-    let _ = berth_runtime::sys::send_packet(&sock, &m, None);
+    let _ = berth_runtime::sys::send_packet(&sock, &m, &[]);
     0
 }
