@@ -314,6 +314,60 @@ impl Images {
         Ok(sum.id)
     }
 
+    /// `POST /images/load`: loads a docker-archive or OCI-layout tar from the streamed body.
+    pub async fn load(&self, body: Incoming) -> Result<Bytes> {
+        let rx = pump_body(body);
+        let s = self.store.clone();
+        let loaded = blocking(move || {
+            let rd = ChannelReader {
+                rx,
+                cur: Bytes::new(),
+            };
+            s.load(rd)
+        })
+        .await?;
+        let mut out = String::new();
+        for l in loaded {
+            let m = JsonMessage {
+                stream: Some(format!("{l}\n")),
+                ..Default::default()
+            };
+            out.push_str(&m.to_line());
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// `GET /images/get`: writes a docker-archive of `names` into the returned channel. An error
+    /// before the first byte is returned as such.
+    pub async fn save(&self, names: Vec<String>) -> Result<tokio::sync::mpsc::Receiver<Bytes>> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Option<berth_image::Error>>();
+        let s = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChannelWriter {
+                tx,
+                first: Some(first_tx),
+            };
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let res = s.save(&refs, &mut w);
+            let first = w.first.take();
+            match (res, first) {
+                (Err(e), Some(f)) => {
+                    let _ = f.send(Some(e));
+                }
+                (Err(e), None) => tracing::warn!("save: {e}"),
+                (Ok(()), Some(f)) => {
+                    let _ = f.send(None);
+                }
+                (Ok(()), None) => {}
+            }
+        });
+        match first_rx.await {
+            Ok(Some(e)) => Err(img_err(e)),
+            _ => Ok(rx),
+        }
+    }
+
     /// `POST /images/create?fromSrc=-`: imports the streamed request body; returns the progress lines.
     pub async fn import(
         &self,
@@ -321,23 +375,7 @@ impl Images {
         reference: Option<String>,
         opts: ImportOptions,
     ) -> Result<Bytes> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-        let pump = tokio::spawn(async move {
-            let mut body = body;
-            while let Some(frame) = body.frame().await {
-                let item = match frame {
-                    Ok(f) => match f.into_data() {
-                        Ok(d) => Ok(d),
-                        Err(_) => continue,
-                    },
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
-                };
-                let stop = item.is_err();
-                if tx.send(item).await.is_err() || stop {
-                    break;
-                }
-            }
-        });
+        let rx = pump_body(body);
         let s = self.store.clone();
         let res = blocking(move || {
             let rd = ChannelReader {
@@ -347,7 +385,6 @@ impl Images {
             s.import(rd, reference.as_deref(), &opts)
         })
         .await;
-        pump.abort();
         let summary = res?;
         Ok(Bytes::from(JsonMessage::status(summary.id).to_line()))
     }
@@ -376,6 +413,53 @@ fn delete_item(i: berth_image::DeleteItem) -> DeleteItem {
             untagged: None,
             deleted: Some(d),
         },
+    }
+}
+
+/// Feeds a request body, chunk by chunk, to a blocking reader.
+fn pump_body(body: Incoming) -> tokio::sync::mpsc::Receiver<std::io::Result<Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::spawn(async move {
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let item = match frame {
+                Ok(f) => match f.into_data() {
+                    Ok(d) => Ok(d),
+                    Err(_) => continue,
+                },
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A blocking `Write` into a channel of chunks; tells `first` when the first byte goes out.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    first: Option<tokio::sync::oneshot::Sender<Option<berth_image::Error>>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some(f) = self.first.take() {
+            let _ = f.send(None);
+        }
+        self.tx
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

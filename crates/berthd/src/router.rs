@@ -144,6 +144,21 @@ async fn route(
             Ok(json(200, &l))
         }
         (&Method::POST, ["images", "create"]) => images_create(d, &q, req).await,
+        (&Method::POST, ["images", "load"]) => {
+            let out = d.images.load(req.into_body()).await?;
+            let mut r = hyper::Response::new(crate::http::full(out));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
+        }
+        (&Method::GET, ["images", "get"]) => {
+            let names: Vec<String> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                    .filter(|(k, _)| k == "names")
+                    .map(|(_, v)| v.into_owned())
+                    .collect();
+            images_save(d, names).await
+        }
         (_, ["images", ..]) => {
             let creds = crate::distribution::credentials(req.headers().get("X-Registry-Auth"));
             image_route(d, &method, path, &q, creds).await
@@ -572,6 +587,9 @@ async fn image_route(
         if let Some(name) = rest.strip_suffix("/json") {
             return Ok(json(200, &d.images.inspect(name).await?));
         }
+        if let Some(name) = rest.strip_suffix("/get") {
+            return images_save(d, vec![name.to_string()]).await;
+        }
         if let Some(name) = rest.strip_suffix("/history") {
             return Ok(json(200, &d.images.history(name).await?));
         }
@@ -674,6 +692,17 @@ fn events(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
     let mut r = hyper::Response::new(body);
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
+}
+
+async fn images_save(d: &Arc<Daemon>, names: Vec<String>) -> Result<Resp> {
+    if names.is_empty() {
+        return Err(Error::invalid("no image names given"));
+    }
+    let rx = d.images.save(names).await?;
+    let mut r = hyper::Response::new(Body::Chan(rx));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
     Ok(r)
 }
 

@@ -908,3 +908,34 @@ fn config_file_conflicts_with_flags() {
     assert!(o.stderr.contains("only unix sockets"), "{}", o.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn save_and_load() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let file = d.dir.join("saved.tar");
+    d.ok(&["save", "-o", file.to_str().unwrap(), "busybox:local"]);
+    assert!(std::fs::metadata(&file).unwrap().len() > 1_000_000);
+    d.ok(&["rmi", "busybox:local"]);
+    let out = d.ok(&["load", "-i", file.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: busybox:local"), "{out}");
+    assert_eq!(
+        d.ok(&["run", "--rm", "busybox:local", "echo", "loaded"]),
+        "loaded\n"
+    );
+    let o = d.docker(&[
+        "save",
+        "-o",
+        d.dir.join("x.tar").to_str().unwrap(),
+        "nosuch:1",
+    ]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("No such image") || o.stderr.contains("nosuch"),
+        "{}",
+        o.stderr
+    );
+}
