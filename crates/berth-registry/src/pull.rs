@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::client::{Credentials, RegistryClient, Session, error_of, transport_error};
@@ -159,10 +159,11 @@ async fn pull_layer(
     index: usize,
     desc: Descriptor,
     permits: Arc<Semaphore>,
+    order: (usize, Arc<watch::Sender<usize>>),
     rep: Reporter,
 ) -> Result<()> {
     let id = desc.digest.short().to_string();
-    let _permit = match permits.clone().try_acquire_owned() {
+    let permit = match permits.clone().try_acquire_owned() {
         Ok(p) => p,
         Err(_) => {
             rep.update(&id, "Waiting");
@@ -189,9 +190,21 @@ async fn pull_layer(
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
-            other => return other,
+            Err(e) => return Err(e),
+            Ok(()) => break,
         }
     }
+    drop(permit);
+    // Unpacked in parallel, reported bottom layer first as dockerd (which extracts in order) does.
+    let (pos, seq) = order;
+    let mut rx = seq.subscribe();
+    rx.wait_for(|&n| n >= pos)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    rep.bytes(&id, "Extracting", desc.size as i64, desc.size as i64);
+    rep.update(&id, "Pull complete");
+    seq.send_replace(pos + 1);
+    Ok(())
 }
 
 /// Retries of a layer download after a network error (dockerd: 5, with 5 s, 10 s, ... waits).
@@ -285,8 +298,6 @@ async fn download_and_unpack(
         return Err(f);
     }
     unpacked?;
-    rep.bytes(&id, "Extracting", total, total);
-    rep.update(&id, "Pull complete");
     Ok(())
 }
 
@@ -465,7 +476,8 @@ impl RegistryClient {
         let pending = Arc::new(pending);
         let permits = Arc::new(Semaphore::new(self.cfg.max_concurrent_downloads.max(1)));
         let mut tasks = JoinSet::new();
-        for &i in &missing {
+        let seq = Arc::new(watch::Sender::new(0usize));
+        for (pos, &i) in missing.iter().enumerate() {
             tasks.spawn(pull_layer(
                 session.clone(),
                 store.clone(),
@@ -473,6 +485,7 @@ impl RegistryClient {
                 i,
                 manifest.layers[i].clone(),
                 permits.clone(),
+                (pos, seq.clone()),
                 rep.clone(),
             ));
         }

@@ -335,7 +335,6 @@ async fn push_layer(
             }
         }
     }
-    rep.update(&id, "Pushing");
     let total = job.stored.size as i64;
     let uploaded = upload_stream(
         &s,

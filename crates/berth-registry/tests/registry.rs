@@ -139,6 +139,18 @@ async fn push_and_pull_anonymous_like_dockerd() {
     ] {
         assert!(has(&msgs, s), "{s} missing: {st:?}");
     }
+    let ids = |status: &str| -> Vec<String> {
+        msgs.iter()
+            .filter(|m| m.status.as_deref() == Some(status))
+            .filter_map(|m| m.id.clone())
+            .collect()
+    };
+    assert_eq!(
+        ids("Pull complete"),
+        ids("Pulling fs layer"),
+        "reported bottom first"
+    );
+    assert!(!has(&msgs, "Pushing"));
     let dl = msgs
         .iter()
         .find(|m| m.status.as_deref() == Some("Downloading"))
