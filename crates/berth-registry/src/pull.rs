@@ -152,6 +152,7 @@ impl Read for ChannelReader {
 }
 
 /// Downloads layer `index` and unpacks it as it streams in; verifies the digest.
+#[allow(clippy::too_many_arguments)]
 async fn pull_layer(
     s: Arc<Session>,
     store: Arc<ImageStore>,
