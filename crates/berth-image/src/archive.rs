@@ -325,13 +325,23 @@ impl ImageStore {
     /// refused and links are resolved inside the archive, so nothing is written outside it.
     /// Errors: InvalidArgument (not an image archive, mismatching layers), Internal.
     pub fn load(&self, tar: impl Read) -> Result<Vec<LoadedImage>> {
+        self.load_with_progress(tar, &|_| {})
+    }
+
+    /// [`ImageStore::load`], reporting each layer it unpacks as dockerd's `Loading layer` progress
+    /// (at most every 100 ms per layer, and once at the end of each).
+    pub fn load_with_progress(
+        &self,
+        tar: impl Read,
+        progress: &dyn Fn(&LoadProgress),
+    ) -> Result<Vec<LoadedImage>> {
         let mut spool = Spool::new(temp_sibling(&self.root.join("load")))?;
         let (input, _) = decompress(tar)?;
         spool.extract(input)?;
         if spool.exists("manifest.json") {
-            self.load_docker_archive(&spool)
+            self.load_docker_archive(&spool, progress)
         } else if spool.exists("index.json") {
-            self.load_oci_layout(&spool)
+            self.load_oci_layout(&spool, progress)
         } else {
             Err(Error::invalid(
                 "invalid image archive: neither manifest.json nor index.json found",
@@ -339,7 +349,11 @@ impl ImageStore {
         }
     }
 
-    fn load_docker_archive(&self, spool: &Spool) -> Result<Vec<LoadedImage>> {
+    fn load_docker_archive(
+        &self,
+        spool: &Spool,
+        progress: &dyn Fn(&LoadProgress),
+    ) -> Result<Vec<LoadedImage>> {
         let entries: Vec<ArchiveEntry> = serde_json::from_slice(&spool.read("manifest.json")?)
             .map_err(|e| Error::invalid(format!("invalid manifest.json: {e}")))?;
         let mut out = Vec::new();
@@ -352,21 +366,29 @@ impl ImageStore {
                 .collect::<Result<Vec<_>>>()?;
             let tags: Vec<String> = e.repo_tags.unwrap_or_default();
             let refs: Vec<&str> = tags.iter().map(String::as_str).collect();
-            let sum = self.add_image(
-                &config,
-                &mut |i| {
-                    let p = &paths[i];
-                    let f = File::open(p).ctx("open", p)?;
-                    Ok(Box::new(BufReader::new(f)) as Box<dyn Read>)
-                },
-                &refs,
-            )?;
+            let pending = self.begin_image(&config, &refs)?;
+            if pending.config().rootfs.diff_ids.len() != paths.len() {
+                return Err(Error::invalid(format!(
+                    "invalid manifest.json: {} layers, the config has {} diff IDs",
+                    paths.len(),
+                    pending.config().rootfs.diff_ids.len()
+                )));
+            }
+            for i in pending.missing_layers().to_vec() {
+                let r = open_reporting(&paths[i], &pending.chain_ids()[i], progress)?;
+                self.unpack_pending_layer(&pending, i, r, None)?;
+            }
+            let sum = self.finish_image(pending, &[])?;
             push_loaded(&mut out, sum.id, &tags)?;
         }
         Ok(out)
     }
 
-    fn load_oci_layout(&self, spool: &Spool) -> Result<Vec<LoadedImage>> {
+    fn load_oci_layout(
+        &self,
+        spool: &Spool,
+        progress: &dyn Fn(&LoadProgress),
+    ) -> Result<Vec<LoadedImage>> {
         let index: OciManifest = serde_json::from_slice(&spool.read("index.json")?)
             .map_err(|e| Error::invalid(format!("invalid index.json: {e}")))?;
         let mut out = Vec::new();
@@ -402,8 +424,8 @@ impl ImageStore {
             for i in pending.missing_layers().to_vec() {
                 let l = &manifest.layers[i];
                 let p = spool.resolve(&blob_path_of(&l.digest))?;
-                let f = File::open(&p).ctx("open", &p)?;
-                self.unpack_pending_layer(&pending, i, BufReader::new(f), Some(&l.digest))?;
+                let r = open_reporting(&p, &pending.chain_ids()[i], progress)?;
+                self.unpack_pending_layer(&pending, i, r, Some(&l.digest))?;
             }
             let sum = self.finish_image(pending, &[&mbytes])?;
             push_loaded(&mut out, sum.id, &tags)?;
@@ -450,6 +472,68 @@ impl ImageStore {
             })?;
         self.select_manifest(spool, pick, depth + 1)
     }
+}
+
+/// Progress of one layer of a `load`: dockerd's `{"status":"Loading layer","id":<short chain ID>,
+/// "progressDetail":{"current":..,"total":..}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadProgress {
+    /// The layer's short chain ID (12 hex characters), the `id` dockerd shows.
+    pub id: String,
+    /// Bytes of the layer file read so far.
+    pub current: u64,
+    /// Size of the layer file in the archive.
+    pub total: u64,
+}
+
+/// A reader reporting `Loading layer` progress.
+struct ProgressReader<'a, R> {
+    inner: R,
+    cb: &'a dyn Fn(&LoadProgress),
+    p: LoadProgress,
+    last: Option<std::time::Instant>,
+    done: bool,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.p.current += n as u64;
+        if self.done {
+            return Ok(n);
+        }
+        let now = std::time::Instant::now();
+        let end = n == 0 || self.p.current >= self.p.total;
+        let due = self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_millis(100));
+        if end || due {
+            self.last = Some(now);
+            self.done = end;
+            (self.cb)(&self.p);
+        }
+        Ok(n)
+    }
+}
+
+fn open_reporting<'a>(
+    path: &Path,
+    chain: &Digest,
+    cb: &'a dyn Fn(&LoadProgress),
+) -> Result<ProgressReader<'a, BufReader<File>>> {
+    let f = File::open(path).ctx("open", path)?;
+    let total = f.metadata().ctx("stat", path)?.len();
+    Ok(ProgressReader {
+        inner: BufReader::with_capacity(64 * 1024, f),
+        cb,
+        p: LoadProgress {
+            id: chain.short().to_string(),
+            current: 0,
+            total,
+        },
+        last: None,
+        done: false,
+    })
 }
 
 fn blob_path_of(d: &Digest) -> String {

@@ -94,7 +94,17 @@ fn save_writes_docker_25_layout_and_load_round_trips() {
     assert_eq!(m[1]["Layers"].as_array().unwrap().len(), 2);
 
     let (_d2, s2) = store();
-    let loaded = s2.load(&out[..]).unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let loaded = s2
+        .load_with_progress(&out[..], &|p| seen.lock().unwrap().push(p.clone()))
+        .unwrap();
+    let seen = seen.into_inner().unwrap();
+    // Two layers unpacked (the base is shared by both images), each ending with current == total.
+    let ends: Vec<&LoadProgress> = seen.iter().filter(|p| p.current == p.total).collect();
+    assert_eq!(ends.len(), 2, "{seen:?}");
+    let chains = crate::digest::chain_ids(&s.config(&two).unwrap().rootfs.diff_ids);
+    assert_eq!(ends[0].id, chains[0].short());
+    assert_eq!(ends[1].id, chains[1].short());
     let shown: Vec<String> = loaded.iter().map(|l| l.to_string()).collect();
     assert_eq!(
         shown,

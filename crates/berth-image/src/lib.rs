@@ -46,8 +46,8 @@ pub use digest::{ChainId, DiffId, Digest, ImageId, chain_ids};
 pub use error::{Error, ErrorKind, Result};
 pub use reference::Reference;
 pub use store::archive::{
-    LoadedImage, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_INDEX,
-    MEDIA_TYPE_OCI_MANIFEST,
+    LoadProgress, LoadedImage, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+    MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST,
 };
 pub use store::{
     BlobDescriptor, CommitOptions, DeleteItem, GraphDriver, HistoryItem, ImageDetails,
