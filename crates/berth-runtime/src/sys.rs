@@ -364,9 +364,9 @@ pub fn recv_packet(sock: impl AsFd) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
     recv_fds(sock)
 }
 
-/// Asks the kernel to reclaim the calling process's clean, file-backed, read-only pages
-/// (program text and read-only data, `MADV_PAGEOUT`): a long-idle process such as the shim then
-/// keeps only what it touches again. Best effort.
+/// Asks the kernel to reclaim the calling process's clean pages of private file mappings
+/// (program text and data, `MADV_PAGEOUT`): a long-idle process such as the shim then keeps
+/// only what it touches again. Best effort.
 pub fn release_file_pages() {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return;
@@ -377,7 +377,7 @@ pub fn release_file_pages() {
             continue;
         };
         let path = f.nth(3).unwrap_or("");
-        if !path.starts_with('/') || perms.starts_with("rw") || perms.contains('s') {
+        if !path.starts_with('/') || perms.contains('s') {
             continue;
         }
         let Some((a, b)) = range.split_once('-') else {
@@ -387,9 +387,9 @@ pub fn release_file_pages() {
         else {
             continue;
         };
-        // SAFETY: MADV_PAGEOUT on a read-only file mapping of this process only drops clean
-        // pages, which are read back from the file on the next access; memory contents and
-        // validity do not change.
+        // SAFETY: MADV_PAGEOUT on a private file mapping only reclaims pages whose contents can
+        // be restored (clean file pages are read back; modified pages would go to swap); what
+        // the process reads at any address does not change.
         unsafe {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT);
         }

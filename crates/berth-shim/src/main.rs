@@ -539,7 +539,14 @@ fn accept_loop(shim: &Arc<Shim>, listener: UnixListener) {
                 // `wait` that arrived just before the container ended.
                 lock(&shim.state).pending += 1;
                 let s = shim.clone();
-                spawn(move || serve(&s, c));
+                spawn(move || {
+                    let oneshot = serve(&s, c);
+                    // An idle shim keeps little resident: drop the code pages this request
+                    // touched (they come back from the page cache when needed).
+                    if oneshot {
+                        berth_runtime::sys::release_file_pages();
+                    }
+                });
             }
             Err(e) => eprintln!("berth-shim: accept: {e}"),
         }
@@ -562,9 +569,12 @@ fn status_of(st: &State) -> Status {
     }
 }
 
-fn serve(shim: &Arc<Shim>, conn: UnixStream) {
+/// Serves one connection; `true` for a one-shot request (not attach, exec or wait).
+fn serve(shim: &Arc<Shim>, conn: UnixStream) -> bool {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut w) = conn.try_clone() else { return };
+    let Ok(mut w) = conn.try_clone() else {
+        return false;
+    };
     let mut r = BufReader::new(conn);
     let req = proto::read_request(&mut r);
     {
@@ -579,9 +589,13 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
         Ok(q) => q,
         Err(e) => {
             send(&mut w, &Response::err(format!("bad request: {e}")));
-            return;
+            return false;
         }
     };
+    let oneshot = !matches!(
+        req,
+        Request::Attach { .. } | Request::Exec { .. } | Request::Wait
+    );
     match req {
         Request::Attach {
             stdin,
@@ -745,6 +759,7 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
             shim.state_cv.notify_all();
         }
     }
+    oneshot
 }
 
 fn attach(
