@@ -20,6 +20,9 @@ pub enum Error {
     /// 413/400: a request body above the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// 401: the registry refused the credentials.
     #[error("{0}")]
     Unauthorized(String),
@@ -49,7 +52,7 @@ impl Error {
             Error::Invalid(_) | Error::TooLarge(_) => ErrorKind::InvalidArgument,
             Error::NotModified(_) => ErrorKind::NotModified,
             Error::Unavailable(_) => ErrorKind::Unavailable,
-            Error::Unauthorized(_) => ErrorKind::Forbidden,
+            Error::Unauthorized(_) | Error::Forbidden(_) => ErrorKind::Forbidden,
             Error::Internal(_) | Error::Io { .. } => ErrorKind::Internal,
         }
     }

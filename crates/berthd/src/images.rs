@@ -417,7 +417,7 @@ fn delete_item(i: berth_image::DeleteItem) -> DeleteItem {
 }
 
 /// Feeds a request body, chunk by chunk, to a blocking reader.
-fn pump_body(body: Incoming) -> tokio::sync::mpsc::Receiver<std::io::Result<Bytes>> {
+pub(crate) fn pump_body(body: Incoming) -> tokio::sync::mpsc::Receiver<std::io::Result<Bytes>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     tokio::spawn(async move {
         let mut body = body;
@@ -464,9 +464,19 @@ impl std::io::Write for ChannelWriter {
 }
 
 /// A blocking `Read` over chunks sent by an async task.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
     cur: Bytes,
+}
+
+impl ChannelReader {
+    /// A reader over a request body's chunks.
+    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        }
+    }
 }
 
 impl Read for ChannelReader {

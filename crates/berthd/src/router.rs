@@ -220,6 +220,9 @@ async fn container_route(
         (&Method::GET, ["json"])
             | (&Method::GET, ["logs"])
             | (&Method::GET, ["top"])
+            | (&Method::GET | &Method::HEAD | &Method::PUT, ["archive"])
+            | (&Method::GET, ["export"])
+            | (&Method::GET, ["changes"])
             | (&Method::GET, ["stats"])
             | (&Method::DELETE, [])
             | (
@@ -282,6 +285,54 @@ async fn container_route(
             Ok(empty(204))
         }
         (&Method::GET, ["top"]) => Ok(json(200, &container::top::top(&c).await?)),
+        (&Method::GET, ["changes"]) => {
+            let layer = c.snapshot().layer;
+            let ch = tokio::task::spawn_blocking(move || container::archive::changes(&layer))
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?;
+            Ok(json(200, &ch))
+        }
+        (&Method::GET, ["export"]) => {
+            let rx = container::archive::export(d, &c).await?;
+            let mut r = hyper::Response::new(Body::Chan(rx));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+            Ok(r)
+        }
+        (&Method::HEAD, ["archive"]) => {
+            let path = q.get("path").unwrap_or("").to_string();
+            if path.is_empty() {
+                return Err(Error::invalid("path is required"));
+            }
+            let hdr = container::archive::stat(d, &c, path).await?;
+            let mut r = empty(200);
+            if let Ok(v) = HeaderValue::from_str(&hdr) {
+                r.headers_mut().insert("X-Docker-Container-Path-Stat", v);
+            }
+            Ok(r)
+        }
+        (&Method::GET, ["archive"]) => {
+            let path = q.get("path").unwrap_or("").to_string();
+            if path.is_empty() {
+                return Err(Error::invalid("path is required"));
+            }
+            let (hdr, rx) = container::archive::get(d, &c, path).await?;
+            let mut r = hyper::Response::new(Body::Chan(rx));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+            if let Ok(v) = HeaderValue::from_str(&hdr) {
+                r.headers_mut().insert("X-Docker-Container-Path-Stat", v);
+            }
+            Ok(r)
+        }
+        (&Method::PUT, ["archive"]) => {
+            let path = q.get("path").unwrap_or("").to_string();
+            if path.is_empty() {
+                return Err(Error::invalid("path is required"));
+            }
+            container::archive::put(d, &c, path, req.into_body()).await?;
+            Ok(empty(200))
+        }
         (&Method::GET, ["stats"]) => {
             let stream = q
                 .get("stream")

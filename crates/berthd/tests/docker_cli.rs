@@ -939,3 +939,81 @@ fn save_and_load() {
         o.stderr
     );
 }
+
+#[test]
+fn cp_export_diff() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "files",
+        "busybox:local",
+        "sh",
+        "-c",
+        "mkdir -p /data/sub && echo hello > /data/sub/f && rm -f /bin/vi",
+    ]);
+    // Out of a stopped container.
+    let out_dir = d.dir.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    d.ok(&["cp", "files:/data", out_dir.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("data/sub/f")).unwrap(),
+        "hello\n"
+    );
+    // Into it, then read back from a running one.
+    let src = d.dir.join("in.txt");
+    std::fs::write(&src, "pushed\n").unwrap();
+    d.ok(&["cp", src.to_str().unwrap(), "files:/data/in.txt"]);
+    d.ok(&["start", "-a", "files"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "busybox:local",
+        "sleep",
+        "30",
+    ]);
+    d.ok(&["cp", src.to_str().unwrap(), "live:/tmp/"]);
+    assert_eq!(d.ok(&["exec", "live", "cat", "/tmp/in.txt"]), "pushed\n");
+    let o = d.docker(&["cp", "live:/nonexistent", out_dir.to_str().unwrap()]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("Could not find the file /nonexistent"),
+        "{}",
+        o.stderr
+    );
+    // diff of the stopped one.
+    let diff = d.ok(&["diff", "files"]);
+    for want in [
+        "A /data",
+        "A /data/sub/f",
+        "D /bin/vi",
+        "C /bin",
+        "A /data/in.txt",
+    ] {
+        assert!(
+            diff.lines().any(|l| l == want),
+            "missing {want:?} in {diff}"
+        );
+    }
+    // export.
+    let tarf = d.dir.join("export.tar");
+    d.ok(&["export", "-o", tarf.to_str().unwrap(), "files"]);
+    let list = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tarf)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.trim_start_matches("./") == "data/sub/f"),
+        "{list}"
+    );
+    d.ok(&["rm", "-f", "live", "files"]);
+}

@@ -1,5 +1,6 @@
 //! Containers: the on-disk record, the in-memory registry, and one module per lifecycle verb.
 
+pub mod archive;
 pub mod attach;
 pub mod create;
 pub mod delete;
