@@ -19,8 +19,8 @@ pub const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
 /// Settings of a [`RegistryClient`] (the daemon's `insecure-registries`, `max-concurrent-downloads`, ...).
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
-    /// Registries (`host:port` or `host`) spoken to over plain HTTP; 127.0.0.0/8, ::1 and `localhost`
-    /// always are.
+    /// Insecure registries (`host:port` or `host`): HTTPS without certificate checks, then plain HTTP;
+    /// 127.0.0.0/8, ::1 and `localhost` always are.
     pub insecure_registries: Vec<String>,
     /// Layers downloaded at once per pull (dockerd's default 3).
     pub max_concurrent_downloads: usize,
@@ -155,21 +155,30 @@ impl Credentials {
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
     pub(crate) http: reqwest::Client,
+    /// For HTTPS to insecure registries: certificates not verified (as dockerd).
+    http_insecure: reqwest::Client,
     pub(crate) cfg: RegistryConfig,
 }
 
 impl RegistryClient {
     /// A client with these settings (rustls with the webpki roots; no OpenSSL).
     pub fn new(cfg: RegistryConfig) -> Result<RegistryClient> {
-        let http = reqwest::Client::builder()
-            .user_agent(cfg.user_agent.clone())
-            .connect_timeout(cfg.connect_timeout)
-            .build()
-            .map_err(|e| Error::Internal(format!("http client: {e}")))?;
-        Ok(RegistryClient { http, cfg })
+        let build = |insecure: bool| {
+            reqwest::Client::builder()
+                .user_agent(cfg.user_agent.clone())
+                .connect_timeout(cfg.connect_timeout)
+                .danger_accept_invalid_certs(insecure)
+                .build()
+                .map_err(|e| Error::Internal(format!("http client: {e}")))
+        };
+        Ok(RegistryClient {
+            http: build(false)?,
+            http_insecure: build(true)?,
+            cfg,
+        })
     }
 
-    /// True if `domain` is spoken to over plain HTTP.
+    /// True if `domain` is an insecure registry: HTTPS without certificate checks, else plain HTTP.
     pub fn is_insecure(&self, domain: &str) -> bool {
         let host = host_of(domain);
         if host == "localhost" {
@@ -186,32 +195,22 @@ impl RegistryClient {
             .any(|r| r == domain || r == host)
     }
 
-    /// The base URL for a reference's domain (`docker.io` → `https://registry-1.docker.io`).
-    pub fn endpoint(&self, domain: &str) -> String {
+    /// The base URLs tried for a reference's domain, in order (`docker.io` → `https://registry-1.docker.io`;
+    /// an insecure registry: HTTPS, then HTTP).
+    pub fn endpoints(&self, domain: &str) -> Vec<String> {
         let host = if domain == "docker.io" {
             DOCKER_HUB_REGISTRY
         } else {
             domain
         };
-        let scheme = if self.is_insecure(domain) {
-            "http"
+        if self.is_insecure(domain) {
+            vec![format!("https://{host}"), format!("http://{host}")]
         } else {
-            "https"
-        };
-        format!("{scheme}://{host}")
+            vec![format!("https://{host}")]
+        }
     }
 
-    pub(crate) fn session(
-        &self,
-        domain: &str,
-        path: &str,
-        actions: &str,
-        creds: Option<&Credentials>,
-    ) -> Session {
-        self.session_at(&self.endpoint(domain), path, actions, creds)
-    }
-
-    /// A session against an explicit base URL (a mirror).
+    /// A session against one base URL (no request sent yet).
     pub(crate) fn session_at(
         &self,
         base: &str,
@@ -219,14 +218,49 @@ impl RegistryClient {
         actions: &str,
         creds: Option<&Credentials>,
     ) -> Session {
+        let host = base.split_once("://").map_or(base, |(_, h)| h);
+        let http = if base.starts_with("https://") && self.is_insecure(host) {
+            self.http_insecure.clone()
+        } else {
+            self.http.clone()
+        };
         Session {
-            http: self.http.clone(),
+            http,
             base: base.to_string(),
             path: path.to_string(),
             scopes: vec![format!("repository:{path}:{actions}")],
             creds: creds.cloned(),
             auth: Mutex::new(None),
         }
+    }
+
+    /// Opens an authenticated session to a repository on the first endpoint that answers (`GET /v2/`),
+    /// asking for `actions` on it and `pull` on `extra_repos` (mount sources).
+    pub(crate) async fn open_session(
+        &self,
+        domain: &str,
+        path: &str,
+        actions: &str,
+        extra_repos: &[String],
+        creds: Option<&Credentials>,
+    ) -> Result<Session> {
+        let endpoints = self.endpoints(domain);
+        let mut last = None;
+        for (i, base) in endpoints.iter().enumerate() {
+            let mut s = self.session_at(base, path, actions, creds);
+            for r in extra_repos {
+                s.add_scope(format!("repository:{r}:pull"));
+            }
+            match s.ping().await {
+                Ok(()) => return Ok(s),
+                Err(e @ Error::Unavailable(_)) if i + 1 < endpoints.len() => {
+                    tracing::debug!("{base}: {e}; trying the next endpoint");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Internal(format!("no endpoint for {domain}"))))
     }
 }
 
@@ -615,13 +649,20 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(c.endpoint("docker.io"), "https://registry-1.docker.io");
-        assert_eq!(c.endpoint("127.0.0.1:5000"), "http://127.0.0.1:5000");
-        assert_eq!(c.endpoint("127.9.9.9"), "http://127.9.9.9");
-        assert_eq!(c.endpoint("localhost:5000"), "http://localhost:5000");
-        assert_eq!(c.endpoint("[::1]:5000"), "http://[::1]:5000");
-        assert_eq!(c.endpoint("myreg:5000"), "http://myreg:5000");
-        assert_eq!(c.endpoint("other:443"), "http://other:443");
-        assert_eq!(c.endpoint("quay.io"), "https://quay.io");
+        let last = |d: &str| c.endpoints(d).last().cloned().unwrap();
+        assert_eq!(
+            c.endpoints("docker.io"),
+            vec!["https://registry-1.docker.io"]
+        );
+        assert_eq!(
+            c.endpoints("127.0.0.1:5000"),
+            vec!["https://127.0.0.1:5000", "http://127.0.0.1:5000"]
+        );
+        assert_eq!(last("127.9.9.9"), "http://127.9.9.9");
+        assert_eq!(last("localhost:5000"), "http://localhost:5000");
+        assert_eq!(last("[::1]:5000"), "http://[::1]:5000");
+        assert_eq!(last("myreg:5000"), "http://myreg:5000");
+        assert_eq!(last("other:443"), "http://other:443");
+        assert_eq!(c.endpoints("quay.io"), vec!["https://quay.io"]);
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! How the daemon uses it:
 //! - one [`RegistryClient`] built from the daemon config (`insecure-registries`, `registry-mirrors`,
-//!   `max-concurrent-downloads`/`-uploads`); 127.0.0.0/8, `::1` and `localhost` are always plain HTTP;
+//!   `max-concurrent-downloads`/`-uploads`); insecure registries (those listed, and always 127.0.0.0/8,
+//!   `::1`, `localhost`) are tried over HTTPS without certificate checks, then plain HTTP, as dockerd;
 //! - `X-Registry-Auth` → [`Credentials::from_registry_auth`] → [`PullOptions::credentials`] /
 //!   [`PushOptions::credentials`];
 //! - `POST /images/create?fromImage=x&tag=y&platform=p` → [`RegistryClient::pull`], and

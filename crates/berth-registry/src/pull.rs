@@ -325,34 +325,54 @@ impl RegistryClient {
         };
         rep.message(Some(&tag_or_digest), format!("Pulling from {}", r.path()));
         // Docker Hub pulls try the configured mirrors first, then the registry itself.
-        let mut bases: Vec<String> = Vec::new();
-        if r.domain() == "docker.io" {
-            bases.extend(
-                self.cfg
-                    .mirrors
-                    .iter()
-                    .map(|m| m.trim_end_matches('/').to_string()),
-            );
-        }
-        bases.push(self.endpoint(r.domain()));
-        let mut last_err = None;
-        for (i, base) in bases.iter().enumerate() {
-            let session =
-                Arc::new(self.session_at(base, r.path(), "pull", opts.credentials.as_ref()));
-            let res = self
-                .pull_from(session, &store, &r, opts, &platform, &rep, &tag_or_digest)
-                .await;
-            match res {
-                Err(e) if i + 1 < bases.len() => {
-                    tracing::info!("pull from mirror {base} failed, trying the next endpoint: {e}");
-                    last_err = Some(e);
+        let mirrors: Vec<String> = if r.domain() == "docker.io" {
+            self.cfg
+                .mirrors
+                .iter()
+                .map(|m| m.trim_end_matches('/').to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let creds = opts.credentials.as_ref();
+        for base in &mirrors {
+            let s = self.session_at(base, r.path(), "pull", creds);
+            let res = match s.ping().await {
+                Ok(()) => {
+                    self.pull_from(
+                        Arc::new(s),
+                        &store,
+                        &r,
+                        opts,
+                        &platform,
+                        &rep,
+                        &tag_or_digest,
+                    )
+                    .await
                 }
-                other => return other,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(out) => return Ok(out),
+                Err(e) => tracing::info!("pull from mirror {base} failed, trying the next: {e}"),
             }
         }
-        Err(last_err.unwrap_or_else(|| Error::Internal("no endpoint to pull from".into())))
+        let s = self
+            .open_session(r.domain(), r.path(), "pull", &[], creds)
+            .await?;
+        self.pull_from(
+            Arc::new(s),
+            &store,
+            &r,
+            opts,
+            &platform,
+            &rep,
+            &tag_or_digest,
+        )
+        .await
     }
 
+    /// Pulls through an open session.
     #[allow(clippy::too_many_arguments)]
     async fn pull_from(
         &self,
@@ -367,7 +387,6 @@ impl RegistryClient {
         let r = r.clone();
         let store = store.clone();
         let rep = rep.clone();
-        session.ping().await?;
 
         // The manifest, through an index if there is one.
         let top_url = session.url(&format!("manifests/{tag_or_digest}"));

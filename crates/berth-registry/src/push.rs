@@ -410,25 +410,33 @@ impl RegistryClient {
             None,
             format!("The push refers to repository [{}]", r.name()),
         );
-        let mut session =
-            self.session(r.domain(), r.path(), "pull,push", opts.credentials.as_ref());
         // Pull scopes for mount sources on the same registry.
         let prefix = format!("{}/", r.domain());
+        let mut sources: Vec<String> = Vec::new();
         for (_, id) in &tags {
             for d in store.config(id)?.rootfs.diff_ids {
                 for src in store.layer_sources(&d) {
                     for repo in src.repositories {
                         if let Some(p) = repo.strip_prefix(&prefix)
                             && p != r.path()
+                            && !sources.iter().any(|s| s == p)
                         {
-                            session.add_scope(format!("repository:{p}:pull"));
+                            sources.push(p.to_string());
                         }
                     }
                 }
             }
         }
-        let session = Arc::new(session);
-        session.ping().await?;
+        let session = Arc::new(
+            self.open_session(
+                r.domain(),
+                r.path(),
+                "pull,push",
+                &sources,
+                opts.credentials.as_ref(),
+            )
+            .await?,
+        );
         let mut out = Vec::new();
         for (tag, id) in tags {
             out.push(self.push_one(&session, &store, &r, &tag, &id, &rep).await?);

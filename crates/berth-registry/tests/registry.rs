@@ -894,3 +894,50 @@ async fn a_cancelled_pull_leaves_nothing() {
     assert!(reopened.layers_in_use().is_empty());
     assert!(debris(&d.path().join("image")).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_registries_try_https_first() {
+    if skip() {
+        return;
+    }
+    // A loopback registry with a self-signed certificate: HTTPS without verification, as dockerd.
+    let reg = Registry::start_with(
+        Auth::Htpasswd {
+            user: "berth".into(),
+            password: "s3cret".into(),
+        },
+        true,
+    );
+    let name = format!("{}/team/tls", reg.host());
+    let (_d, a) = busybox_store(&format!("{name}:1"));
+    let creds = Some(Credentials::basic("berth", "s3cret"));
+    let rec = Recorder::default();
+    let c = client();
+    let pushed = c
+        .push(
+            a.clone(),
+            &format!("{name}:1"),
+            &PushOptions {
+                credentials: creds.clone(),
+            },
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    let insp = skopeo_inspect(&format!("{name}:1"), Some("berth:s3cret"));
+    assert_eq!(insp["Digest"], pushed[0].digest.to_string());
+    let (_d2, b) = empty_store();
+    let out = c
+        .pull(
+            b.clone(),
+            &format!("{name}:1"),
+            &PullOptions {
+                credentials: creds,
+                ..Default::default()
+            },
+            rec.sink(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.image_id, a.resolve(&format!("{name}:1")).unwrap());
+}

@@ -45,7 +45,47 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(auth: Auth) -> Registry {
+        Registry::start_with(auth, false)
+    }
+
+    /// With `tls`, the registry serves HTTPS with a self-signed certificate for 127.0.0.1.
+    pub fn start_with(auth: Auth, tls: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
+        let tls_yaml = if tls {
+            let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
+            let out = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-keyout",
+                ])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
         let port = free_port();
         let auth_yaml = match auth {
             Auth::None => String::new(),
@@ -68,7 +108,7 @@ impl Registry {
             ),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
             dir.path().join("data").display()
         );
         let cfg = dir.path().join("config.yml");
