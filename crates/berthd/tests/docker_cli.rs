@@ -1017,3 +1017,59 @@ fn cp_export_diff() {
     );
     d.ok(&["rm", "-f", "live", "files"]);
 }
+
+#[test]
+fn health_checks() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "busybox:local",
+        "sleep",
+        "30",
+    ]);
+    let status = || {
+        d.ok(&["inspect", "--format", "{{.State.Health.Status}}", "hc"])
+            .trim()
+            .to_string()
+    };
+    let wait_for = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = status();
+            if s == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "health stuck at {s}, wanted {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("unhealthy");
+    d.ok(&["exec", "hc", "touch", "/tmp/ok"]);
+    wait_for("healthy");
+    let ps = d.ok(&["ps", "--format", "{{.Status}}"]);
+    assert!(ps.contains("(healthy)"), "{ps}");
+    let log = d.ok(&[
+        "inspect",
+        "--format",
+        "{{(index .State.Health.Log 0).ExitCode}}",
+        "hc",
+    ]);
+    assert!(log.trim() == "0" || log.trim() == "1", "{log}");
+    d.ok(&["rm", "-f", "hc"]);
+}

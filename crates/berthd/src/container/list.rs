@@ -19,6 +19,8 @@ pub fn status_string(rec: &Record, now: DateTime<Utc>) -> String {
         let mut s = format!("Up {}", crate::util::human_duration(since));
         if st.paused {
             s.push_str(" (Paused)");
+        } else {
+            s.push_str(&super::health::status_suffix(st.health.as_ref()));
         }
         return s;
     }

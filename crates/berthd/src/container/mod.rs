@@ -4,6 +4,7 @@ pub mod archive;
 pub mod attach;
 pub mod create;
 pub mod delete;
+pub mod health;
 pub mod list;
 pub mod logs;
 pub mod merge;

@@ -92,8 +92,10 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
         r.state.oom_killed = false;
         r.state.started_at = crate::util::now_rfc3339();
         r.state.finished_at = berth_api::container::ZERO_TIME.into();
+        r.state.health = None;
         r.has_been_manually_stopped = false;
     });
+    super::health::monitor(d.clone(), c.clone());
     d.save(c)?;
     c.notify(false);
     d.events.container(&c.snapshot(), "start", &[]);

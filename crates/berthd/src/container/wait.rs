@@ -109,6 +109,9 @@ pub async fn on_exit(d: &Arc<Daemon>, c: &Arc<Ctr>, exit: Exit) {
         return;
     }
     c.update(|r| {
+        if let Some(h) = r.state.health.as_mut() {
+            h["Status"] = serde_json::json!("unhealthy");
+        }
         r.state.status = "exited".into();
         r.state.running = false;
         r.state.paused = false;
