@@ -258,6 +258,18 @@ async fn download_and_unpack(
             Ok(Some(chunk)) => {
                 hasher.update(&chunk);
                 current += chunk.len() as i64;
+                if current as u64 > desc.size {
+                    // More than the manifest promised: stop before it fills the disk.
+                    let msg = format!(
+                        "filesystem layer verification failed for digest {}",
+                        desc.digest
+                    );
+                    let _ = tx
+                        .send(Err(io::Error::new(io::ErrorKind::InvalidData, msg.clone())))
+                        .await;
+                    failure = Some(Error::InvalidArgument(msg));
+                    break;
+                }
                 if throttle.ready(false) {
                     rep.bytes(&id, "Downloading", current, total);
                 }

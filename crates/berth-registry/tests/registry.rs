@@ -1,4 +1,7 @@
-//! Pull and push against a real registry (Debian's `docker-registry`, distribution 2.8) on loopback.
+//! Pull and push against a real registry (Debian's `docker-registry`, distribution 2.8) on loopback:
+//! each test starts its own registry on a free 127.0.0.1 port (killed on drop), and a bearer-token server
+//! where needed; nothing leaves 127.0.0.1. Needs `apt-get install -y docker-registry skopeo
+//! apache2-utils openssl`; without them the tests print "skipping" and pass.
 
 mod common;
 
