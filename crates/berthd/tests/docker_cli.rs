@@ -1073,3 +1073,76 @@ fn health_checks() {
     assert!(log.trim() == "0" || log.trim() == "1", "{log}");
     d.ok(&["rm", "-f", "hc"]);
 }
+
+#[test]
+fn network_modes() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "neta",
+        "busybox:local",
+        "sleep",
+        "30",
+    ]);
+    let a = d.ok(&["exec", "neta", "readlink", "/proc/self/ns/net"]);
+    let b = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:neta",
+        "busybox:local",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(a, b);
+    let c = d.ok(&[
+        "run",
+        "--rm",
+        "busybox:local",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_ne!(a, c);
+    let host = std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string();
+    let h = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox:local",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(h.trim(), host);
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "nosuchnet",
+        "busybox:local",
+        "true",
+    ]);
+    assert_eq!(o.code, 125);
+    assert!(
+        o.stderr.contains("network nosuchnet not found"),
+        "{}",
+        o.stderr
+    );
+    let o = d.docker(&["run", "--rm", "-p", "8080:80", "busybox:local", "true"]);
+    assert_eq!(o.code, 0);
+    assert!(
+        o.stderr.contains("Published ports are discarded"),
+        "{}",
+        o.stderr
+    );
+    d.ok(&["rm", "-f", "neta"]);
+}

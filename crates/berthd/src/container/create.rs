@@ -66,6 +66,27 @@ pub async fn create(
     if host_config.network_mode.is_empty() {
         host_config.network_mode = "default".into();
     }
+    let mut warnings = Vec::new();
+    match host_config.network_mode.as_str() {
+        "default" | "bridge" | "none" | "host" => {}
+        m if m.starts_with("container:") => {
+            d.find(&m["container:".len()..])?;
+        }
+        other => {
+            return Err(Error::NotFound(format!("network {other} not found")));
+        }
+    }
+    let publishes = host_config
+        .port_bindings
+        .values()
+        .any(|v| v.as_ref().is_some_and(|b| !b.is_empty()))
+        || host_config.publish_all_ports;
+    if publishes && host_config.network_mode != "host" {
+        warnings.push(
+            "Published ports are discarded: berthd has no container networking yet (use --network host)"
+                .to_string(),
+        );
+    }
     if host_config.log_config.kind.is_empty() {
         host_config.log_config.kind = "json-file".into();
     }
@@ -122,10 +143,7 @@ pub async fn create(
             }
             d.events.container(&rec, "create", &[]);
             tracing::info!(id = %id, name = %rec.name, "container created");
-            Ok(CreateResponse {
-                id,
-                warnings: vec![],
-            })
+            Ok(CreateResponse { id, warnings })
         }
         Err(e) => {
             d.registry.lock().expect("registry").remove(&id);

@@ -589,6 +589,14 @@ fn apply_host_config(spec: &mut Value, rec: &Record, volumes_root: &Path) -> Res
     };
     if hc.network_mode == "host" {
         drop_ns(spec, "network");
+    } else if let Some(path) = hc.extra.get("BerthNetNsPath").and_then(Value::as_str) {
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            for n in ns.iter_mut() {
+                if n["type"] == "network" {
+                    n["path"] = json!(path);
+                }
+            }
+        }
     }
     if hc.pid_mode == "host" {
         drop_ns(spec, "pid");

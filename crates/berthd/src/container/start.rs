@@ -40,6 +40,21 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
         )));
     }
     let p = d.paths(&c.id);
+    // `--network container:<x>`: join that container's network namespace.
+    let mut rec = rec;
+    if let Some(other) = rec.host_config.network_mode.strip_prefix("container:") {
+        let o = d.find(other)?.snapshot();
+        if !o.state.running {
+            return Err(Error::Conflict(format!(
+                "cannot join network of a non running container: {}",
+                o.id
+            )));
+        }
+        rec.host_config.extra.insert(
+            "BerthNetNsPath".into(),
+            serde_json::json!(format!("/proc/{}/ns/net", o.state.pid)),
+        );
+    }
     // Prepare the bundle, the rootfs and the files mounted into the container (blocking work).
     let prep = {
         let rec = rec.clone();
