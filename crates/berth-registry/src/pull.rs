@@ -384,6 +384,82 @@ impl RegistryClient {
         .await
     }
 
+    /// The tags of a repository (`GET /v2/<name>/tags/list`, following `Link` pages), sorted.
+    /// Errors: as [`RegistryClient::pull`].
+    pub async fn list_tags(
+        &self,
+        repository: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Vec<String>> {
+        let r = Reference::parse(repository)?;
+        let s = self
+            .open_session(r.domain(), r.path(), "pull", &[], credentials)
+            .await?;
+        let mut url = s.url("tags/list");
+        let mut tags = Vec::new();
+        for _ in 0..1000 {
+            let resp = s.send(Method::GET, &url, &|b| b).await?;
+            if !resp.status().is_success() {
+                let (st, e) = error_of(resp).await;
+                return Err(pull_error(st, e, &r));
+            }
+            let next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .filter(|l| l.contains("rel=\"next\""))
+                .and_then(|l| Some(l[l.find('<')? + 1..l.find('>')?].to_string()));
+            #[derive(serde::Deserialize)]
+            struct TagList {
+                #[serde(default)]
+                tags: Option<Vec<String>>,
+            }
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| transport_error(&Method::GET, &url, e))?;
+            let list: TagList = serde_json::from_slice(&body)
+                .map_err(|e| Error::InvalidArgument(format!("invalid tag list: {e}")))?;
+            tags.extend(list.tags.unwrap_or_default());
+            match next {
+                Some(n) => url = s.absolute(&n),
+                None => break,
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+
+    /// `docker pull --all-tags`: pulls every tag of `repository` (which must not carry a tag or digest).
+    /// Errors: InvalidArgument (a tag given), and those of [`RegistryClient::pull`].
+    pub async fn pull_all_tags(
+        &self,
+        store: Arc<ImageStore>,
+        repository: &str,
+        opts: &PullOptions,
+        progress: ProgressSink,
+    ) -> Result<Vec<PullOutcome>> {
+        let r = Reference::parse(repository)?;
+        if r.tag().is_some() || r.digest().is_some() {
+            return Err(Error::InvalidArgument(
+                "tag can't be used with --all-tags/-a".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        for tag in self
+            .list_tags(repository, opts.credentials.as_ref())
+            .await?
+        {
+            let tagged = format!("{}:{tag}", r.name());
+            out.push(
+                self.pull(store.clone(), &tagged, opts, progress.clone())
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Pulls through an open session.
     #[allow(clippy::too_many_arguments)]
     async fn pull_from(

@@ -551,6 +551,24 @@ async fn pull_waits_verifies_and_checks_the_platform() {
         .unwrap();
     rec.take();
 
+    // A repository without tag pushes (and pulls) all its tags.
+    let all = c
+        .push(a.clone(), &name, &PushOptions::default(), rec.sink())
+        .await
+        .unwrap();
+    let pushed_tags: Vec<&str> = all.iter().map(|p| p.tag.as_str()).collect();
+    assert_eq!(pushed_tags, vec!["2", "base"]);
+    rec.take();
+    assert_eq!(c.list_tags(&name, None).await.unwrap(), vec!["2", "base"]);
+    let (_d0, s0) = empty_store();
+    let outs = c
+        .pull_all_tags(s0.clone(), &name, &PullOptions::default(), rec.sink())
+        .await
+        .unwrap();
+    assert_eq!(outs.len(), 2);
+    assert_eq!(s0.list(false).len(), 2);
+    rec.take();
+
     // One download at a time: the second layer waits.
     let one = RegistryClient::new(RegistryConfig {
         max_concurrent_downloads: 1,
