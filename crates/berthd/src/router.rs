@@ -103,6 +103,7 @@ async fn route(
         (&Method::GET, ["version"]) => Ok(json(200, &crate::system::version())),
         (&Method::GET, ["info"]) => Ok(json(200, &crate::system::info(d).await)),
         (&Method::GET, ["events"]) => events(d, &q),
+        (&Method::GET, ["system", "df"]) => system_df(d).await,
         (_, ["exec", id, rest @ ..]) => exec_route(d, &method, id, rest, &q, req).await,
         (&Method::GET, ["volumes"]) => {
             let v = crate::volumes::list(d, &q.filters()?)?;
@@ -202,7 +203,26 @@ async fn containers_list(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
     let recs: Vec<_> = d.all().iter().map(|c| c.snapshot()).collect();
     let sel = list::select(recs, &opts, &matches);
     let vr = d.settings.data_root.join("volumes");
-    let out: Vec<_> = sel.iter().map(|r| list::summary(r, &vr)).collect();
+    let mut out: Vec<_> = sel.iter().map(|r| list::summary(r, &vr)).collect();
+    if q.bool("size") {
+        let uppers: Vec<_> = sel.iter().map(|r| r.layer.upper.clone()).collect();
+        let sizes = tokio::task::spawn_blocking(move || {
+            uppers.iter().map(|u| list::dir_size(u)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?;
+        let image_sizes: std::collections::HashMap<String, i64> = d
+            .images
+            .list(true, &berth_api::Filters::default())
+            .await?
+            .into_iter()
+            .map(|i| (i.id, i.size))
+            .collect();
+        for (s, size) in out.iter_mut().zip(sizes) {
+            s.size_rw = Some(size);
+            s.size_root_fs = Some(size + image_sizes.get(&s.image_id).copied().unwrap_or(0));
+        }
+    }
     Ok(json(200, &out))
 }
 
@@ -682,6 +702,65 @@ async fn image_route(
         return Ok(json(200, &items));
     }
     Ok(not_found())
+}
+
+async fn system_df(d: &Arc<Daemon>) -> Result<Resp> {
+    let images = d.images.list(true, &berth_api::Filters::default()).await?;
+    let recs: Vec<_> = d.all().iter().map(|c| c.snapshot()).collect();
+    let vr = d.settings.data_root.join("volumes");
+    let vols = crate::volumes::list(d, &berth_api::Filters::default())?;
+    let uppers: Vec<_> = recs.iter().map(|r| r.layer.upper.clone()).collect();
+    let vol_dirs: Vec<_> = vols
+        .iter()
+        .map(|v| std::path::PathBuf::from(&v.mountpoint))
+        .collect();
+    let (csizes, vsizes) = tokio::task::spawn_blocking(move || {
+        (
+            uppers.iter().map(|u| list::dir_size(u)).collect::<Vec<_>>(),
+            vol_dirs
+                .iter()
+                .map(|v| list::dir_size(v))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .map_err(|e| Error::internal(e.to_string()))?;
+    let layers_size: i64 = images.iter().map(|i| i.size).sum();
+    let mut image_vals = Vec::new();
+    for i in &images {
+        let mut v = serde_json::to_value(i).unwrap_or_default();
+        let n = recs.iter().filter(|r| r.image == i.id).count();
+        v["Containers"] = json!(n);
+        image_vals.push(v);
+    }
+    let mut containers = Vec::new();
+    for (r, size) in recs.iter().zip(csizes) {
+        let mut s = list::summary(r, &vr);
+        let base = images
+            .iter()
+            .find(|i| i.id == r.image)
+            .map(|i| i.size)
+            .unwrap_or(0);
+        s.size_rw = Some(size);
+        s.size_root_fs = Some(size + base);
+        containers.push(s);
+    }
+    let mut volumes = Vec::new();
+    for (v, size) in vols.iter().zip(vsizes) {
+        let mut val = serde_json::to_value(v).unwrap_or_default();
+        val["UsageData"] = json!({"Size": size, "RefCount": 0});
+        volumes.push(val);
+    }
+    Ok(json(
+        200,
+        &json!({
+            "LayersSize": layers_size,
+            "Images": image_vals,
+            "Containers": containers,
+            "Volumes": volumes,
+            "BuildCache": [],
+        }),
+    ))
 }
 
 fn events(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {

@@ -1146,3 +1146,26 @@ fn network_modes() {
     );
     d.ok(&["rm", "-f", "neta"]);
 }
+
+#[test]
+fn sizes_and_system_df() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "writer",
+        "busybox:local",
+        "sh",
+        "-c",
+        "head -c 100000 /dev/zero > /blob",
+    ]);
+    let s = d.ok(&["ps", "-as", "--format", "{{.Size}}"]);
+    assert!(s.contains("100kB") && s.contains("virtual"), "{s}");
+    let df = d.ok(&["system", "df"]);
+    assert!(df.contains("Images") && df.contains("Containers"), "{df}");
+    d.ok(&["rm", "writer"]);
+}

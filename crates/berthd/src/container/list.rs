@@ -43,6 +43,28 @@ pub fn status_string(rec: &Record, now: DateTime<Utc>) -> String {
     )
 }
 
+/// Bytes used by the files under `dir` (not following links, each inode once per walk).
+pub fn dir_size(dir: &std::path::Path) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0i64;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.nlink() <= 1 || seen.insert((md.dev(), md.ino())) {
+                total += md.len() as i64;
+            }
+        }
+    }
+    total
+}
+
 /// The list entry of a container.
 pub fn summary(rec: &Record, volumes_root: &std::path::Path) -> ContainerSummary {
     ContainerSummary {
