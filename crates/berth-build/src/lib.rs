@@ -1,0 +1,9 @@
+//! Berth's builder (placeholder docs, replaced below).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod parser;
+pub mod shell;
+
+pub use error::{BuildError, Result};
