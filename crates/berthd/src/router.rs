@@ -258,6 +258,7 @@ async fn container_route(
                     | ["exec"]
                     | ["pause"]
                     | ["unpause"]
+                    | ["update"]
             )
     );
     if !known {
@@ -295,6 +296,11 @@ async fn container_route(
             let w = q.int("w")?.unwrap_or(0);
             stop::resize(d, &c, h, w).await?;
             Ok(empty(200))
+        }
+        (&Method::POST, ["update"]) => {
+            let body: serde_json::Value = read_json(req).await?;
+            let warnings = container::update::update(d, &c, body).await?;
+            Ok(json(200, &json!({"Warnings": warnings})))
         }
         (&Method::POST, ["pause"]) => {
             container::top::pause(d, &c).await?;

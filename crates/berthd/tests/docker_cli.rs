@@ -1169,3 +1169,30 @@ fn sizes_and_system_df() {
     assert!(df.contains("Images") && df.contains("Containers"), "{df}");
     d.ok(&["rm", "writer"]);
 }
+
+#[test]
+fn update_restart_policy_and_limits() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&["run", "-d", "--name", "up", "busybox:local", "sleep", "30"]);
+    d.ok(&[
+        "update",
+        "--restart",
+        "on-failure:3",
+        "--pids-limit",
+        "77",
+        "up",
+    ]);
+    let rp = d.ok(&[
+        "inspect", "--format",
+        "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}} {{.HostConfig.PidsLimit}}",
+        "up",
+    ]);
+    assert_eq!(rp.trim(), "on-failure 3 77");
+    let o = d.docker(&["update", "--restart", "bogus", "up"]);
+    assert_ne!(o.code, 0);
+    d.ok(&["rm", "-f", "up"]);
+}

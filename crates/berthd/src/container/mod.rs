@@ -12,6 +12,7 @@ pub mod spec;
 pub mod start;
 pub mod stop;
 pub mod top;
+pub mod update;
 pub mod wait;
 
 use std::collections::{BTreeMap, HashMap};

@@ -647,7 +647,12 @@ fn apply_host_config(spec: &mut Value, rec: &Record, volumes_root: &Path) -> Res
         spec["process"]["noNewPrivileges"] = json!(true);
     }
     // Resources.
-    let res = &mut spec["linux"]["resources"];
+    set_resources(&mut spec["linux"]["resources"], hc);
+    Ok(())
+}
+
+/// Writes the host config's limits into an OCI `linux.resources` object.
+pub fn set_resources(res: &mut Value, hc: &berth_api::container::HostConfig) {
     if hc.memory > 0 {
         res["memory"]["limit"] = json!(hc.memory);
         if hc.memory_swap != 0 {
@@ -674,7 +679,6 @@ fn apply_host_config(spec: &mut Value, rec: &Record, volumes_root: &Path) -> Res
     if !hc.cpuset_cpus.is_empty() {
         res["cpu"]["cpus"] = json!(hc.cpuset_cpus);
     }
-    Ok(())
 }
 
 #[cfg(test)]
