@@ -1,6 +1,7 @@
 //! berthd: the Berth daemon. It speaks the Docker Engine API on a unix socket and runs containers
 //! through one `berth-shim` process each.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod container;
