@@ -7,3 +7,5 @@ pub mod parser;
 pub mod shell;
 
 pub use error::{BuildError, Result};
+pub mod context;
+pub mod dockerignore;
