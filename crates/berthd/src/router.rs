@@ -381,7 +381,7 @@ async fn container_route(
             Ok(empty(204))
         }
         (&Method::DELETE, []) => {
-            delete::remove(d, &c, q.bool("force")).await?;
+            delete::remove(d, &c, q.bool("force"), q.bool("v")).await?;
             Ok(empty(204))
         }
         (&Method::POST, ["wait"]) => {
@@ -869,7 +869,7 @@ async fn containers_prune(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
         if r.state.running || !list::labels_match(f.get("label"), &r.config.labels) {
             continue;
         }
-        if delete::remove(d, &c, false).await.is_ok() {
+        if delete::remove(d, &c, false, false).await.is_ok() {
             deleted.push(r.id);
         }
     }

@@ -1196,3 +1196,60 @@ fn update_restart_policy_and_limits() {
     assert_ne!(o.code, 0);
     d.ok(&["rm", "-f", "up"]);
 }
+
+#[test]
+fn anonymous_volumes_and_copy_up() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "--name",
+        "seed",
+        "busybox:local",
+        "sh",
+        "-c",
+        "mkdir /vdata && echo seeded > /vdata/f",
+    ]);
+    d.ok(&["commit", "-c", "VOLUME /vdata", "seed", "withvol:1"]);
+    d.ok(&["rm", "seed"]);
+    // The image's data is copied into the new anonymous volume.
+    d.ok(&[
+        "run",
+        "--name",
+        "v1",
+        "withvol:1",
+        "sh",
+        "-c",
+        "cat /vdata/f; echo more >> /vdata/f",
+    ]);
+    let vols = d.ok(&["volume", "ls", "-q"]);
+    assert_eq!(vols.lines().count(), 1, "{vols}");
+    let m = d.ok(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Type}} {{.Destination}}{{end}}",
+        "v1",
+    ]);
+    assert_eq!(m.trim(), "volume /vdata");
+    assert_eq!(d.ok(&["logs", "v1"]), "seeded\n");
+    // rm -v removes it; --rm does too.
+    d.ok(&["rm", "-v", "v1"]);
+    assert_eq!(d.ok(&["volume", "ls", "-q"]).trim(), "");
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "/scratch",
+            "busybox:local",
+            "sh",
+            "-c",
+            "echo x > /scratch/y && cat /scratch/y"
+        ]),
+        "x\n"
+    );
+    assert_eq!(d.ok(&["volume", "ls", "-q"]).trim(), "");
+}

@@ -139,7 +139,7 @@ pub async fn create(
     match res {
         Ok(()) => {
             if let Ok(c) = d.find(&id) {
-                c.update(|r| r.layer = rec.layer.clone());
+                c.update(|r| *r = rec.clone());
             }
             d.events.container(&rec, "create", &[]);
             tracing::info!(id = %id, name = %rec.name, "container created");
@@ -158,6 +158,7 @@ pub async fn create(
 
 async fn finish_create(d: &Arc<Daemon>, rec: &mut Record) -> Result<()> {
     super::spec::user_mounts(rec, &d.settings.data_root.join("volumes"))?;
+    super::spec::assign_anonymous_volumes(rec, &d.settings.data_root.join("volumes"))?;
     for cap in rec
         .host_config
         .cap_add

@@ -8,7 +8,7 @@ use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 
 /// Removes a container; a running one only with `force` (killed first).
-pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool) -> Result<()> {
+pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -> Result<()> {
     let running_err = |name: &str| {
         Error::Conflict(format!(
             "cannot remove container \"{name}\": container is running: stop the container before removing or force remove"
@@ -28,14 +28,15 @@ pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool) -> Result<()> {
             return Ok(());
         }
         if !c.snapshot().state.running {
-            return remove_locked(d, c).await;
+            return remove_locked(d, c, volumes).await;
         }
     }
     Err(running_err(&c.snapshot().name))
 }
 
-/// Removes a stopped container's mounts, layer, files and record; the caller holds the op lock.
-pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
+/// Removes a stopped container's mounts, layer, files and record (and with `volumes` its
+/// anonymous volumes); the caller holds the op lock.
+pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> Result<()> {
     if c.events.borrow().removed {
         return Ok(());
     }
@@ -64,6 +65,25 @@ pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
         .retain(|_, e| e.container_id != c.id);
     c.events.send_modify(|s| s.removed = true);
     d.events.container(&c.snapshot(), "destroy", &[]);
+    if volumes {
+        let anon: Vec<String> = c
+            .snapshot()
+            .host_config
+            .extra
+            .get(super::spec::ANON_KEY)
+            .and_then(serde_json::Value::as_object)
+            .map(|m| {
+                m.values()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in anon {
+            if let Err(e) = crate::volumes::remove(d, &name, true) {
+                tracing::warn!("removing anonymous volume {name}: {e}");
+            }
+        }
+    }
     tracing::info!(id = %c.id, "container removed");
     Ok(())
 }

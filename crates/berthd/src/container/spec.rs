@@ -282,7 +282,7 @@ pub fn build_spec(rec: &Record, inp: &SpecInputs<'_>) -> Result<Value> {
     }
     let linux = obj.entry("linux").or_insert_with(|| json!({}));
     linux["cgroupsPath"] = json!(format!("/berth/{}", rec.id));
-    apply_host_config(&mut spec, rec, inp.volumes_root)?;
+    apply_host_config(&mut spec, rec, inp.volumes_root, inp.rootfs)?;
     Ok(spec)
 }
 
@@ -341,7 +341,7 @@ pub fn parse_bind(spec: &str, volumes_root: &Path) -> Result<UserMount> {
     }
     if src.is_empty() {
         return Err(Error::invalid(format!(
-            "anonymous volumes are not supported yet: '{spec}'"
+            "invalid volume specification: '{spec}': a bind needs a source (anonymous volumes go in Config.Volumes)"
         )));
     }
     if src.starts_with('/') {
@@ -459,7 +459,83 @@ pub fn user_mounts(rec: &Record, volumes_root: &Path) -> Result<Vec<UserMount>> 
             });
         }
     }
+    // Anonymous volumes (image `VOLUME`s and `-v /path`), named at create.
+    if let Some(Value::Object(anon)) = hc.extra.get(ANON_KEY) {
+        for (dst, name) in anon {
+            let Some(name) = name.as_str() else { continue };
+            if out.iter().any(|m| m.destination == *dst) {
+                continue;
+            }
+            out.push(volume_mount(name, dst, false, volumes_root)?);
+        }
+    }
     Ok(out)
+}
+
+/// Where a record keeps its anonymous volumes (`{"/path": "<name>"}`) in `HostConfig`.
+pub const ANON_KEY: &str = "BerthAnonymousVolumes";
+
+/// Names the anonymous volumes a container needs: each `Config.Volumes` path that no bind, mount
+/// or tmpfs covers.
+pub fn assign_anonymous_volumes(rec: &mut Record, volumes_root: &Path) -> Result<()> {
+    let Some(vols) = rec.config.volumes.clone() else {
+        return Ok(());
+    };
+    let taken: Vec<String> = user_mounts(rec, volumes_root)?
+        .into_iter()
+        .map(|m| m.destination)
+        .collect();
+    let mut anon = serde_json::Map::new();
+    for dst in vols.keys() {
+        if !dst.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "invalid volume specification: '{dst}': mount path must be absolute"
+            )));
+        }
+        if !taken.contains(dst) {
+            anon.insert(dst.clone(), json!(crate::util::random_hex(32)));
+        }
+    }
+    if !anon.is_empty() {
+        rec.host_config
+            .extra
+            .insert(ANON_KEY.into(), Value::Object(anon));
+    }
+    Ok(())
+}
+
+/// Fills a new, empty volume with what the image has at its mount point (Docker's copy-up).
+fn copy_up(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = match std::fs::symlink_metadata(src) {
+        Ok(md) if md.is_dir() => md,
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    let _ = std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid()));
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let (s, d) = (e.path(), dst.join(e.file_name()));
+        let m = std::fs::symlink_metadata(&s)?;
+        let ft = m.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir(&d)?;
+            copy_up(&s, &d)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&s)?, &d)?;
+        } else if ft.is_file() {
+            std::fs::copy(&s, &d)?;
+        } else {
+            continue;
+        }
+        if !ft.is_symlink() {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        }
+        let _ = std::os::unix::fs::lchown(&d, Some(m.uid()), Some(m.gid()));
+    }
+    Ok(())
 }
 
 /// All capabilities Docker knows, for `--privileged` and `--cap-add ALL`.
@@ -559,7 +635,12 @@ pub fn capabilities(defaults: &[String], add: &[String], drop: &[String]) -> Res
 }
 
 /// Applies the host configuration: mounts, namespaces modes, capabilities, resources.
-fn apply_host_config(spec: &mut Value, rec: &Record, volumes_root: &Path) -> Result<()> {
+fn apply_host_config(
+    spec: &mut Value,
+    rec: &Record,
+    volumes_root: &Path,
+    rootfs: &Path,
+) -> Result<()> {
     let hc = &rec.host_config;
     // Mounts.
     let ums = user_mounts(rec, volumes_root)?;
@@ -569,6 +650,31 @@ fn apply_host_config(spec: &mut Value, rec: &Record, volumes_root: &Path) -> Res
             if !p.exists() {
                 std::fs::create_dir_all(p)
                     .map_err(|e| Error::io(format!("create mount source {}", p.display()), e))?;
+                if let Some(name) = &um.volume {
+                    let anonymous = rec
+                        .host_config
+                        .extra
+                        .get(ANON_KEY)
+                        .and_then(Value::as_object)
+                        .is_some_and(|a| a.values().any(|v| v == name.as_str()));
+                    let labels = if anonymous {
+                        json!({"com.docker.volume.anonymous": ""})
+                    } else {
+                        json!({})
+                    };
+                    let meta = json!({"CreatedAt": crate::util::now_rfc3339(), "Labels": labels, "Options": {}});
+                    let _ = crate::util::write_atomic(
+                        &volumes_root.join(name).join("volume.json"),
+                        meta.to_string().as_bytes(),
+                    );
+                    if let Ok(src) =
+                        berth_runtime::path::secure_join(rootfs, Path::new(&um.destination))
+                    {
+                        copy_up(&src, p).map_err(|e| {
+                            Error::io(format!("copy image data into volume {name}"), e)
+                        })?;
+                    }
+                }
             }
         }
     }

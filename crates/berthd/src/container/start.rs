@@ -180,7 +180,7 @@ async fn failed_start(
         // The caller holds the op lock; remove once it is released.
         tokio::spawn(async move {
             let _op = c2.op.lock().await;
-            let _ = super::delete::remove_locked(&d2, &c2).await;
+            let _ = super::delete::remove_locked(&d2, &c2, true).await;
         });
     }
     err

@@ -135,7 +135,7 @@ pub async fn on_exit(d: &Arc<Daemon>, c: &Arc<Ctr>, exit: Exit) {
     tracing::info!(id = %c.id, code = exit.code, "container exited");
     let rec = c.snapshot();
     if rec.host_config.auto_remove {
-        if let Err(e) = super::delete::remove_locked(d, c).await {
+        if let Err(e) = super::delete::remove_locked(d, c, true).await {
             tracing::error!(id = %c.id, "auto-remove: {e}");
         }
     } else if should_restart(&rec) {
