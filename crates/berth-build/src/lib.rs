@@ -7,5 +7,7 @@ pub mod parser;
 pub mod shell;
 
 pub use error::{BuildError, Result};
+pub mod cache;
 pub mod context;
 pub mod dockerignore;
+pub mod graph;
