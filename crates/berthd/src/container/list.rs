@@ -185,12 +185,20 @@ pub struct ListOptions {
 /// Checks the filters of a list request.
 pub fn validate_filters(f: &Filters) -> Result<()> {
     f.validate(&[
-        "id", "name", "label", "status", "ancestor", "exited", "before", "since",
+        "id", "name", "label", "status", "ancestor", "exited", "before", "since", "health",
+        "volume", "network", "publish", "expose", "is-task",
     ])
     .map_err(Error::Invalid)?;
     for s in f.get("status") {
         if !STATUSES.contains(&s.as_str()) {
             return Err(Error::invalid(format!("Invalid filter 'status={s}'")));
+        }
+    }
+    for h in f.get("health") {
+        if !["starting", "healthy", "unhealthy", "none"].contains(&h.as_str()) {
+            return Err(Error::invalid(format!(
+                "Unrecognised filter value for health: {h}"
+            )));
         }
     }
     for e in f.get("exited") {
@@ -286,6 +294,42 @@ pub fn select(
                     .any(|e| e.parse::<i64>().ok() == Some(r.state.exit_code)))
         {
             continue;
+        }
+        let health = f.get("health");
+        if !health.is_empty() {
+            let h = r
+                .state
+                .health
+                .as_ref()
+                .and_then(|h| h["Status"].as_str())
+                .unwrap_or("none");
+            if !health.iter().any(|x| x == h) {
+                continue;
+            }
+        }
+        let nets = f.get("network");
+        if !nets.is_empty() && !nets.contains(&r.host_config.network_mode) {
+            continue;
+        }
+        if !f.get("publish").is_empty() || !f.get("expose").is_empty() {
+            // No published ports yet.
+            continue;
+        }
+        if f.get("is-task").iter().any(|v| v == "true") {
+            continue;
+        }
+        let vols = f.get("volume");
+        if !vols.is_empty() {
+            let mounts =
+                super::spec::user_mounts(&r, std::path::Path::new("/")).unwrap_or_default();
+            let hit = mounts.iter().any(|m| {
+                vols.iter().any(|v| {
+                    m.volume.as_deref() == Some(v.as_str()) || m.destination == *v || m.source == *v
+                })
+            });
+            if !hit {
+                continue;
+            }
         }
         let anc = f.get("ancestor");
         if !anc.is_empty() && !anc.iter().any(|a| image_matches(a, &r)) {
@@ -413,6 +457,27 @@ mod tests {
         let mut f = Filters::default();
         f.add("status", "bogus");
         assert!(validate_filters(&f).is_err());
+        let mut f = Filters::default();
+        f.add("health", "none");
+        assert!(validate_filters(&f).is_ok());
+        assert_eq!(
+            ids(&ListOptions {
+                all: true,
+                filters: f,
+                ..Default::default()
+            }),
+            ["ccc", "bbb", "aaa"]
+        );
+        let mut f = Filters::default();
+        f.add("health", "healthy");
+        assert!(
+            ids(&ListOptions {
+                all: true,
+                filters: f,
+                ..Default::default()
+            })
+            .is_empty()
+        );
     }
 
     #[test]
