@@ -155,6 +155,18 @@ impl BuildContext {
         })
     }
 
+    /// A read-only source over another root (an image's mounted rootfs for `COPY --from`): no
+    /// Dockerfile, no `.dockerignore`.
+    pub fn for_root(root: PathBuf) -> BuildContext {
+        BuildContext {
+            root,
+            _tmp: None,
+            ignore: DockerIgnore::default(),
+            dockerfile: String::new(),
+            dockerfile_name: String::new(),
+        }
+    }
+
     /// The context root on the host.
     pub fn root(&self) -> &Path {
         &self.root

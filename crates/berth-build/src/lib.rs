@@ -7,7 +7,9 @@ pub mod parser;
 pub mod shell;
 
 pub use error::{BuildError, Result};
+pub mod builder;
 pub mod cache;
 pub mod context;
+pub mod copy;
 pub mod dockerignore;
 pub mod graph;
