@@ -1,0 +1,157 @@
+//! Builds for real against an image store in a temp data root with the TEST backend (root needed:
+//! overlay mounts and chroot). Skipped when not root.
+
+mod common;
+
+use common::*;
+
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+#[test]
+fn multi_stage_build_cache_and_invalidation() {
+    need_root!();
+    let env = Env::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write_tree(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                "ARG BASE=busybox:local\n\
+                 FROM $BASE AS builder\n\
+                 ARG GREETING=hello\n\
+                 WORKDIR /src\n\
+                 COPY a.txt .\n\
+                 RUN echo \"$GREETING $(cat a.txt)\" > out.txt\n\
+                 COPY b.txt /src/\n\
+                 RUN cat b.txt >> out.txt\n\
+                 \n\
+                 FROM busybox:local\n\
+                 ENV APP=/app\n\
+                 COPY --from=builder /src/out.txt $APP/\n\
+                 USER app\n\
+                 CMD [\"cat\", \"/app/out.txt\"]\n",
+            ),
+            ("a.txt", "A1"),
+            ("b.txt", "B1"),
+        ],
+    );
+    let mut o = opts();
+    o.tags = vec!["result:1".into()];
+    let (r, msgs) = env.build_dir(ctx.path(), &o);
+    let t = text(&msgs);
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{t}"));
+    assert!(t.contains("Step 1/12 : FROM $BASE AS builder\n"), "{t}");
+    assert!(t.contains(" ---> Running in "), "{t}");
+    assert!(t.contains("Removing intermediate container "), "{t}");
+    assert!(
+        t.contains(&format!("Successfully built {}\n", &r.image_id.hex()[..12])),
+        "{t}"
+    );
+    assert!(t.contains("Successfully tagged result:1\n"), "{t}");
+    assert!(msgs.iter().any(|m| {
+        m.aux
+            .as_ref()
+            .is_some_and(|a| a["ID"] == r.image_id.as_str())
+    }));
+    let (code, out) = env.run_in(
+        &r.image_id,
+        "cat /app/out.txt; echo; id -u; ls -ld /app | cut -c1-10",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "hello A1\nB1\n1000\ndrwxr-xr-x\n");
+    let cfg = env.store.config(&r.image_id).unwrap();
+    let cc = cfg.config.clone().unwrap();
+    assert_eq!(cc.user, "app");
+    assert_eq!(cc.cmd, Some(vec!["cat".into(), "/app/out.txt".into()]));
+    assert!(cc.env.contains(&"APP=/app".to_string()));
+    let hist: Vec<String> = cfg
+        .history
+        .iter()
+        .map(|h| h.created_by.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        hist.contains(&"/bin/sh -c #(nop)  ENV APP=/app".to_string()),
+        "{hist:?}"
+    );
+    assert!(
+        hist.contains(&"/bin/sh -c #(nop)  CMD [\"cat\" \"/app/out.txt\"]".to_string()),
+        "{hist:?}"
+    );
+    assert!(
+        hist.iter()
+            .any(|h| h.starts_with("/bin/sh -c #(nop) COPY file:") && h.ends_with(" in /app/ ")),
+        "{hist:?}"
+    );
+    let builder_cfg = env.store.history("result:1").unwrap();
+    assert!(!builder_cfg.is_empty());
+    let runs = env.backend.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(
+        runs[0].args,
+        vec!["/bin/sh", "-c", "echo \"$GREETING $(cat a.txt)\" > out.txt"]
+    );
+    assert!(runs[0].env.contains(&"GREETING=hello".to_string()));
+    assert_eq!(runs[0].workdir, "/src");
+    // The builder stage's RUN history records the build arg.
+    let id1 = r.image_id.clone();
+
+    // Rebuild: everything from cache, same image.
+    let (r2, msgs) = env.build_dir(ctx.path(), &o);
+    let t = text(&msgs);
+    let r2 = r2.unwrap();
+    assert_eq!(r2.image_id, id1, "{t}");
+    assert_eq!(t.matches(" ---> Using cache\n").count(), 10, "{t}");
+    assert_eq!(env.backend.runs.lock().unwrap().len(), 3, "nothing ran");
+
+    // Change b.txt: steps before `COPY b.txt` stay cached, it and the dependent ones rerun.
+    std::fs::write(ctx.path().join("b.txt"), "B2").unwrap();
+    let (r3, msgs) = env.build_dir(ctx.path(), &o);
+    let t = text(&msgs);
+    let r3 = r3.unwrap();
+    assert_ne!(r3.image_id, id1);
+    // Cached: ARG, WORKDIR, COPY a, RUN (builder) and ENV in the final stage = 5.
+    assert_eq!(t.matches(" ---> Using cache\n").count(), 5, "{t}");
+    let (_, out) = env.run_in(&r3.image_id, "cat /app/out.txt");
+    assert_eq!(out, "hello A1\nB2");
+
+    // A build arg changes the RUN that uses it.
+    let mut o2 = o.clone();
+    o2.build_args = args(&[("GREETING", "hi")]);
+    let (r4, msgs) = env.build_dir(ctx.path(), &o2);
+    let r4 = r4.unwrap();
+    let t = text(&msgs);
+    // Cached: ARG (its default did not change), WORKDIR, COPY a, and ENV of the final stage.
+    assert_eq!(t.matches(" ---> Using cache\n").count(), 4, "{t}");
+    let h = env.store.config(&r4.image_id).unwrap();
+    assert!(!h.history.is_empty());
+    let (_, out) = env.run_in(&r4.image_id, "cat /app/out.txt");
+    assert_eq!(out, "hi A1\nB2");
+}
+
+#[test]
+fn run_failure_reports_the_exit_code() {
+    need_root!();
+    let env = Env::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write_tree(
+        ctx.path(),
+        &[("Dockerfile", "FROM busybox:local\nRUN echo out; exit 3\n")],
+    );
+    let (r, msgs) = env.build_dir(ctx.path(), &opts());
+    let e = r.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "The command '/bin/sh -c echo out; exit 3' returned a non-zero code: 3"
+    );
+    let m = berth_build::builder::error_message(&e);
+    assert_eq!(m.error_detail.unwrap().code, Some(3));
+    assert!(text(&msgs).contains("out\n"));
+}
