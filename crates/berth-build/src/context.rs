@@ -228,11 +228,13 @@ impl BuildContext {
         let real_rel = self.rel_of(&path);
         let meta = fs::metadata(&path);
         match meta {
-            Ok(m) if real_rel.is_empty() || !self.excluded(&real_rel) => Ok(vec![Selected {
-                rel: real_rel,
-                path,
-                is_dir: m.is_dir(),
-            }]),
+            Ok(m) if real_rel.is_empty() || (!self.excluded(&real_rel) && !self.excluded(rel)) => {
+                Ok(vec![Selected {
+                    rel: rel.to_string(),
+                    path,
+                    is_dir: m.is_dir(),
+                }])
+            }
             _ => Err(BuildError::Context(format!(
                 "COPY failed: file not found in build context or excluded by .dockerignore: stat {rel}: file does not exist"
             ))),

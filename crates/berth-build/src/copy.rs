@@ -109,6 +109,14 @@ pub fn copy_selection(
                 continue;
             }
             let dst = base.join(&rel);
+            // Parents hidden by .dockerignore (a re-included file in an excluded dir) still exist.
+            if let Some(parent) = dst.parent()
+                && !parent.exists()
+            {
+                fs::create_dir_all(parent).map_err(ioe("create", parent))?;
+                std::os::unix::fs::lchown(parent, Some(owner.0), Some(owner.1))
+                    .map_err(ioe("chown", parent))?;
+            }
             copy_entry(&path, &meta, &dst, owner, chmod)?;
         }
         return Ok(());

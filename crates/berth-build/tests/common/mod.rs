@@ -102,8 +102,8 @@ impl BuildBackend for TestBackend {
             match (m.kind.as_str(), &m.source) {
                 ("bind", Some(src)) => {
                     script.push_str(&format!(
-                        "mkdir -p \"{t}\"\nmount --bind '{}' \"{t}\"\n",
-                        src.display()
+                        "if [ -d '{s}' ]; then mkdir -p \"{t}\"; else mkdir -p \"$(dirname \"{t}\")\"; touch \"{t}\"; fi\nmount --bind '{s}' \"{t}\"\n",
+                        s = src.display()
                     ));
                     if m.readonly {
                         script.push_str(&format!("mount -o remount,bind,ro \"{t}\"\n"));
@@ -221,6 +221,7 @@ pub fn busybox_tar() -> Vec<u8> {
         "root:x:0:\napp:x:1000:\nstaff:x:50:\nnogroup:x:65534:\n",
     )
     .unwrap();
+    std::os::unix::fs::chown(r.join("home/app"), Some(1000), Some(1000)).unwrap();
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
     b.append_dir_all(".", r).unwrap();

@@ -1,0 +1,3 @@
+# check: [ "$(cat /got)" = a ]
+FROM busybox:local
+COPY ../../../../a.txt /got

@@ -1,0 +1,3 @@
+# error: file not found in build context
+FROM busybox:local
+COPY escape /stolen
