@@ -217,9 +217,9 @@ impl BuildContext {
                 }
             })?;
             if out.is_empty() {
-                return Err(BuildError::Context(format!(
-                    "COPY failed: no source files were specified"
-                )));
+                return Err(BuildError::Context(
+                    "COPY failed: no source files were specified".into(),
+                ));
             }
             return Ok(out);
         }

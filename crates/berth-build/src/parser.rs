@@ -473,10 +473,11 @@ fn heredoc_marker(word: &str) -> Option<(String, bool, bool)> {
     Some((name.to_string(), expand, chomp))
 }
 
+/// Parsed `--name[=value]` flags.
+type Flags = Vec<(String, Option<String>)>;
+
 /// Leading `--name[=value]` words (quotes allowed in values); returns them and the rest.
-fn extract_flags(
-    rest: &str,
-) -> std::result::Result<(Vec<(String, Option<String>)>, String), String> {
+fn extract_flags(rest: &str) -> std::result::Result<(Flags, String), String> {
     let mut flags = Vec::new();
     let mut s = rest.trim_start();
     while let Some(body) = s.strip_prefix("--") {
