@@ -247,6 +247,12 @@ pub fn setup_veth(netns: &Path, spec: &VethSpec) -> Result<()> {
                 .execute()
                 .await
                 .map_err(|e| NetworkError::nl(format!("create veth {}", spec.host_name), e))?;
+            // hairpin: a container reaching its own published port through the host comes back out of
+            // the port it came in (what dockerd does without the userland proxy)
+            let hp = format!("/sys/class/net/{}/brport/hairpin_mode", spec.host_name);
+            if let Err(e) = std::fs::write(&hp, "1") {
+                tracing::warn!("cannot set {hp}: {e}");
+            }
             Ok::<_, NetworkError>(h)
         })?;
         let inside = (|| {

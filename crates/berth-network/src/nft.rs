@@ -137,6 +137,27 @@ pub fn render(table: &str, rs: &Ruleset) -> String {
     s.push_str("  }\n");
     s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
     let bridges: Vec<&str> = rs.networks.iter().map(|n| n.bridge.as_str()).collect();
+    // 1. internal networks: nothing in or out, before anything is accepted
+    for n in rs.networks.iter().filter(|n| n.internal) {
+        let (b, id) = (&n.bridge, short(&n.id));
+        s.push_str(&format!(
+            "    iifname \"{b}\" oifname != \"{b}\" drop comment \"net {id} internal\"\n"
+        ));
+        s.push_str(&format!(
+            "    oifname \"{b}\" iifname != \"{b}\" drop comment \"net {id} internal\"\n"
+        ));
+    }
+    // 2. replies, and published ports (reachable from anywhere, other Berth networks included)
+    for n in rs.networks.iter().filter(|n| !n.internal) {
+        let (b, id) = (&n.bridge, short(&n.id));
+        s.push_str(&format!(
+            "    oifname \"{b}\" ct state established,related accept comment \"net {id} return\"\n"
+        ));
+        s.push_str(&format!(
+            "    oifname \"{b}\" ct status dnat accept comment \"net {id} published\"\n"
+        ));
+    }
+    // 3. isolation between networks, then traffic within a network and out of it
     for n in &rs.networks {
         let (b, id) = (&n.bridge, short(&n.id));
         let others: Vec<String> = bridges
@@ -144,14 +165,7 @@ pub fn render(table: &str, rs: &Ruleset) -> String {
             .filter(|o| **o != b)
             .map(|o| format!("\"{o}\""))
             .collect();
-        if n.internal {
-            s.push_str(&format!(
-                "    iifname \"{b}\" oifname != \"{b}\" drop comment \"net {id} internal\"\n"
-            ));
-            s.push_str(&format!(
-                "    oifname \"{b}\" iifname != \"{b}\" drop comment \"net {id} internal\"\n"
-            ));
-        } else if !others.is_empty() {
+        if !n.internal && !others.is_empty() {
             s.push_str(&format!(
                 "    iifname \"{b}\" oifname {{ {} }} drop comment \"net {id} isolation\"\n",
                 others.join(", ")
@@ -163,12 +177,6 @@ pub fn render(table: &str, rs: &Ruleset) -> String {
         if !n.internal {
             s.push_str(&format!(
                 "    iifname \"{b}\" accept comment \"net {id} egress\"\n"
-            ));
-            s.push_str(&format!(
-                "    oifname \"{b}\" ct state established,related accept comment \"net {id} return\"\n"
-            ));
-            s.push_str(&format!(
-                "    oifname \"{b}\" ct status dnat accept comment \"net {id} published\"\n"
             ));
             s.push_str(&format!(
                 "    oifname \"{b}\" drop comment \"net {id} ingress\"\n"
@@ -282,6 +290,10 @@ mod tests {
         assert!(s.contains("oifname \"berth0\" ip saddr 127.0.0.0/8 masquerade"));
         assert!(s.contains("fib daddr type local jump ports"));
         assert_eq!(s.matches('{').count(), s.matches('}').count());
+        // internal drops come before any accept, published ports before isolation
+        let pos = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle} missing"));
+        assert!(pos("internal\"") < pos("accept comment"));
+        assert!(pos("ct status dnat accept") < pos("isolation"));
     }
 
     #[test]

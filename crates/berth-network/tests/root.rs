@@ -382,7 +382,20 @@ fn networks_are_isolated_and_internal_has_no_way_out() {
     env.net("tc-b", "10.213.4.0/24", false);
     env.net("tc-int", "10.213.5.0/24", true);
     let (_, a) = env.ctr(1, "a", &[("tc-a", ep())]);
-    let (_, b) = env.ctr(2, "b", &[("tc-b", ep())]);
+    let bid = format!("tc2{}", "e".repeat(61));
+    let mut pb = BTreeMap::new();
+    pb.insert("80/tcp".to_string(), vec![PortBinding::default()]);
+    let b = env
+        .mgr
+        .setup(&ContainerNetworkRequest {
+            id: bid,
+            name: "b".into(),
+            networks: vec![("tc-b".into(), ep())],
+            port_bindings: pb,
+            ..Default::default()
+        })
+        .unwrap();
+    let hp = b.ports["80/tcp"].as_ref().unwrap()[0].host_port.clone();
     let (_, i) = env.ctr(3, "i", &[("tc-int", ep())]);
     let (na, nb, ni) = (
         a.netns_path.unwrap(),
@@ -393,6 +406,56 @@ fn networks_are_isolated_and_internal_has_no_way_out() {
     assert!(ping(&nb, "10.213.4.1"), "b cannot reach its gateway");
     assert!(!ping(&na, "10.213.4.2"), "a reaches b on another network");
     assert!(!ping(&nb, "10.213.3.2"), "b reaches a on another network");
+    // but b's published port is reachable from a through the host, and from b itself (hairpin)
+    let www = env.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello from b\n").unwrap();
+    let _srv = ns_spawn(
+        &nb,
+        &[
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            www.to_str().unwrap(),
+        ],
+    );
+    // (busybox wget of busybox-static crashes here: nc speaks the HTTP)
+    let fetch = |ns: &Path, ip: &str| {
+        for _ in 0..30 {
+            let mut c = Command::new("nsenter")
+                .arg(format!("--net={}", ns.display()))
+                .args(["busybox", "nc", "-w", "2", ip, &hp])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n")
+                .unwrap();
+            let out = String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned();
+            if out.contains("200 OK") {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        String::new()
+    };
+    let out = fetch(&na, "10.213.3.1");
+    assert!(
+        out.contains("hello from b"),
+        "a -> published port of b: {out:?}"
+    );
+    let out = fetch(&nb, "10.213.4.1");
+    assert!(
+        out.contains("hello from b"),
+        "b -> its own published port (hairpin): {out:?}"
+    );
     assert!(
         ping(&ni, "10.213.5.1"),
         "internal container cannot reach its own gateway"
