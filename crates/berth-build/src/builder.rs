@@ -1467,3 +1467,103 @@ impl Run<'_> {
 fn st_index_hint(m: &BTreeMap<usize, ImageId>) -> usize {
     m.len()
 }
+
+fn bool_value(s: &str) -> bool {
+    !matches!(
+        s.to_ascii_lowercase().as_str(),
+        "" | "0" | "no" | "false" | "none"
+    )
+}
+
+impl BuildOptions {
+    /// Parses `POST /build`'s query string as dockerd does (`t` repeatable, `buildargs` and
+    /// `labels` JSON objects, booleans `1`/`true`, `rm` true unless given). Errors: a malformed
+    /// JSON parameter, `remote` contexts, `version=2` (BuildKit), `squash`.
+    pub fn from_query(query: &str) -> Result<BuildOptions> {
+        let mut o = BuildOptions::default();
+        let mut rm: Option<bool> = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let v = v.into_owned();
+            match k.as_ref() {
+                "dockerfile" if !v.is_empty() => o.dockerfile = Some(v),
+                "t" if !v.is_empty() => o.tags.push(v),
+                "target" if !v.is_empty() => o.target = Some(v),
+                "q" => o.quiet = bool_value(&v),
+                "nocache" => o.no_cache = bool_value(&v),
+                "pull" => o.pull = bool_value(&v),
+                "rm" => rm = Some(bool_value(&v)),
+                "forcerm" => o.force_remove = bool_value(&v),
+                "networkmode" if !v.is_empty() => o.network_mode = Some(v),
+                "platform" if !v.is_empty() => o.platform = Some(v),
+                "buildargs" if !v.is_empty() => {
+                    o.build_args = serde_json::from_str(&v).map_err(|e| {
+                        BuildError::Invalid(format!("error reading build args: {e}"))
+                    })?
+                }
+                "labels" if !v.is_empty() => {
+                    o.labels = serde_json::from_str(&v)
+                        .map_err(|e| BuildError::Invalid(format!("error reading labels: {e}")))?
+                }
+                "remote" if !v.is_empty() => {
+                    return Err(BuildError::Invalid(
+                        "remote build contexts (git, URL) are not supported yet".into(),
+                    ));
+                }
+                "version" if v == "2" => {
+                    return Err(BuildError::Invalid(
+                        "BuildKit (version=2) is not supported: use the classic builder (DOCKER_BUILDKIT=0)".into(),
+                    ));
+                }
+                "squash" if bool_value(&v) => {
+                    return Err(BuildError::Invalid(
+                        "squash is only supported with experimental mode".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        o.remove = rm.unwrap_or(true);
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_like_dockerd() {
+        let o = BuildOptions::from_query(
+            "t=a%3A1&t=b&dockerfile=sub%2FDockerfile&buildargs=%7B%22A%22%3A%22x%22%2C%22B%22%3Anull%7D&labels=%7B%22l%22%3A%22v%22%7D&nocache=1&q=true&rm=0&forcerm=1&pull=1&target=t&networkmode=host&platform=linux%2Farm64",
+        )
+        .unwrap();
+        assert_eq!(o.tags, vec!["a:1", "b"]);
+        assert_eq!(o.dockerfile.as_deref(), Some("sub/Dockerfile"));
+        assert_eq!(o.build_args.get("A"), Some(&Some("x".to_string())));
+        assert_eq!(o.build_args.get("B"), Some(&None));
+        assert_eq!(o.labels.get("l").map(String::as_str), Some("v"));
+        assert!(o.no_cache && o.quiet && !o.remove && o.force_remove && o.pull);
+        assert_eq!(o.target.as_deref(), Some("t"));
+        assert_eq!(o.network_mode.as_deref(), Some("host"));
+        assert_eq!(o.platform.as_deref(), Some("linux/arm64"));
+        assert!(BuildOptions::from_query("").unwrap().remove);
+        assert!(BuildOptions::from_query("buildargs=nope").is_err());
+        assert!(BuildOptions::from_query("version=2").is_err());
+    }
+
+    #[test]
+    fn go_quoting_and_ids() {
+        assert_eq!(go_q(&["a".into(), "b c".into()]), "[\"a\" \"b c\"]");
+        assert_eq!(new_id().len(), 64);
+        assert_ne!(new_id(), new_id());
+        let e = BuildError::NonZero {
+            command: "/bin/sh -c exit 3".into(),
+            code: 3,
+        };
+        let line = error_message(&e).to_line();
+        assert_eq!(
+            line,
+            "{\"errorDetail\":{\"code\":3,\"message\":\"The command '/bin/sh -c exit 3' returned a non-zero code: 3\"},\"error\":\"The command '/bin/sh -c exit 3' returned a non-zero code: 3\"}\r\n"
+        );
+    }
+}

@@ -132,6 +132,8 @@ impl CacheIndex {
             }),
             Err(_) => IndexFile::default(),
         };
+        // Contexts of builds that were running when the daemon stopped.
+        let _ = fs::remove_dir_all(dir.join("tmp"));
         // Temp files of an interrupted save.
         if let Ok(rd) = fs::read_dir(&dir) {
             for e in rd.flatten() {
@@ -152,6 +154,12 @@ impl CacheIndex {
     /// `<data-root>/build/`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// `<data-root>/build/tmp/`: where [`crate::context::BuildContext::from_tar`] should unpack
+    /// contexts (emptied by [`CacheIndex::open`]).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IndexFile> {

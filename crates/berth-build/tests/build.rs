@@ -155,3 +155,96 @@ fn run_failure_reports_the_exit_code() {
     assert_eq!(m.error_detail.unwrap().code, Some(3));
     assert!(text(&msgs).contains("out\n"));
 }
+
+fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        let name = &mut h.as_gnu_mut().unwrap().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        if *kind == tar::EntryType::Symlink {
+            h.set_link_name(data).unwrap();
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        } else {
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, data.as_bytes()).unwrap();
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn tar_contexts_cannot_reach_outside() {
+    need_root!();
+    let env = Env::new();
+    let cache = berth_build::cache::CacheIndex::open(&env.dir.path().join("data")).unwrap();
+    let tmp = cache.tmp_dir();
+    let build = |t: &[u8]| {
+        let ctx = berth_build::context::BuildContext::from_tar(t, &tmp, None)?;
+        env.builder.build(&ctx, &opts(), &mut |_| {})
+    };
+    // A symlink to the host's /etc is followed inside the context, where there is no etc/passwd.
+    let t = tar_of(&[
+        (
+            "Dockerfile",
+            tar::EntryType::Regular,
+            "FROM busybox:local\nCOPY hostetc/passwd /stolen\n",
+        ),
+        ("hostetc", tar::EntryType::Symlink, "/etc"),
+    ]);
+    let e = build(&t).unwrap_err().to_string();
+    assert!(e.contains("file not found in build context"), "{e}");
+    // Parent-relative sources stay inside.
+    let t = tar_of(&[(
+        "Dockerfile",
+        tar::EntryType::Regular,
+        "FROM busybox:local\nCOPY ../../../../etc/hostname /stolen\n",
+    )]);
+    let e = build(&t).unwrap_err().to_string();
+    assert!(e.contains("file not found in build context"), "{e}");
+    // Entries that climb out or write through a symlink are refused before anything is built.
+    let t = tar_of(&[
+        (
+            "Dockerfile",
+            tar::EntryType::Regular,
+            "FROM busybox:local\n",
+        ),
+        ("../../escaped", tar::EntryType::Regular, "x"),
+    ]);
+    assert!(
+        build(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("escapes the context")
+    );
+    let t = tar_of(&[
+        (
+            "Dockerfile",
+            tar::EntryType::Regular,
+            "FROM busybox:local\n",
+        ),
+        ("l", tar::EntryType::Symlink, "/tmp"),
+        ("l/escaped-through-link", tar::EntryType::Regular, "x"),
+    ]);
+    assert!(build(&t).unwrap_err().to_string().contains("symlink"));
+    assert!(!std::path::Path::new("/tmp/escaped-through-link").exists());
+    // A good gzip context builds, and the temp dir is gone afterwards.
+    let t = tar_of(&[
+        (
+            "Dockerfile",
+            tar::EntryType::Regular,
+            "FROM busybox:local\nCOPY f /f\n",
+        ),
+        ("f", tar::EntryType::Regular, "data"),
+    ]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &t).unwrap();
+    let r = build(&gz.finish().unwrap()).unwrap();
+    assert_eq!(env.run_in(&r.image_id, "cat /f").1, "data");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
