@@ -229,13 +229,14 @@ pub fn resolve(
 }
 
 type Table = Arc<RwLock<HashMap<String, NetworkNames>>>;
+type ServerMap = HashMap<String, (Vec<tokio::task::AbortHandle>, SocketAddr)>;
 
 /// The resolvers of all user-defined networks, on one small runtime thread of their own.
 pub struct DnsService {
     rt: Option<tokio::runtime::Runtime>,
     table: Table,
     upstreams: Arc<Vec<IpAddr>>,
-    servers: Mutex<HashMap<String, Vec<tokio::task::AbortHandle>>>,
+    servers: Mutex<ServerMap>,
 }
 
 impl std::fmt::Debug for DnsService {
@@ -271,17 +272,21 @@ impl DnsService {
             .insert(id.to_string(), names);
     }
 
-    /// Serves network `id` on `addr:port` (UDP and TCP); a running server for `id` is kept.
-    pub fn start(&self, id: &str, addr: Ipv4Addr, port: u16) -> Result<()> {
+    /// Serves network `id` on `addr:port` (UDP and TCP; port 0 picks one) and returns the bound address;
+    /// a running server for `id` is kept.
+    pub fn start(&self, id: &str, addr: Ipv4Addr, port: u16) -> Result<SocketAddr> {
         let mut servers = self.servers.lock().expect("dns servers");
-        if servers.contains_key(id) {
-            return Ok(());
+        if let Some((_, bound)) = servers.get(id) {
+            return Ok(*bound);
         }
         let rt = self.rt.as_ref().expect("runtime");
         let _g = rt.enter();
         let sa = SocketAddr::from((addr, port));
         let udp = std::net::UdpSocket::bind(sa)
             .map_err(|e| NetworkError::io(format!("bind DNS on {sa}/udp"), e))?;
+        let sa = udp
+            .local_addr()
+            .map_err(|e| NetworkError::io("DNS socket address", e))?;
         let tcp = std::net::TcpListener::bind(sa)
             .map_err(|e| NetworkError::io(format!("bind DNS on {sa}/tcp"), e))?;
         udp.set_nonblocking(true)
@@ -327,13 +332,16 @@ impl DnsService {
                 });
             }
         });
-        servers.insert(id.to_string(), vec![u.abort_handle(), t.abort_handle()]);
-        Ok(())
+        servers.insert(
+            id.to_string(),
+            (vec![u.abort_handle(), t.abort_handle()], sa),
+        );
+        Ok(sa)
     }
 
     /// Stops serving network `id` and forgets its names.
     pub fn stop(&self, id: &str) {
-        if let Some(hs) = self.servers.lock().expect("dns servers").remove(id) {
+        if let Some((hs, _)) = self.servers.lock().expect("dns servers").remove(id) {
             hs.iter().for_each(|h| h.abort());
         }
         self.table.write().expect("dns table").remove(id);
@@ -523,6 +531,40 @@ mod tests {
             resolve(&q, client, &names(), &[]),
             Resolution::Local(vec![], RCODE_SERVFAIL)
         );
+    }
+
+    #[test]
+    fn server_answers_udp_and_tcp() {
+        use std::io::{Read, Write};
+        let svc = DnsService::new(vec![]).unwrap();
+        svc.set_names("n1", names());
+        let addr = svc.start("n1", Ipv4Addr::LOCALHOST, 0).unwrap();
+        assert_eq!(svc.start("n1", Ipv4Addr::LOCALHOST, 0).unwrap(), addr);
+        let q = query("www", TYPE_A);
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        u.send_to(&q, addr).unwrap();
+        let mut buf = [0u8; 512];
+        let n = u.recv(&mut buf).unwrap();
+        assert_eq!(&buf[n - 4..n], &[10, 213, 1, 2]);
+        // not a local name, no upstreams: SERVFAIL
+        u.send_to(&query("example.com", TYPE_A), addr).unwrap();
+        let n = u.recv(&mut buf).unwrap();
+        assert_eq!(buf[3] & 0x0f, RCODE_SERVFAIL);
+        assert!(n >= 12);
+        let mut t = std::net::TcpStream::connect(addr).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let q = query("abc123def456", TYPE_A);
+        t.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+        t.write_all(&q).unwrap();
+        let mut len = [0u8; 2];
+        t.read_exact(&mut len).unwrap();
+        let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+        t.read_exact(&mut resp).unwrap();
+        assert!(resp.ends_with(&[10, 213, 1, 2]));
+        assert_eq!(svc.serving(), vec!["n1".to_string()]);
+        svc.stop("n1");
+        assert!(svc.serving().is_empty());
     }
 
     #[test]

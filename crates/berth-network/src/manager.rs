@@ -313,7 +313,23 @@ impl NetworkManager {
         if mgr.cfg.predefined_networks {
             let mut st = mgr.state.lock().expect("state");
             for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "null")] {
-                if st.networks.values().any(|n| n.name == name) {
+                if let Some(existing) = st.networks.values_mut().find(|n| n.name == name) {
+                    // `bip` / `bridge` changed in the daemon config: follow it while nothing is attached
+                    let bip = mgr.cfg.bip;
+                    let stale = existing.default_bridge
+                        && existing.endpoints.is_empty()
+                        && (existing.ipam.as_ref().map(|i| (i.subnet, i.gateway))
+                            != Some((bip.trunc(), bip.addr))
+                            || existing.bridge.as_deref() != Some(mgr.cfg.bridge_name.as_str()));
+                    if stale {
+                        existing.ipam = Some(Ipam::new(bip.trunc(), Some(bip.addr), None)?);
+                        existing.bridge = Some(mgr.cfg.bridge_name.clone());
+                        existing
+                            .options
+                            .insert(OPT_BRIDGE_NAME.into(), mgr.cfg.bridge_name.clone());
+                        let snapshot = existing.clone();
+                        mgr.save_network(&snapshot)?;
+                    }
                     continue;
                 }
                 let mut rec = NetworkRecord {
@@ -1528,5 +1544,19 @@ mod tests {
         let m2 = mgr(dir.path());
         assert_eq!(m2.inspect_network("bridge").unwrap().id, b.id);
         assert_eq!(m2.list_networks().len(), 3);
+        drop(m2);
+        // a new `bip` is followed by the default network
+        let m3 = NetworkManager::open(NetworkConfig {
+            data_root: dir.path().to_path_buf(),
+            netns_dir: dir.path().join("netns"),
+            upstream_dns: Some(vec![]),
+            bip: "192.168.201.1/24".parse().unwrap(),
+            ..Default::default()
+        })
+        .unwrap();
+        let b3 = m3.inspect_network("bridge").unwrap();
+        assert_eq!(b3.id, b.id);
+        assert_eq!(b3.ipam.config[0].subnet, "192.168.201.0/24");
+        assert_eq!(b3.ipam.config[0].gateway, "192.168.201.1");
     }
 }
