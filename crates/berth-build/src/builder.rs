@@ -298,6 +298,55 @@ impl Builder {
         }
     }
 
+    fn marker(&self, id: &str) -> PathBuf {
+        self.cache.dir().join("layers").join(id)
+    }
+
+    /// Prepares a container layer over `image`, recorded in `<data-root>/build/layers/` until
+    /// it is dropped so that [`Builder::recover`] can remove it after a crash.
+    fn prepare(&self, image: &ImageId) -> Result<(String, RootfsMount)> {
+        let id = new_id();
+        let m = self.marker(&id);
+        if let Some(d) = m.parent() {
+            std::fs::create_dir_all(d).map_err(|e| BuildError::io("create build/layers", e))?;
+        }
+        std::fs::write(&m, image.as_str()).map_err(|e| BuildError::io("record build layer", e))?;
+        match self.store.prepare_container_layer(&id, image) {
+            Ok(r) => Ok((id, r)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&m);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn drop_layer(&self, id: &str) {
+        if self.store.remove_container_layer(id).is_ok() {
+            self.forget_layer(id);
+        }
+    }
+
+    fn forget_layer(&self, id: &str) {
+        let _ = std::fs::remove_file(self.marker(id));
+    }
+
+    /// Removes the container layers of builds that were running when the daemon stopped (call at
+    /// start, after unmounting anything left under the backend's mount directory). Returns their IDs.
+    pub fn recover(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.cache.dir().join("layers")) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if self.store.remove_container_layer(&id).is_ok() {
+                let _ = std::fs::remove_file(e.path());
+                out.push(id);
+            }
+        }
+        out
+    }
+
     /// The cache index (for `builder prune` and `system df`).
     pub fn cache(&self) -> &CacheIndex {
         &self.cache
@@ -737,7 +786,7 @@ impl Run<'_> {
                 created_by: Some(created_by.to_string()),
             },
         );
-        let _ = self.b.store.remove_container_layer(layer);
+        self.b.drop_layer(layer);
         let sum = sum?;
         let id = ImageId::parse(&sum.id)?;
         self.b.cache.insert(
@@ -754,12 +803,11 @@ impl Run<'_> {
 
     /// Prepares and mounts a fresh container layer over `image`.
     fn mount_layer(&self, image: &ImageId) -> Result<(String, PathBuf)> {
-        let layer = new_id();
-        let rootfs = self.b.store.prepare_container_layer(&layer, image)?;
+        let (layer, rootfs) = self.b.prepare(image)?;
         match self.b.backend.mount(&layer, &rootfs) {
             Ok(p) => Ok((layer, p)),
             Err(e) => {
-                let _ = self.b.store.remove_container_layer(&layer);
+                self.b.drop_layer(&layer);
                 Err(e)
             }
         }
@@ -768,7 +816,7 @@ impl Run<'_> {
     fn unmount_layer(&self, layer: &str, path: &Path, remove: bool) -> Result<()> {
         let r = self.b.backend.unmount(layer, path);
         if remove {
-            let _ = self.b.store.remove_container_layer(layer);
+            self.b.drop_layer(layer);
         }
         r
     }
@@ -1150,8 +1198,7 @@ impl Run<'_> {
         for m in mounts {
             run_mounts.push(self.run_mount(st, line, m, helpers)?);
         }
-        let id = new_id();
-        let rootfs = self.b.store.prepare_container_layer(&id, &st.image)?;
+        let (id, rootfs) = self.b.prepare(&st.image)?;
         self.say(format!(" ---> Running in {}\n", short(&id)));
         let mut env = cc.env.clone();
         env.extend(env_args.iter().cloned());
@@ -1184,14 +1231,17 @@ impl Run<'_> {
             Ok(c) => c,
             Err(e) => {
                 let _ = backend.remove_container(&id);
-                let _ = self.b.store.remove_container_layer(&id);
+                self.b.drop_layer(&id);
                 return Err(e);
             }
         };
         if code != 0 {
             if self.opts.force_remove {
                 let _ = backend.remove_container(&id);
-                let _ = self.b.store.remove_container_layer(&id);
+                self.b.drop_layer(&id);
+            } else {
+                // Kept for debugging, as dockerd keeps it: it is the daemon's container now.
+                self.b.forget_layer(&id);
             }
             return Err(BuildError::NonZero {
                 command: args.join(" "),

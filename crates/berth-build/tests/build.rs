@@ -134,6 +134,25 @@ fn multi_stage_build_cache_and_invalidation() {
     assert!(!h.history.is_empty());
     let (_, out) = env.run_in(&r4.image_id, "cat /app/out.txt");
     assert_eq!(out, "hi A1\nB2");
+    // No container layer or crash-recovery marker is left behind.
+    assert!(env.store.container_layers().is_empty());
+    let markers = env.dir.path().join("data/build/layers");
+    assert_eq!(std::fs::read_dir(markers).unwrap().count(), 0);
+}
+
+#[test]
+fn recover_removes_layers_of_interrupted_builds() {
+    need_root!();
+    let env = Env::new();
+    let id = "ab".repeat(32);
+    let image = env.store.resolve("busybox:local").unwrap();
+    env.store.prepare_container_layer(&id, &image).unwrap();
+    let markers = env.dir.path().join("data/build/layers");
+    std::fs::create_dir_all(&markers).unwrap();
+    std::fs::write(markers.join(&id), image.as_str()).unwrap();
+    assert_eq!(env.builder.recover(), vec![id]);
+    assert!(env.store.container_layers().is_empty());
+    assert_eq!(std::fs::read_dir(markers).unwrap().count(), 0);
 }
 
 #[test]
@@ -154,6 +173,15 @@ fn run_failure_reports_the_exit_code() {
     let m = berth_build::builder::error_message(&e);
     assert_eq!(m.error_detail.unwrap().code, Some(3));
     assert!(text(&msgs).contains("out\n"));
+    // The failed step's container is kept (as dockerd does without --force-rm) and is the
+    // daemon's: not in the builder's recovery list.
+    assert_eq!(env.store.container_layers().len(), 1);
+    assert!(env.builder.recover().is_empty());
+    let mut o = opts();
+    o.force_remove = true;
+    let (r, _) = env.build_dir(ctx.path(), &o);
+    assert!(r.is_err());
+    assert_eq!(env.store.container_layers().len(), 1);
 }
 
 fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
