@@ -21,6 +21,9 @@ pub struct HostsSpec<'a> {
     pub extra_hosts: &'a [String],
     /// The address `host-gateway` stands for (the gateway of the container's bridge network).
     pub host_gateway: Option<IpAddr>,
+    /// Legacy `--link`s on the default bridge: `(child IP, "alias child-hostname child-name")` (dockerd
+    /// leaves out the name when it equals the alias), written after the `--add-host` lines.
+    pub links: &'a [(IpAddr, String)],
     /// For `--network host`: the host's `/etc/hosts` content, used instead of the defaults and own line.
     pub host_hosts: Option<&'a str>,
 }
@@ -62,6 +65,9 @@ pub fn hosts_file(spec: &HostsSpec<'_>) -> Result<String> {
     for e in spec.extra_hosts {
         let (name, ip) = parse_extra_host(e, spec.host_gateway)?;
         out.push_str(&format!("{ip}\t{name}\n"));
+    }
+    for (ip, names) in spec.links {
+        out.push_str(&format!("{ip}\t{names}\n"));
     }
     if spec.host_hosts.is_none() {
         if let Some(ip) = spec.ip {
@@ -231,13 +237,17 @@ mod tests {
             ip: Some("172.29.0.2".parse().unwrap()),
             extra_hosts: &extra,
             host_gateway: Some("172.29.0.1".parse().unwrap()),
+            links: &[(
+                "172.29.0.9".parse().unwrap(),
+                "db 0123456789ab web_db".into(),
+            )],
             ..Default::default()
         })
         .unwrap();
         assert_eq!(
             text,
             format!(
-                "{DEFAULT_HOSTS}10.0.0.5\tdb\n172.29.0.1\tgw\n::1\tv6\n172.29.0.2\tabc123def456\n"
+                "{DEFAULT_HOSTS}10.0.0.5\tdb\n172.29.0.1\tgw\n::1\tv6\n172.29.0.9\tdb 0123456789ab web_db\n172.29.0.2\tabc123def456\n"
             )
         );
     }

@@ -44,7 +44,8 @@
 //!   runtime in that thread, so the caller's runtime is never involved.
 //! * nftables through one `nft -f -` transaction per change that replaces `table ip <nft_table>` as a whole
 //!   (see [`nft`]); only changes to networks or published ports run it, not every container start.
-//!   No iptables fallback yet (without `nft`, a warning and no NAT).
+//!   Without `nft`, the same rules go through `iptables-restore` ([`iptables`]); `NetworkConfig::firewall`
+//!   can force either.
 //! * DNS: see [`dns`] — one server per user-defined network on its gateway address, port 53.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -53,6 +54,7 @@ pub mod dns;
 mod error;
 pub mod etc;
 pub mod ipam;
+pub mod iptables;
 pub mod link;
 mod manager;
 pub mod netns;
@@ -62,8 +64,9 @@ mod store;
 pub use error::{ErrorKind, NetworkError, Result};
 pub use ipam::{AddressPool, Ipv4Net};
 pub use manager::{
-    ContainerNetwork, ContainerNetworkRequest, EPHEMERAL_FIRST, EPHEMERAL_LAST, NetworkConfig,
-    NetworkManager, OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_MTU, ReconcileReport, parse_port,
+    ContainerNetwork, ContainerNetworkRequest, EPHEMERAL_FIRST, EPHEMERAL_LAST, Firewall,
+    NetworkConfig, NetworkManager, OPT_BRIDGE_NAME, OPT_HOST_BINDING, OPT_MTU, ReconcileReport,
+    parse_port,
 };
 pub use netns::{create_netns, in_netns, remove_netns};
 

@@ -56,6 +56,8 @@ pub struct NetworkConfig {
     pub dns_port: u16,
     /// Default upstream resolvers (the host's non-loopback ones when `None`).
     pub upstream_dns: Option<Vec<IpAddr>>,
+    /// nftables, or iptables when `nft` is missing.
+    pub firewall: Firewall,
 }
 
 impl Default for NetworkConfig {
@@ -81,6 +83,7 @@ impl Default for NetworkConfig {
             predefined_networks: true,
             dns_port: 53,
             upstream_dns: None,
+            firewall: Firewall::Auto,
         }
     }
 }
@@ -227,7 +230,21 @@ pub struct NetworkManager {
     cfg: NetworkConfig,
     state: Mutex<State>,
     dns: DnsService,
-    nft: bool,
+    fw: Firewall,
+}
+
+/// Which tool programs NAT, isolation and published ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firewall {
+    /// nftables when `nft` is there, else iptables, else none (with a warning).
+    #[default]
+    Auto,
+    /// `nft` (`table ip <nft_table>`).
+    Nftables,
+    /// `iptables-restore` (chains named after `nft_table`, upper-cased).
+    Iptables,
+    /// No rules at all (tests of other parts; a host that manages its own firewall).
+    Off,
 }
 
 fn now_rfc3339() -> String {
@@ -300,15 +317,22 @@ impl NetworkManager {
         )? {
             st.containers.insert(c.id.clone(), c);
         }
-        let nft = nft::available();
-        if !nft {
-            tracing::warn!("nft not found: no NAT, isolation or published ports");
-        }
+        let fw = match cfg.firewall {
+            Firewall::Auto if nft::available() => Firewall::Nftables,
+            Firewall::Auto if crate::iptables::available() => Firewall::Iptables,
+            Firewall::Auto => {
+                tracing::warn!(
+                    "neither nft nor iptables found: no NAT, isolation or published ports"
+                );
+                Firewall::Off
+            }
+            f => f,
+        };
         let mgr = NetworkManager {
             dns: DnsService::new(upstreams)?,
             state: Mutex::new(st),
             cfg,
-            nft,
+            fw,
         };
         if mgr.cfg.predefined_networks {
             let mut st = mgr.state.lock().expect("state");
@@ -755,10 +779,16 @@ impl NetworkManager {
     }
 
     fn apply_firewall(&self, st: &State) -> Result<()> {
-        if !self.nft {
-            return Ok(());
+        match self.fw {
+            Firewall::Nftables => nft::apply(&self.cfg.nft_table, &self.ruleset(st)),
+            Firewall::Iptables => crate::iptables::apply(&self.cfg.nft_table, &self.ruleset(st)),
+            _ => Ok(()),
         }
-        nft::apply(&self.cfg.nft_table, &self.ruleset(st))
+    }
+
+    /// The firewall in use (`Auto` resolved).
+    pub fn firewall(&self) -> Firewall {
+        self.fw
     }
 
     /// The nftables script that describes the current state (what `reconcile` and every change apply).
@@ -1342,8 +1372,10 @@ impl NetworkManager {
                 link::delete_link(b)?;
             }
         }
-        if self.nft {
-            nft::delete_table(&self.cfg.nft_table)?;
+        match self.fw {
+            Firewall::Nftables => nft::delete_table(&self.cfg.nft_table)?,
+            Firewall::Iptables => crate::iptables::delete(&self.cfg.nft_table)?,
+            _ => {}
         }
         Ok(())
     }

@@ -13,7 +13,9 @@ use berth_api::container::PortBinding;
 use berth_api::network::{
     EndpointIpamConfig, EndpointSettings, Ipam, IpamConfig, NetworkCreateRequest,
 };
-use berth_network::{ContainerNetwork, ContainerNetworkRequest, NetworkConfig, NetworkManager};
+use berth_network::{
+    ContainerNetwork, ContainerNetworkRequest, Firewall, NetworkConfig, NetworkManager,
+};
 
 fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
@@ -59,6 +61,10 @@ struct Env {
 
 impl Env {
     fn new(tag: &str) -> Env {
+        Self::with_firewall(tag, Firewall::Nftables)
+    }
+
+    fn with_firewall(tag: &str, firewall: Firewall) -> Env {
         let dir = std::env::temp_dir().join(format!("berth-net-test-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -70,6 +76,7 @@ impl Env {
             nft_table: format!("berth_test_{tag}"),
             predefined_networks: false,
             upstream_dns: Some(vec![]),
+            firewall,
             ..Default::default()
         };
         Env {
@@ -609,4 +616,66 @@ fn none_mode_connect_disconnect_and_setup_cost() {
         times[times.len() - 1],
         netns_only[netns_only.len() / 2]
     );
+}
+
+#[test]
+fn iptables_fallback_publishes_and_isolates() {
+    require_root!();
+    if !berth_network::iptables::available() {
+        eprintln!("skipped: no iptables-restore");
+        return;
+    }
+    let env = Env::with_firewall("tf", Firewall::Iptables);
+    env.mgr.reconcile(&[]).unwrap();
+    env.net("tf-a", "10.213.10.0/24", false);
+    env.net("tf-b", "10.213.11.0/24", false);
+    let id = format!("tf1{}", "d".repeat(61));
+    let mut pb = BTreeMap::new();
+    pb.insert("80/tcp".to_string(), vec![PortBinding::default()]);
+    let a = env
+        .mgr
+        .setup(&ContainerNetworkRequest {
+            id,
+            name: "a".into(),
+            networks: vec![("tf-a".into(), ep())],
+            port_bindings: pb,
+            ..Default::default()
+        })
+        .unwrap();
+    let (_, b) = env.ctr(2, "b", &[("tf-b", ep())]);
+    let (na, nb) = (a.netns_path.clone().unwrap(), b.netns_path.unwrap());
+    let hp = a.ports["80/tcp"].as_ref().unwrap()[0].host_port.clone();
+    let www = env.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello from the container\n").unwrap();
+    let _srv = ns_spawn(
+        &na,
+        &[
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            www.to_str().unwrap(),
+        ],
+    );
+    let mut got = String::new();
+    for _ in 0..30 {
+        if let Ok(s) = http_get(&format!("127.0.0.1:{hp}")) {
+            got = s;
+            if got.contains("hello") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let save = run("iptables-save", &[]).1;
+    assert!(got.contains("hello from the container"), "{got}\n{save}");
+    assert!(ping(&na, "10.213.10.1"));
+    assert!(!ping(&nb, "10.213.10.2"), "b reaches a on another network");
+    assert!(save.contains("-A BERTH_TEST_TF-PORTS"), "{save}");
+    env.mgr.shutdown_and_clean().unwrap();
+    let save = run("iptables-save", &[]).1;
+    assert!(!save.contains("BERTH_TEST_TF"), "{save}");
 }
