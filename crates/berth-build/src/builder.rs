@@ -489,13 +489,8 @@ impl Run<'_> {
             .iter()
             .map(|s| 1 + self.df.stages[*s].instructions.len())
             .sum();
-        let mut last = None;
-        for &s in &p.order {
-            let id = self.stage(s)?;
-            self.stage_images.insert(s, id.clone());
-            last = Some(id);
-        }
-        let id = last.ok_or_else(|| {
+        self.run_stages(&p)?;
+        let id = self.stage_images.get(&p.target).cloned().ok_or_else(|| {
             BuildError::Invalid("No image was generated. Is your Dockerfile empty?".into())
         })?;
         let unused: Vec<String> = self
@@ -532,6 +527,109 @@ impl Run<'_> {
             });
         }
         Ok(BuildResult { image_id: id, tags })
+    }
+
+    /// Runs the planned stages: a wave's independent stages in parallel threads, each buffering
+    /// its stream, flushed in stage order so the output reads like a sequential build (the stage
+    /// that is next in order streams live).
+    fn run_stages(&mut self, p: &crate::graph::Plan) -> Result<()> {
+        let mut offsets = BTreeMap::new();
+        let mut n = 0;
+        for &s in &p.order {
+            offsets.insert(s, n);
+            n += 1 + self.df.stages[s].instructions.len();
+        }
+        type Done = (Vec<JsonMessage>, Result<ImageId>, BTreeSet<String>);
+        let mut done: BTreeMap<usize, Done> = BTreeMap::new();
+        let mut flushed = 0;
+        for wave in &p.waves {
+            if wave.len() == 1 && p.order.get(flushed) == Some(&wave[0]) {
+                let s = wave[0];
+                self.step = offsets[&s];
+                let id = self.stage(s)?;
+                self.stage_images.insert(s, id);
+                flushed += 1;
+            } else {
+                let results: Vec<(usize, Done)> = std::thread::scope(|sc| {
+                    let handles: Vec<_> = wave
+                        .iter()
+                        .map(|&s| {
+                            let (b, ctx, opts) = (self.b, self.ctx, self.opts);
+                            let (df, lex, total) = (self.df.clone(), self.lex, self.total);
+                            let images = self.stage_images.clone();
+                            let meta = self.meta.clone();
+                            let scratch = self.scratch.clone();
+                            let platform = self.platform.clone();
+                            let step = offsets[&s];
+                            let h = sc.spawn(move || {
+                                let mut buf = Vec::new();
+                                let (r, used) = {
+                                    let mut push = |m: JsonMessage| buf.push(m);
+                                    let mut sub = Run {
+                                        b,
+                                        ctx,
+                                        opts,
+                                        df,
+                                        lex,
+                                        out: &mut push,
+                                        step,
+                                        total,
+                                        stage_images: images,
+                                        meta,
+                                        used_args: BTreeSet::new(),
+                                        scratch,
+                                        platform,
+                                    };
+                                    let r = sub.stage(s);
+                                    (r, std::mem::take(&mut sub.used_args))
+                                };
+                                (buf, r, used)
+                            });
+                            (s, h)
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|(s, h)| {
+                            let d = h.join().unwrap_or_else(|_| {
+                                (
+                                    Vec::new(),
+                                    Err(BuildError::Backend("build stage thread panicked".into())),
+                                    BTreeSet::new(),
+                                )
+                            });
+                            (s, d)
+                        })
+                        .collect()
+                });
+                for (s, d) in results {
+                    if let Ok(id) = &d.1 {
+                        self.stage_images.insert(s, id.clone());
+                    }
+                    done.insert(s, d);
+                }
+            }
+            // Flush finished stages in order; the first failure ends the build.
+            while let Some(s) = p.order.get(flushed).copied() {
+                let Some((msgs, r, used)) = done.remove(&s) else {
+                    break;
+                };
+                for m in msgs {
+                    (self.out)(m);
+                }
+                self.used_args.extend(used);
+                r?;
+                flushed += 1;
+            }
+            if let Some((&s, _)) = done.iter().find(|(_, d)| d.1.is_err()) {
+                let (msgs, r, _) = done.remove(&s).expect("present");
+                for m in msgs {
+                    (self.out)(m);
+                }
+                r?;
+            }
+        }
+        Ok(())
     }
 
     fn check_cancel(&self) -> Result<()> {

@@ -32,8 +32,10 @@
 //! * Cache: key = sha256(parent image ID, expanded instruction, build args in scope, content hash of
 //!   the COPY/ADD sources: path, type, mode, uid/gid, size, content, link target; not mtime). A hit
 //!   prints ` ---> Using cache` and reuses the image if it still exists.
-//! * Stages are built one after another in dependency order (the stream stays in order, as the
-//!   classic builder's); [`graph::Plan::waves`] tells which could run at once.
+//! * Only the stages the target needs are built. Independent stages ([`graph::Plan::waves`]) run
+//!   in parallel threads; their streams are buffered and flushed in stage order, so the output
+//!   reads like the classic builder's sequential `Step N/M` lines (the next stage in order streams
+//!   live). The backend must therefore accept concurrent calls.
 //!
 //! # Plugging into berthd (`POST /build`)
 //! 1. Once at start: `let cache = Arc::new(CacheIndex::open(&data_root)?);` (empties

@@ -276,3 +276,42 @@ fn tar_contexts_cannot_reach_outside() {
     assert_eq!(env.run_in(&r.image_id, "cat /f").1, "data");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
+
+#[test]
+fn independent_stages_run_in_parallel_and_stream_in_order() {
+    need_root!();
+    let env = Env::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write_tree(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            "FROM busybox:local AS a\nRUN sleep 1 && echo a > /a\n\
+             FROM busybox:local AS b\nRUN sleep 1 && echo b > /b\n\
+             FROM busybox:local AS unused\nRUN exit 1\n\
+             FROM busybox:local\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        )],
+    );
+    let (r, msgs) = env.build_dir(ctx.path(), &opts());
+    let t = text(&msgs);
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{t}"));
+    let steps: Vec<&str> = t.lines().filter(|l| l.starts_with("Step ")).collect();
+    assert_eq!(
+        steps,
+        vec![
+            "Step 1/7 : FROM busybox:local AS a",
+            "Step 2/7 : RUN sleep 1 && echo a > /a",
+            "Step 3/7 : FROM busybox:local AS b",
+            "Step 4/7 : RUN sleep 1 && echo b > /b",
+            "Step 5/7 : FROM busybox:local",
+            "Step 6/7 : COPY --from=a /a /a",
+            "Step 7/7 : COPY --from=b /b /b",
+        ],
+        "{t}"
+    );
+    let times = env.backend.times.lock().unwrap().clone();
+    assert_eq!(times.len(), 2);
+    let (a, b) = (times[0], times[1]);
+    assert!(a.0 < b.1 && b.0 < a.1, "the two RUN steps did not overlap");
+    assert_eq!(env.run_in(&r.image_id, "cat /a /b").1, "a\nb\n");
+}

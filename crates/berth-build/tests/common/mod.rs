@@ -37,6 +37,8 @@ pub struct TestBackend {
     pub store: Arc<ImageStore>,
     pub mnt: PathBuf,
     pub runs: Mutex<Vec<RunSpec>>,
+    /// (start, end) of each RUN, to see parallel stages overlap.
+    pub times: Mutex<Vec<(std::time::Instant, std::time::Instant)>>,
 }
 
 fn sh(cmd: &mut Command) -> Result<()> {
@@ -81,6 +83,7 @@ impl BuildBackend for TestBackend {
 
     fn run(&self, spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<i64> {
         self.runs.lock().unwrap().push(spec.clone());
+        let started = std::time::Instant::now();
         let mp = self.mnt.join(format!("run-{}", &spec.container_id[..12]));
         std::fs::create_dir_all(&mp).map_err(|e| BuildError::Backend(e.to_string()))?;
         // User: resolved inside the image (not on the host).
@@ -176,6 +179,10 @@ impl BuildBackend for TestBackend {
         let st = child
             .wait()
             .map_err(|e| BuildError::Backend(e.to_string()))?;
+        self.times
+            .lock()
+            .unwrap()
+            .push((started, std::time::Instant::now()));
         let _ = std::fs::remove_dir(&mp);
         if !err.is_empty() {
             output(err.as_bytes());
@@ -251,6 +258,7 @@ impl Env {
             store: store.clone(),
             mnt,
             runs: Mutex::new(Vec::new()),
+            times: Mutex::new(Vec::new()),
         });
         let cache = Arc::new(CacheIndex::open(&dir.path().join("data")).unwrap());
         let builder = Builder::new(store.clone(), cache, backend.clone());
