@@ -568,6 +568,36 @@ mod tests {
     }
 
     #[test]
+    fn forwards_other_names_upstream() {
+        // the upstream must be on port 53: needs root (and a free 127.213.0.1:53)
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let Ok(up) = std::net::UdpSocket::bind("127.213.0.1:53") else {
+            return;
+        };
+        let th = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (n, from) = up.recv_from(&mut buf).unwrap();
+            let q = parse_query(&buf[..n]).unwrap();
+            let resp = build_response(&buf[..n], &q, &[Answer::A(Ipv4Addr::new(192, 0, 2, 7))], 0);
+            up.send_to(&resp, from).unwrap();
+            q.name
+        });
+        let svc = DnsService::new(vec!["127.213.0.1".parse().unwrap()]).unwrap();
+        svc.set_names("n1", names());
+        let addr = svc.start("n1", Ipv4Addr::LOCALHOST, 0).unwrap();
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        u.send_to(&query("example.com", TYPE_A), addr).unwrap();
+        let mut buf = [0u8; 512];
+        let n = u.recv(&mut buf).unwrap();
+        assert_eq!(&buf[0..2], &[0x12, 0x34]);
+        assert_eq!(&buf[n - 4..n], &[192, 0, 2, 7]);
+        assert_eq!(th.join().unwrap(), "example.com");
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert!(parse_query(&[0; 5]).is_none());
         let mut r = query("web", TYPE_A);
