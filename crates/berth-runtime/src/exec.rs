@@ -89,6 +89,10 @@ pub fn exec(
         .map_err(|e| RuntimeError::sys(format!("open {path}"), e))?;
         fds.push((fd, flag, name));
     }
+    // CVE-2019-5736: while this process (the shim's binary) is inside the container's
+    // namespaces, its /proc/<pid>/exe must not be openable from there; a non-dumpable process
+    // needs CAP_SYS_PTRACE on the host for that. execve makes the user's program dumpable again.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| RuntimeError::sys("set non-dumpable", e))?;
     cgroup.add_pid(std::process::id() as i32)?;
     for (fd, flag, name) in fds {
         nix::sched::setns(fd, flag).map_err(|e| RuntimeError::sys(format!("setns {name}"), e))?;

@@ -106,6 +106,9 @@ struct Ready {
 fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
     let spec = cfg.spec;
     let process = spec.process().as_ref().ok_or("no process")?;
+    // CVE-2019-5736: the init is the shim's binary until execve; non-dumpable, its
+    // /proc/<pid>/exe cannot be opened (for writing the host binary) from the container.
+    nix::sys::prctl::set_dumpable(false).ctx(|| "set non-dumpable".into())?;
     let linux = spec.linux().as_ref();
     sys::reset_signals().ctx(|| "reset signals".into())?;
     nix::sys::stat::umask(Mode::empty());

@@ -16,6 +16,7 @@ pub mod mount;
 pub mod path;
 pub mod seccomp;
 mod seccomp_names;
+pub mod seccomp_profile;
 pub mod spec;
 pub mod sys;
 

@@ -1,11 +1,13 @@
 //! Compiling an OCI seccomp profile (`linux.seccomp`) into a classic BPF filter.
 //!
-//! The filter checks the architecture, refuses x32 system calls, then tries each rule in the
-//! profile's order (syscall number, then argument conditions) and returns the first matching
-//! rule's action, or the default action.
+//! The filter checks the architecture, refuses x32 system calls, then finds the syscall number
+//! by a binary search and tries that syscall's rules in the profile's order (argument
+//! conditions), returning the first matching rule's action, or the default action.
+
+use std::collections::BTreeMap;
 
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 
 use crate::seccomp_names;
@@ -29,6 +31,7 @@ const JGT_K: u16 = 0x25;
 const JGE_K: u16 = 0x35;
 const AND_K: u16 = 0x54;
 const RET_K: u16 = 0x06;
+const JA: u16 = 0x05;
 
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
@@ -119,127 +122,164 @@ impl Block {
     }
 }
 
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
+    Insn { code, jt, jf, k }
+}
+
+/// Syscalls a leaf of the decision tree compares one after the other.
+const LEAF: usize = 4;
+
+/// The argument checks of one rule: falls through to its `RET` when they all hold, else jumps
+/// past it (to the next rule of the same syscall).
+fn arg_block(args: &[LinuxSeccompArg], act: u32, out: &mut Vec<Insn>) -> Result<(), String> {
+    let mut b = Block { code: Vec::new() };
+    for a in args {
+        if a.index() > 5 {
+            return Err(format!(
+                "seccomp: argument index {} out of range",
+                a.index()
+            ));
+        }
+        let lo_off = OFF_ARGS + 8 * a.index() as u32;
+        let hi_off = lo_off + 4;
+        let (v, v2) = (a.value(), a.value_two().unwrap_or(0));
+        let (hv, lv) = ((v >> 32) as u32, v as u32);
+        use LinuxSeccompOperator as Op;
+        match a.op() {
+            Op::ScmpCmpEq => {
+                b.stmt(LD_W_ABS, hi_off);
+                b.jump(JEQ_K, hv, T::Skip(0), T::Fail);
+                b.stmt(LD_W_ABS, lo_off);
+                b.jump(JEQ_K, lv, T::Skip(0), T::Fail);
+            }
+            Op::ScmpCmpNe => {
+                b.stmt(LD_W_ABS, hi_off);
+                b.jump(JEQ_K, hv, T::Skip(0), T::Skip(2));
+                b.stmt(LD_W_ABS, lo_off);
+                b.jump(JEQ_K, lv, T::Fail, T::Skip(0));
+            }
+            Op::ScmpCmpMaskedEq => {
+                let (mh, ml) = ((v >> 32) as u32, v as u32);
+                let (eh, el) = ((v2 >> 32) as u32, v2 as u32);
+                b.stmt(LD_W_ABS, hi_off);
+                b.stmt(AND_K, mh);
+                b.jump(JEQ_K, eh, T::Skip(0), T::Fail);
+                b.stmt(LD_W_ABS, lo_off);
+                b.stmt(AND_K, ml);
+                b.jump(JEQ_K, el, T::Skip(0), T::Fail);
+            }
+            op @ (Op::ScmpCmpGt | Op::ScmpCmpGe) => {
+                let last = if op == Op::ScmpCmpGt { JGT_K } else { JGE_K };
+                b.stmt(LD_W_ABS, hi_off);
+                b.jump(JGT_K, hv, T::Skip(3), T::Skip(0));
+                b.jump(JEQ_K, hv, T::Skip(0), T::Fail);
+                b.stmt(LD_W_ABS, lo_off);
+                b.jump(last, lv, T::Skip(0), T::Fail);
+            }
+            op @ (Op::ScmpCmpLt | Op::ScmpCmpLe) => {
+                let last = if op == Op::ScmpCmpLt { JGE_K } else { JGT_K };
+                b.stmt(LD_W_ABS, hi_off);
+                b.jump(JGT_K, hv, T::Fail, T::Skip(0));
+                b.jump(JEQ_K, hv, T::Skip(0), T::Skip(2));
+                b.stmt(LD_W_ABS, lo_off);
+                b.jump(last, lv, T::Fail, T::Skip(0));
+            }
+        }
+    }
+    b.stmt(RET_K, act);
+    b.finish(out)
+}
+
+/// A conditional jump over `skip` instructions when the test is true (`JA` when too far).
+fn jump_over(code: u16, k: u32, skip: usize, out: &mut Vec<Insn>) -> Result<(), String> {
+    match u8::try_from(skip) {
+        Ok(s) => out.push(insn(code, s, 0, k)),
+        Err(_) => {
+            let far = u32::try_from(skip).map_err(|_| "seccomp filter too large")?;
+            out.push(insn(code, 0, 1, k));
+            out.push(insn(JA, 0, 0, far));
+        }
+    }
+    Ok(())
+}
+
+/// A binary search over the sorted syscall numbers (the accumulator holds the number); every
+/// path ends in a `RET`, so subtrees are laid out one after the other.
+fn tree(nrs: &[(u32, Vec<Insn>)], default: u32) -> Result<Vec<Insn>, String> {
+    let mut out = Vec::new();
+    if nrs.len() <= LEAF {
+        for (nr, body) in nrs {
+            // Equal: into the body; otherwise over it.
+            match u8::try_from(body.len()) {
+                Ok(s) => out.push(insn(JEQ_K, 0, s, *nr)),
+                Err(_) => {
+                    out.push(insn(JEQ_K, 1, 0, *nr));
+                    out.push(insn(JA, 0, 0, body.len() as u32));
+                }
+            }
+            out.extend_from_slice(body);
+        }
+        out.push(insn(RET_K, 0, 0, default));
+        return Ok(out);
+    }
+    let mid = nrs.len() / 2;
+    let left = tree(&nrs[..mid], default)?;
+    let right = tree(&nrs[mid..], default)?;
+    // nr >= pivot: skip the left subtree.
+    jump_over(JGE_K, nrs[mid].0, left.len(), &mut out)?;
+    out.extend(left);
+    out.extend(right);
+    Ok(out)
+}
+
 /// Compiles `s` for this architecture. Unknown syscall names are skipped (as runc does).
+///
+/// Rules are grouped by syscall, keeping the profile's order within a syscall (first match
+/// wins); the syscalls are then found by a binary search, so a call costs about
+/// `log2(#syscalls)` comparisons instead of one per rule.
 pub fn compile(s: &LinuxSeccomp) -> Result<Vec<Insn>, String> {
     let default = action(s.default_action(), s.default_errno_ret())?;
     let mut out = vec![
-        Insn {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: OFF_ARCH,
-        },
-        Insn {
-            code: JEQ_K,
-            jt: 1,
-            jf: 0,
-            k: AUDIT_ARCH,
-        },
-        Insn {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: default,
-        },
-        Insn {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: OFF_NR,
-        },
-        Insn {
-            code: JGE_K,
-            jt: 0,
-            jf: 1,
-            k: X32_SYSCALL_BIT,
-        },
-        Insn {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: default,
-        },
+        insn(LD_W_ABS, 0, 0, OFF_ARCH),
+        insn(JEQ_K, 1, 0, AUDIT_ARCH),
+        insn(RET_K, 0, 0, default),
+        insn(LD_W_ABS, 0, 0, OFF_NR),
+        insn(JGE_K, 0, 1, X32_SYSCALL_BIT),
+        insn(RET_K, 0, 0, default),
     ];
-    let mut a_is_nr = true;
+    // Per syscall: its rules in profile order; `None` once an unconditional rule closed it.
+    let mut by_nr: BTreeMap<u32, (Vec<Insn>, bool)> = BTreeMap::new();
     for rule in s.syscalls().iter().flatten() {
         let act = action(rule.action(), rule.errno_ret())?;
         let args = rule.args().clone().unwrap_or_default();
-        if act == default && args.is_empty() {
-            continue; // same as falling through
-        }
         for name in rule.names() {
             let Some(nr) = seccomp_names::number(name) else {
                 continue;
             };
-            let mut b = Block { code: Vec::new() };
-            if !a_is_nr {
-                b.stmt(LD_W_ABS, OFF_NR);
+            let (body, closed) = by_nr.entry(nr as u32).or_default();
+            if *closed {
+                continue;
             }
-            b.jump(JEQ_K, nr as u32, T::Skip(0), T::Fail);
-            for a in &args {
-                if a.index() > 5 {
-                    return Err(format!(
-                        "seccomp: argument index {} out of range",
-                        a.index()
-                    ));
-                }
-                let lo_off = OFF_ARGS + 8 * a.index() as u32;
-                let hi_off = lo_off + 4;
-                let (v, v2) = (a.value(), a.value_two().unwrap_or(0));
-                let (hv, lv) = ((v >> 32) as u32, v as u32);
-                use LinuxSeccompOperator as Op;
-                match a.op() {
-                    Op::ScmpCmpEq => {
-                        b.stmt(LD_W_ABS, hi_off);
-                        b.jump(JEQ_K, hv, T::Skip(0), T::Fail);
-                        b.stmt(LD_W_ABS, lo_off);
-                        b.jump(JEQ_K, lv, T::Skip(0), T::Fail);
-                    }
-                    Op::ScmpCmpNe => {
-                        b.stmt(LD_W_ABS, hi_off);
-                        b.jump(JEQ_K, hv, T::Skip(0), T::Skip(2));
-                        b.stmt(LD_W_ABS, lo_off);
-                        b.jump(JEQ_K, lv, T::Fail, T::Skip(0));
-                    }
-                    Op::ScmpCmpMaskedEq => {
-                        let (mh, ml) = ((v >> 32) as u32, v as u32);
-                        let (eh, el) = ((v2 >> 32) as u32, v2 as u32);
-                        b.stmt(LD_W_ABS, hi_off);
-                        b.stmt(AND_K, mh);
-                        b.jump(JEQ_K, eh, T::Skip(0), T::Fail);
-                        b.stmt(LD_W_ABS, lo_off);
-                        b.stmt(AND_K, ml);
-                        b.jump(JEQ_K, el, T::Skip(0), T::Fail);
-                    }
-                    op @ (Op::ScmpCmpGt | Op::ScmpCmpGe) => {
-                        let last = if op == Op::ScmpCmpGt { JGT_K } else { JGE_K };
-                        b.stmt(LD_W_ABS, hi_off);
-                        b.jump(JGT_K, hv, T::Skip(3), T::Skip(0));
-                        b.jump(JEQ_K, hv, T::Skip(0), T::Fail);
-                        b.stmt(LD_W_ABS, lo_off);
-                        b.jump(last, lv, T::Skip(0), T::Fail);
-                    }
-                    op @ (Op::ScmpCmpLt | Op::ScmpCmpLe) => {
-                        let last = if op == Op::ScmpCmpLt { JGE_K } else { JGT_K };
-                        b.stmt(LD_W_ABS, hi_off);
-                        b.jump(JGT_K, hv, T::Fail, T::Skip(0));
-                        b.jump(JEQ_K, hv, T::Skip(0), T::Skip(2));
-                        b.stmt(LD_W_ABS, lo_off);
-                        b.jump(last, lv, T::Fail, T::Skip(0));
-                    }
-                }
+            if args.is_empty() {
+                body.push(insn(RET_K, 0, 0, act));
+                *closed = true;
+            } else {
+                arg_block(&args, act, body)?;
             }
-            b.stmt(RET_K, act);
-            a_is_nr = args.is_empty();
-            b.finish(&mut out)?;
         }
     }
-    out.push(Insn {
-        code: RET_K,
-        jt: 0,
-        jf: 0,
-        k: default,
-    });
+    let nrs: Vec<(u32, Vec<Insn>)> = by_nr
+        .into_iter()
+        .filter_map(|(nr, (mut body, closed))| {
+            if !closed {
+                body.push(insn(RET_K, 0, 0, default));
+            }
+            // A syscall that only ever gets the default needs no node.
+            let trivial = body.len() == 1 && body[0].k == default;
+            (!trivial).then_some((nr, body))
+        })
+        .collect();
+    out.extend(tree(&nrs, default)?);
     if out.len() > MAX_INSNS {
         return Err(format!(
             "seccomp filter too large ({} instructions)",
@@ -272,6 +312,7 @@ mod tests {
                 }
                 AND_K => acc &= i.k,
                 RET_K => return i.k,
+                JA => pc += i.k as usize,
                 JEQ_K | JGT_K | JGE_K => {
                     let t = match i.code {
                         JEQ_K => acc == i.k,
@@ -385,5 +426,67 @@ mod tests {
         assert_eq!(seccomp_names::number("read"), Some(libc::SYS_read));
         assert_eq!(seccomp_names::number("clone3"), Some(libc::SYS_clone3));
         assert_eq!(seccomp_names::number("nope"), None);
+    }
+
+    /// The profile's meaning, rule by rule in order: the filter must agree with it.
+    fn reference(s: &LinuxSeccomp, nr: u32, args: [u64; 6]) -> u32 {
+        use LinuxSeccompOperator as Op;
+        for r in s.syscalls().iter().flatten() {
+            if !r
+                .names()
+                .iter()
+                .any(|n| seccomp_names::number(n) == Some(nr as i64))
+            {
+                continue;
+            }
+            let ok = r.args().iter().flatten().all(|a| {
+                let x = args[a.index()];
+                let v = a.value();
+                match a.op() {
+                    Op::ScmpCmpEq => x == v,
+                    Op::ScmpCmpNe => x != v,
+                    Op::ScmpCmpLt => x < v,
+                    Op::ScmpCmpLe => x <= v,
+                    Op::ScmpCmpGt => x > v,
+                    Op::ScmpCmpGe => x >= v,
+                    Op::ScmpCmpMaskedEq => x & v == a.value_two().unwrap_or(0),
+                }
+            });
+            if ok {
+                return action(r.action(), r.errno_ret()).unwrap();
+            }
+        }
+        action(s.default_action(), s.default_errno_ret()).unwrap()
+    }
+
+    #[test]
+    fn tree_agrees_with_rule_order_on_docker_default() {
+        for caps in [vec![], vec!["CAP_SYS_ADMIN".to_string()]] {
+            let p = crate::seccomp_profile::docker_default(&caps);
+            let prog = compile(&p).unwrap();
+            let vals = [
+                0u64,
+                1,
+                8,
+                38,
+                39,
+                40,
+                41,
+                0x2000_0000,
+                0x7E02_0000,
+                0xffff_ffff,
+                1 << 32,
+            ];
+            for nr in 0..470u32 {
+                for v in vals {
+                    let args = [v, v, 0, 0, 0, 0];
+                    assert_eq!(
+                        run(&prog, AUDIT_ARCH, nr, args),
+                        reference(&p, nr, args),
+                        "nr {nr} arg {v:#x} caps {caps:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -725,11 +725,20 @@ fn apply_host_config(
                 .collect()
         })
         .unwrap_or_default();
-    let caps = if hc.privileged {
+    let mut caps = if hc.privileged {
         ALL_CAPS.iter().map(|c| c.to_string()).collect()
     } else {
         capabilities(&defaults, &hc.cap_add, &hc.cap_drop)?
     };
+    if hc.privileged || hc.cap_add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+        // "All" is all this host can give: capabilities outside the daemon's own bounding set
+        // (a sandboxed host may lack some) would make capset fail.
+        let bounding = host_bounding_set();
+        caps.retain(|c| {
+            let bit = ALL_CAPS.iter().position(|x| x == c).unwrap_or(63);
+            bounding & (1u64 << bit) != 0
+        });
+    }
     spec["process"]["capabilities"] = json!({
         "bounding": caps, "effective": caps, "permitted": caps
     });
@@ -747,13 +756,500 @@ fn apply_host_config(
             }
         }
     }
-    if hc.security_opt.iter().any(|o| {
-        o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true"
-    }) {
+    let sec = security_opts(hc)?;
+    if sec.no_new_privileges {
         spec["process"]["noNewPrivileges"] = json!(true);
+    }
+    if sec.unmask_system_paths {
+        spec["linux"]["maskedPaths"] = json!([]);
+        spec["linux"]["readonlyPaths"] = json!([]);
+    }
+    // Seccomp: Docker's profile (resolved for these capabilities) unless unconfined; a
+    // privileged container is unconfined unless it names a profile, as with dockerd.
+    let profile = match sec.seccomp {
+        Seccomp::Unconfined => None,
+        Seccomp::Default if hc.privileged => None,
+        Seccomp::Default => Some(berth_runtime::seccomp_profile::docker_default(&caps)),
+        Seccomp::Custom(text) => Some(
+            berth_runtime::seccomp_profile::from_docker_json(&text, &caps)
+                .map_err(Error::invalid)?,
+        ),
+    };
+    if let Some(p) = profile {
+        spec["linux"]["seccomp"] =
+            serde_json::to_value(&p).map_err(|e| Error::internal(e.to_string()))?;
+    }
+    // Namespaces joined from other containers (paths found by start).
+    for (key, t) in [("BerthIpcNsPath", "ipc"), ("BerthPidNsPath", "pid")] {
+        if let Some(path) = hc.extra.get(key).and_then(Value::as_str) {
+            if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+                for n in ns.iter_mut().filter(|n| n["type"] == t) {
+                    n["path"] = json!(path);
+                }
+            }
+        }
+    }
+    if hc.ipc_mode == "none" {
+        if let Some(arr) = spec["mounts"].as_array_mut() {
+            arr.retain(|m| m["destination"] != "/dev/shm");
+        }
+    }
+    match extra_str(hc, "CgroupnsMode") {
+        "host" => drop_ns(spec, "cgroup"),
+        "" | "private" => {}
+        m => {
+            return Err(Error::invalid(format!(
+                "invalid cgroup namespace mode: {m}"
+            )));
+        }
+    }
+    let parent = extra_str(hc, "CgroupParent");
+    if !parent.is_empty() {
+        let parent = parent.trim_end_matches('/');
+        let parent = if parent.starts_with('/') {
+            parent.to_string()
+        } else {
+            format!("/{parent}")
+        };
+        spec["linux"]["cgroupsPath"] = json!(format!("{parent}/{}", rec.id));
+    }
+    // Sysctls (namespaced only), ulimits, supplementary groups, devices.
+    if let Some(Value::Object(m)) = hc.extra.get("Sysctls") {
+        let mut out = serde_json::Map::new();
+        for (k, v) in m {
+            check_sysctl(k, hc)?;
+            out.insert(k.clone(), json!(v.as_str().unwrap_or_default()));
+        }
+        if !out.is_empty() {
+            spec["linux"]["sysctl"] = Value::Object(out);
+        }
+    }
+    let rl = rlimits(hc)?;
+    if !rl.is_empty() {
+        spec["process"]["rlimits"] = json!(rl);
+    }
+    if let Some(adj) = hc.extra.get("OomScoreAdj").and_then(Value::as_i64) {
+        if adj != 0 {
+            spec["process"]["oomScoreAdj"] = json!(adj);
+        }
+    }
+    let groups = extra_strs(hc, "GroupAdd");
+    if !groups.is_empty() {
+        let etc_group = read_in_root(rootfs, "/etc/group").unwrap_or_default();
+        let mut gids: Vec<u64> = spec["process"]["user"]["additionalGids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        for g in groups {
+            let gid = match g.parse::<u32>() {
+                Ok(n) => u64::from(n),
+                Err(_) => etc_group
+                    .lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() > 2 && f[0] == g).then(|| f[2].parse::<u64>().ok())?
+                    })
+                    .ok_or_else(|| Error::invalid(format!("Unable to find group {g}")))?,
+            };
+            if !gids.contains(&gid) {
+                gids.push(gid);
+            }
+        }
+        spec["process"]["user"]["additionalGids"] = json!(gids);
+    }
+    if !hc.privileged {
+        for d in host_devices(hc)? {
+            let rule = json!({"allow": true, "type": d.kind, "major": d.major, "minor": d.minor,
+                              "access": d.access});
+            push(&mut spec["linux"]["resources"]["devices"], rule);
+            push(
+                &mut spec["linux"]["devices"],
+                json!({"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor,
+                       "fileMode": d.mode, "uid": 0, "gid": 0}),
+            );
+        }
+        for r in extra_strs(hc, "DeviceCgroupRules") {
+            push(&mut spec["linux"]["resources"]["devices"], device_rule(&r)?);
+        }
+    } else {
+        // All the host's devices, as dockerd does for --privileged.
+        for d in all_host_devices() {
+            push(
+                &mut spec["linux"]["devices"],
+                json!({"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor,
+                       "fileMode": d.mode, "uid": 0, "gid": 0}),
+            );
+        }
     }
     // Resources.
     set_resources(&mut spec["linux"]["resources"], hc);
+    Ok(())
+}
+
+/// The capability bounding set of this process (`CapBnd` of /proc/self/status).
+fn host_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
+fn push(v: &mut Value, item: Value) {
+    if !v.is_array() {
+        *v = json!([]);
+    }
+    if let Some(a) = v.as_array_mut() {
+        a.push(item);
+    }
+}
+
+fn extra_str<'a>(hc: &'a berth_api::container::HostConfig, key: &str) -> &'a str {
+    hc.extra.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn extra_strs(hc: &berth_api::container::HostConfig, key: &str) -> Vec<String> {
+    hc.extra
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Which seccomp profile a container gets.
+#[derive(Debug, PartialEq)]
+enum Seccomp {
+    Default,
+    Unconfined,
+    /// A profile in Docker's format (the docker CLI sends the file's content).
+    Custom(String),
+}
+
+/// The parsed `SecurityOpt` list.
+#[derive(Debug)]
+struct SecurityOpts {
+    seccomp: Seccomp,
+    no_new_privileges: bool,
+    unmask_system_paths: bool,
+}
+
+/// Parses `SecurityOpt` as dockerd does (`key=value`, or the old `key:value`).
+fn security_opts(hc: &berth_api::container::HostConfig) -> Result<SecurityOpts> {
+    let mut out = SecurityOpts {
+        seccomp: Seccomp::Default,
+        no_new_privileges: false,
+        unmask_system_paths: false,
+    };
+    for opt in &hc.security_opt {
+        if opt == "no-new-privileges" {
+            out.no_new_privileges = true;
+            continue;
+        }
+        if opt == "disable" {
+            continue; // label=disable's old spelling
+        }
+        let (k, v) = match opt.split_once('=') {
+            Some(kv) => kv,
+            None => opt
+                .split_once(':')
+                .ok_or_else(|| Error::invalid(format!("invalid --security-opt 1: {opt:?}")))?,
+        };
+        match k {
+            "seccomp" => {
+                out.seccomp = match v {
+                    "unconfined" => Seccomp::Unconfined,
+                    "" | "builtin" => Seccomp::Default,
+                    text => Seccomp::Custom(text.to_string()),
+                }
+            }
+            "no-new-privileges" => {
+                out.no_new_privileges = match v {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(Error::invalid(format!("invalid --security-opt 2: {opt:?}"))),
+                }
+            }
+            "systempaths" if v == "unconfined" => out.unmask_system_paths = true,
+            // Linux security modules this host does not run: accepted, as dockerd does when
+            // AppArmor/SELinux are disabled.
+            "apparmor" | "label" => {}
+            _ => return Err(Error::invalid(format!("invalid --security-opt 2: {opt:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a sysctl that is not namespaced (it would change the host), as dockerd does.
+fn check_sysctl(k: &str, hc: &berth_api::container::HostConfig) -> Result<()> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let ipc = IPC.contains(&k) || k.starts_with("fs.mqueue.");
+    if ipc {
+        if hc.ipc_mode == "host" {
+            return Err(Error::invalid(format!(
+                "sysctl {k:?} is not allowed in host IPC namespace"
+            )));
+        }
+        return Ok(());
+    }
+    if k.starts_with("net.") {
+        if hc.network_mode == "host" {
+            return Err(Error::invalid(format!(
+                "sysctl {k:?} not allowed in host network namespace"
+            )));
+        }
+        return Ok(());
+    }
+    if k == "kernel.domainname" || k == "kernel.hostname" {
+        if hc.uts_mode == "host" {
+            return Err(Error::invalid(format!(
+                "sysctl {k:?} is not allowed in host UTS namespace"
+            )));
+        }
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "sysctl {k:?} is not whitelisted: it is not namespaced"
+    )))
+}
+
+/// `Ulimits` as OCI rlimits.
+fn rlimits(hc: &berth_api::container::HostConfig) -> Result<Vec<Value>> {
+    const NAMES: [&str; 16] = [
+        "as",
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ];
+    let mut out = Vec::new();
+    for u in hc
+        .extra
+        .get("Ulimits")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = u["Name"].as_str().unwrap_or("");
+        if !NAMES.contains(&name) {
+            return Err(Error::invalid(format!("invalid ulimit type: {name}")));
+        }
+        let (soft, hard) = (
+            u["Soft"].as_i64().unwrap_or(0),
+            u["Hard"].as_i64().unwrap_or(0),
+        );
+        if soft > hard && hard >= 0 {
+            return Err(Error::invalid(format!(
+                "ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+            )));
+        }
+        // -1 means unlimited (RLIM_INFINITY).
+        let lim = |v: i64| if v < 0 { u64::MAX } else { v as u64 };
+        out.push(
+            json!({"type": format!("RLIMIT_{}", name.to_ascii_uppercase()),
+                        "soft": lim(soft), "hard": lim(hard)}),
+        );
+    }
+    Ok(out)
+}
+
+/// A host device given to the container.
+#[derive(Debug, Clone, PartialEq)]
+struct HostDevice {
+    path: String,
+    kind: &'static str,
+    major: i64,
+    minor: i64,
+    mode: u32,
+    access: String,
+}
+
+fn dev_of(path: &Path) -> Option<(&'static str, i64, i64, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = std::fs::metadata(path).ok()?;
+    let kind = if md.file_type().is_char_device() {
+        "c"
+    } else if md.file_type().is_block_device() {
+        "b"
+    } else {
+        return None;
+    };
+    let r = md.rdev();
+    let major = ((r >> 8) & 0xfff) | ((r >> 32) & !0xfff);
+    let minor = (r & 0xff) | ((r >> 12) & !0xff);
+    Some((kind, major as i64, minor as i64, md.mode() & 0o7777))
+}
+
+/// `Devices` (`--device host[:container][:perms]`), checked on the host.
+fn host_devices(hc: &berth_api::container::HostConfig) -> Result<Vec<HostDevice>> {
+    let mut out = Vec::new();
+    for d in hc
+        .extra
+        .get("Devices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let host = d["PathOnHost"].as_str().unwrap_or("");
+        let inside = d["PathInContainer"]
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(host);
+        let access = d["CgroupPermissions"]
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("rwm");
+        if !access.chars().all(|c| "rwm".contains(c)) {
+            return Err(Error::invalid(format!(
+                "invalid device permissions: {access}"
+            )));
+        }
+        let (kind, major, minor, mode) = dev_of(Path::new(host)).ok_or_else(|| {
+            Error::invalid(format!(
+                "error gathering device information while adding custom device {host:?}: not a device node"
+            ))
+        })?;
+        out.push(HostDevice {
+            path: inside.to_string(),
+            kind,
+            major,
+            minor,
+            mode,
+            access: access.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Every device node under the host's /dev (for `--privileged`).
+fn all_host_devices() -> Vec<HostDevice> {
+    let mut out = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from("/dev")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                // Mounted elsewhere by the runtime (pts, shm, mqueue).
+                if !matches!(p.to_str(), Some("/dev/pts" | "/dev/shm" | "/dev/mqueue")) {
+                    stack.push(p);
+                }
+            } else if let Some((kind, major, minor, mode)) = dev_of(&p) {
+                let path = p.to_string_lossy().into_owned();
+                // The runtime makes the console and the default nodes itself.
+                if matches!(path.as_str(), "/dev/console" | "/dev/ptmx" | "/dev/tty") {
+                    continue;
+                }
+                out.push(HostDevice {
+                    path,
+                    kind,
+                    major,
+                    minor,
+                    mode,
+                    access: "rwm".into(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// A `--device-cgroup-rule` (`c 1:3 rwm`, `a *:* m`) as an OCI device rule.
+fn device_rule(r: &str) -> Result<Value> {
+    let bad = || Error::invalid(format!("invalid device cgroup rule format: '{r}'"));
+    let f: Vec<&str> = r.split_whitespace().collect();
+    if f.len() != 3 || !matches!(f[0], "a" | "b" | "c") {
+        return Err(bad());
+    }
+    let (ma, mi) = f[1].split_once(':').ok_or_else(bad)?;
+    let num = |s: &str| -> Result<Value> {
+        if s == "*" {
+            Ok(Value::Null)
+        } else {
+            s.parse::<i64>().map(|n| json!(n)).map_err(|_| bad())
+        }
+    };
+    if f[2].is_empty() || !f[2].chars().all(|c| "rwm".contains(c)) {
+        return Err(bad());
+    }
+    let mut o = json!({"allow": true, "type": f[0], "access": f[2]});
+    if let Value::Number(n) = num(ma)? {
+        o["major"] = json!(n);
+    }
+    if let Value::Number(n) = num(mi)? {
+        o["minor"] = json!(n);
+    }
+    Ok(o)
+}
+
+/// Checks the host config's security and isolation options at create, so that bad input is a
+/// 400 and nothing is stored.
+pub fn validate_host_config(hc: &berth_api::container::HostConfig) -> Result<()> {
+    let sec = security_opts(hc)?;
+    if let Seccomp::Custom(text) = &sec.seccomp {
+        berth_runtime::seccomp_profile::from_docker_json(text, &[]).map_err(Error::invalid)?;
+    }
+    if let Some(Value::Object(m)) = hc.extra.get("Sysctls") {
+        for k in m.keys() {
+            check_sysctl(k, hc)?;
+        }
+    }
+    rlimits(hc)?;
+    if !hc.privileged {
+        host_devices(hc)?;
+    }
+    for r in extra_strs(hc, "DeviceCgroupRules") {
+        device_rule(&r)?;
+    }
+    match extra_str(hc, "CgroupnsMode") {
+        "" | "host" | "private" => {}
+        m => {
+            return Err(Error::invalid(format!(
+                "invalid cgroup namespace mode: {m}"
+            )));
+        }
+    }
+    for (what, mode) in [("IPC", &hc.ipc_mode), ("PID", &hc.pid_mode)] {
+        let ok = matches!(
+            mode.as_str(),
+            "" | "host" | "private" | "shareable" | "none"
+        ) || mode
+            .strip_prefix("container:")
+            .is_some_and(|c| !c.is_empty());
+        if !ok || (what == "PID" && matches!(mode.as_str(), "shareable" | "none")) {
+            return Err(Error::invalid(format!("invalid {what} mode: {mode}")));
+        }
+    }
     Ok(())
 }
 
@@ -761,8 +1257,54 @@ fn apply_host_config(
 pub fn set_resources(res: &mut Value, hc: &berth_api::container::HostConfig) {
     if hc.memory > 0 {
         res["memory"]["limit"] = json!(hc.memory);
-        if hc.memory_swap != 0 {
-            res["memory"]["swap"] = json!(hc.memory_swap);
+        // Unset swap: as much swap as memory (dockerd's default), -1: unlimited.
+        let swap = if hc.memory_swap == 0 {
+            hc.memory * 2
+        } else {
+            hc.memory_swap
+        };
+        res["memory"]["swap"] = json!(swap);
+    }
+    let x = |k: &str| hc.extra.get(k).and_then(Value::as_i64);
+    if let Some(r) = x("MemoryReservation").filter(|r| *r > 0) {
+        res["memory"]["reservation"] = json!(r);
+    }
+    if let Some(s) = x("MemorySwappiness").filter(|s| (0..=100).contains(s)) {
+        res["memory"]["swappiness"] = json!(s);
+    }
+    if hc.extra.get("OomKillDisable").and_then(Value::as_bool) == Some(true) {
+        res["memory"]["disableOOMKiller"] = json!(true);
+    }
+    if let Some(m) = hc.extra.get("CpusetMems").and_then(Value::as_str) {
+        if !m.is_empty() {
+            res["cpu"]["mems"] = json!(m);
+        }
+    }
+    if let Some(w) = x("BlkioWeight").filter(|w| *w > 0) {
+        res["blockIO"]["weight"] = json!(w);
+    }
+    for (key, oci) in [
+        ("BlkioDeviceReadBps", "throttleReadBpsDevice"),
+        ("BlkioDeviceWriteBps", "throttleWriteBpsDevice"),
+        ("BlkioDeviceReadIOps", "throttleReadIOPSDevice"),
+        ("BlkioDeviceWriteIOps", "throttleWriteIOPSDevice"),
+    ] {
+        let mut rules = Vec::new();
+        for t in hc
+            .extra
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let path = t["Path"].as_str().unwrap_or("");
+            if let Some((_, major, minor, _)) = dev_of(Path::new(path)) {
+                rules.push(json!({"major": major, "minor": minor,
+                                  "rate": t["Rate"].as_u64().unwrap_or(0)}));
+            }
+        }
+        if !rules.is_empty() {
+            res["blockIO"][oci] = json!(rules);
         }
     }
     if let Some(p) = hc.pids_limit.filter(|p| *p > 0) {

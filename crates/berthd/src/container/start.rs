@@ -55,6 +55,25 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
             serde_json::json!(format!("/proc/{}/ns/net", o.state.pid)),
         );
     }
+    // `--ipc container:<x>` / `--pid container:<x>`: join that container's namespace.
+    for (mode, key, ns) in [
+        (rec.host_config.ipc_mode.clone(), "BerthIpcNsPath", "ipc"),
+        (rec.host_config.pid_mode.clone(), "BerthPidNsPath", "pid"),
+    ] {
+        if let Some(other) = mode.strip_prefix("container:") {
+            let o = d.find(other)?.snapshot();
+            if !o.state.running {
+                return Err(Error::Conflict(format!(
+                    "cannot join {ns} of a non running container: {}",
+                    o.id
+                )));
+            }
+            rec.host_config.extra.insert(
+                key.into(),
+                serde_json::json!(format!("/proc/{}/ns/{ns}", o.state.pid)),
+            );
+        }
+    }
     // Prepare the bundle, the rootfs and the files mounted into the container (blocking work).
     let prep = {
         let rec = rec.clone();
