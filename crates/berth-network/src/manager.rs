@@ -1463,7 +1463,7 @@ fn pick_host_port(
     )))
 }
 
-/// Parses `--add-host`/`--dns` lists etc. are in [`crate::etc`]; this helper parses `"80/tcp"` keys.
+/// Parses a port key of `PortBindings`/`ExposedPorts`: `"80/tcp"`, `"53/udp"`, `"80"` (tcp).
 pub fn parse_port(key: &str) -> Result<(u16, Proto)> {
     parse_port_key(key)
 }

@@ -37,7 +37,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Creates a new network namespace with `lo` up, bind-mounted on `path` (created, parent dirs too).
 ///
 /// This is the whole network setup of a `--network none` container; bridge endpoints are added with
-/// [`crate::NetworkManager::attach`].
+/// [`crate::NetworkManager::setup`].
 pub fn create_netns(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
