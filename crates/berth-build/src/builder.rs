@@ -1220,6 +1220,17 @@ impl Run<'_> {
                         v
                     }
                 };
+                // `RUN <<EOF` whose body starts with `#!` runs as a script file, as BuildKit does.
+                let script = match cmd {
+                    CommandForm::Shell(s)
+                        if heredocs.len() == 1
+                            && heredocs[0].content.starts_with("#!")
+                            && crate::parser::parse_words(s, self.df.escape).len() == 1 =>
+                    {
+                        Some(heredocs[0].clone())
+                    }
+                    _ => None,
+                };
                 // Build args in scope (not overridden by ENV); proxies run but are not recorded.
                 let mut recorded = Vec::new();
                 let mut env_args = Vec::new();
@@ -1263,6 +1274,7 @@ impl Run<'_> {
                     st,
                     line,
                     &args,
+                    script.as_ref(),
                     &env_args,
                     mounts,
                     network,
@@ -1284,6 +1296,7 @@ impl Run<'_> {
         st: &mut Stage,
         line: usize,
         args: &[String],
+        script: Option<&crate::parser::Heredoc>,
         env_args: &[String],
         mounts: &[MountSpec],
         network: Option<String>,
@@ -1296,6 +1309,30 @@ impl Run<'_> {
         for m in mounts {
             run_mounts.push(self.run_mount(st, line, m, helpers)?);
         }
+        let mut exec_args = args.to_vec();
+        let mut _script_dir = None;
+        if let Some(h) = script {
+            let tmp = self.b.cache.tmp_dir();
+            std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io("create build/tmp", e))?;
+            let dir = tempfile::Builder::new()
+                .prefix("heredoc-")
+                .tempdir_in(&tmp)
+                .map_err(|e| BuildError::io("heredoc dir", e))?;
+            let f = dir.path().join(&h.name);
+            std::fs::write(&f, &h.content).map_err(|e| BuildError::io("write heredoc", e))?;
+            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(|e| BuildError::io("chmod heredoc", e))?;
+            let target = format!("/dev/pipes/{}", h.name);
+            run_mounts.push(RunMount {
+                kind: "bind".into(),
+                source: Some(f),
+                target: target.clone(),
+                readonly: true,
+                options: BTreeMap::new(),
+            });
+            exec_args = vec![target];
+            _script_dir = Some(dir);
+        }
         let (id, rootfs) = self.b.prepare(&st.image)?;
         self.say(format!(" ---> Running in {}\n", short(&id)));
         let mut env = cc.env.clone();
@@ -1304,7 +1341,7 @@ impl Run<'_> {
             container_id: id.clone(),
             image: st.image.clone(),
             rootfs,
-            args: args.to_vec(),
+            args: exec_args,
             env,
             user: cc.user.clone(),
             workdir: cc.working_dir.clone(),
@@ -1483,6 +1520,17 @@ impl Run<'_> {
                 src_ctx_owned = BuildContext::for_root(root);
                 &src_ctx_owned
             }
+        };
+        let excluded_ctx;
+        let src_ctx: &BuildContext = if spec.exclude.is_empty() {
+            src_ctx
+        } else {
+            let mut pats = Vec::new();
+            for e in &spec.exclude {
+                pats.push(self.expand(st, line, e)?);
+            }
+            excluded_ctx = src_ctx.with_excludes(&pats)?;
+            &excluded_ctx
         };
         let res = (|| -> Result<()> {
             let mut sels: Vec<Selected> = Vec::new();

@@ -167,6 +167,23 @@ impl BuildContext {
         }
     }
 
+    /// The same root with `.dockerignore` plus `patterns` (`COPY --exclude`, matched against paths
+    /// relative to the root). The returned context borrows the root: keep `self` alive.
+    pub fn with_excludes(&self, patterns: &[String]) -> Result<BuildContext> {
+        let mut text = self.ignore.texts().join("\n");
+        for p in patterns {
+            text.push('\n');
+            text.push_str(p);
+        }
+        Ok(BuildContext {
+            root: self.root.clone(),
+            _tmp: None,
+            ignore: DockerIgnore::parse(&text).map_err(BuildError::Invalid)?,
+            dockerfile: String::new(),
+            dockerfile_name: String::new(),
+        })
+    }
+
     /// The context root on the host.
     pub fn root(&self) -> &Path {
         &self.root

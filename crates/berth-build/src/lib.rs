@@ -73,8 +73,10 @@
 //! * Metadata-only images are added without a parent record (berth-image's `add_image` has no
 //!   parent argument), so `docker images` lists such intermediates as `<none>` until a
 //!   layer-making child links them; `docker image prune` may remove them (the cache then misses).
-//! * ADD of URLs and git contexts; `RUN --mount=type=secret|ssh`; `RUN <<EOF` with a `#!` line runs
-//!   through the SHELL rather than the interpreter; `${V#pattern}`-style substitutions.
+//! * ADD of URLs and git contexts; `RUN --mount=type=secret|ssh` (no BuildKit session to carry
+//!   them); `COPY --parents`; `COPY --exclude` patterns match paths relative to the context root.
+//! * `RUN <<EOF` scripts starting with `#!` are bind-mounted at `/dev/pipes/EOF` and executed, as in
+//!   BuildKit: the runtime must create the mount point of a file bind under `/dev`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -371,9 +371,117 @@ impl Scan<'_> {
                     (_, None) => word,
                 })
             }
+            Some(c @ ('#' | '%')) => {
+                let longest = self.peek() == Some(c);
+                if longest {
+                    self.next();
+                }
+                let pat: Vec<char> = self.word_until_brace()?.chars().collect();
+                let v: Vec<char> = self
+                    .env
+                    .get_var(&name)
+                    .unwrap_or_default()
+                    .chars()
+                    .collect();
+                let n = v.len();
+                let cuts: Vec<usize> = if longest {
+                    (0..=n).rev().collect()
+                } else {
+                    (0..=n).collect()
+                };
+                for k in cuts {
+                    let (part, rest) = if c == '#' {
+                        (&v[..k], &v[k..])
+                    } else {
+                        (&v[n - k..], &v[..n - k])
+                    };
+                    if glob_match(&pat, part) {
+                        return Ok(rest.iter().collect());
+                    }
+                }
+                Ok(v.iter().collect())
+            }
+            Some('/') => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.next();
+                }
+                let (saved_w, saved_c, saved_i) = (
+                    std::mem::take(&mut self.words),
+                    std::mem::take(&mut self.cur),
+                    self.in_word,
+                );
+                let pat = self.stop_on(Some('/'));
+                self.words = saved_w;
+                self.cur = saved_c;
+                self.in_word = saved_i;
+                let pat: Vec<char> = pat?.0.chars().collect();
+                let repl = self.word_until_brace()?;
+                let v: Vec<char> = self
+                    .env
+                    .get_var(&name)
+                    .unwrap_or_default()
+                    .chars()
+                    .collect();
+                let mut out = String::new();
+                let mut i = 0;
+                let mut replaced = false;
+                while i < v.len() {
+                    if (all || !replaced)
+                        && !pat.is_empty()
+                        && let Some(end) = (i + 1..=v.len())
+                            .rev()
+                            .find(|&e| glob_match(&pat, &v[i..e]))
+                    {
+                        out.push_str(&repl);
+                        i = end;
+                        replaced = true;
+                        continue;
+                    }
+                    out.push(v[i]);
+                    i += 1;
+                }
+                Ok(out)
+            }
             None => err("syntax error: missing '}'"),
             Some(c) => err(format!("unsupported modifier ({c}) in substitution")),
         }
+    }
+}
+
+/// Shell pattern matching (`*` and `?` match any character, `/` too; `[...]` classes; `\x`).
+fn glob_match(p: &[char], s: &[char]) -> bool {
+    let Some(&c) = p.first() else {
+        return s.is_empty();
+    };
+    match c {
+        '*' => (0..=s.len()).any(|k| glob_match(&p[1..], &s[k..])),
+        '?' => !s.is_empty() && glob_match(&p[1..], &s[1..]),
+        '\\' if p.len() > 1 => s.first() == Some(&p[1]) && glob_match(&p[2..], &s[1..]),
+        '[' => {
+            let Some(close) = p.iter().skip(2).position(|&x| x == ']').map(|i| i + 2) else {
+                return s.first() == Some(&'[') && glob_match(&p[1..], &s[1..]);
+            };
+            let Some(&ch) = s.first() else { return false };
+            let mut body = &p[1..close];
+            let neg = matches!(body.first(), Some('!' | '^'));
+            if neg {
+                body = &body[1..];
+            }
+            let mut hit = false;
+            let mut i = 0;
+            while i < body.len() {
+                if i + 2 < body.len() && body[i + 1] == '-' {
+                    hit |= body[i] <= ch && ch <= body[i + 2];
+                    i += 3;
+                } else {
+                    hit |= body[i] == ch;
+                    i += 1;
+                }
+            }
+            hit != neg && glob_match(&p[close + 1..], &s[1..])
+        }
+        _ => s.first() == Some(&c) && glob_match(&p[1..], &s[1..]),
     }
 }
 
@@ -412,6 +520,19 @@ mod tests {
         assert_eq!(w("$"), "$");
         assert_eq!(w("a$"), "a$");
         assert_eq!(w("$1x"), "x");
+    }
+
+    #[test]
+    fn pattern_substitutions() {
+        let env: Vec<String> = vec!["P=/usr/local/bin/tool.tar.gz".into()];
+        let w = |s: &str| Lexer::default().process_word(s, &env).unwrap();
+        assert_eq!(w("${P#*/}"), "usr/local/bin/tool.tar.gz");
+        assert_eq!(w("${P##*/}"), "tool.tar.gz");
+        assert_eq!(w("${P%.*}"), "/usr/local/bin/tool.tar");
+        assert_eq!(w("${P%%.*}"), "/usr/local/bin/tool");
+        assert_eq!(w("${P/local/opt}"), "/usr/opt/bin/tool.tar.gz");
+        assert_eq!(w("${P//[lo]/_}"), "/usr/__ca_/bin/t___.tar.gz");
+        assert_eq!(w("${P#nomatch}"), "/usr/local/bin/tool.tar.gz");
     }
 
     #[test]

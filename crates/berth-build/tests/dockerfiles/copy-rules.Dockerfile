@@ -1,3 +1,4 @@
+# check: [ -f /excluded/a.txt ] && [ -f /excluded/dir/x.txt ] && [ ! -e /excluded/dir/sub ] && [ ! -e /excluded/keep.log ]
 # check: [ "$(cat /d1/a.txt)" = a ]
 # check: [ "$(cat /renamed)" = a ]
 # check: [ -f /contents/x.txt ] && [ -f /contents/sub/y.txt ] && [ ! -e /contents/dir ]
@@ -21,3 +22,4 @@ COPY a.txt rel/
 COPY dir/../link /lnk
 COPY link /followed-dir/
 RUN cp /followed-dir/link /followed
+COPY --exclude=dir/sub --exclude=*.log . /excluded/

@@ -4,6 +4,7 @@
 # check: [ "$(cat /literal)" = 'hello $NAME' ]
 # check: [ "$(cat /tabs)" = "indented" ]
 # check: [ "$(cat /two)" = "1-2" ]
+# check: [ "$(cat /shebang)" = "script /dev/pipes/SCRIPT" ]
 FROM busybox:local
 ARG NAME
 RUN <<EOF
@@ -25,3 +26,7 @@ RUN cat <<A > /a && cat <<B > /b && echo "$(cat /a)-$(cat /b)" > /two
 A
 2
 B
+RUN <<SCRIPT
+#!/bin/sh
+echo "script $0" > /shebang
+SCRIPT
