@@ -932,13 +932,9 @@ impl Run<'_> {
                     cc.env
                         .retain(|e| e.split_once('=').map_or(e.as_str(), |x| x.0) != k);
                     cc.env.push(format!("{k}={v}"));
+                    // Every pair is expanded with the environment before the instruction
+                    // (`ENV abc=bye def=$abc` gives def the old abc), as Docker documents.
                     parts.push(format!("{k}={v}"));
-                    // Later pairs on the same line see earlier ones.
-                    if let Some(c) = st.config.config.as_mut() {
-                        c.env = cc.env.clone();
-                    } else {
-                        st.config.config = Some(cc.clone());
-                    }
                 }
                 self.commit_meta(st, cc, &format!("ENV {}", parts.join(" ")))
             }
@@ -1158,7 +1154,7 @@ impl Run<'_> {
                 });
                 cc.working_dir = dir.clone();
                 let comment = format!("WORKDIR {dir}");
-                let created_by = format!("{} #(nop) {}", st.shell().join(" "), comment);
+                let created_by = format!("{} #(nop)  {}", st.shell().join(" "), comment);
                 let key = cache_key(
                     st.image.as_str(),
                     &format!(

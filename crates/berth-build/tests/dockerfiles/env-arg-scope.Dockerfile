@@ -1,3 +1,4 @@
+# check: [ "$def" = hello ] && [ "$ghi" = bye ] && [ "$abc" = bye ]
 # build-arg: FROM_CLI=cli
 # build-arg: UNUSED=x
 # stream: [Warning] One or more build-args [UNUSED] were not consumed
@@ -22,3 +23,6 @@ ARG ARGONLY=arg-only-value
 RUN echo "$ARGONLY|$OVER" > /args
 ENV EMPTY=
 ENV D1=${NOPE:-def} D2=${EMPTY:+alt} D3=${EMPTY-x}set D4=${INHERITED:+alt}
+ENV abc=hello
+ENV abc=bye def=$abc
+ENV ghi=$abc

@@ -1,3 +1,4 @@
+# history: /bin/sh -c #(nop)  WORKDIR /a/b/c
 # check: [ "$(pwd)" = /a/b/c ] && [ -d /a/b/c ]
 # check: [ "$(cat /a/b/c/here)" = yes ]
 # check: [ -d /var/from-env ]
