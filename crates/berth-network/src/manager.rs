@@ -150,6 +150,17 @@ struct EndpointRecord {
     upstreams: Vec<IpAddr>,
 }
 
+/// The endpoints and allocations of one network, `<data-root>/network/endpoints/<id>.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct EndpointsFile {
+    #[serde(default)]
+    endpoints: BTreeMap<String, EndpointRecord>,
+    #[serde(default)]
+    allocated: BTreeMap<Ipv4Addr, String>,
+    #[serde(default)]
+    last: Option<Ipv4Addr>,
+}
+
 /// A container with network state, `<data-root>/network/containers/<id>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ContainerRecord {
@@ -310,6 +321,22 @@ impl NetworkManager {
         for n in
             crate::store::read_dir_json::<NetworkRecord>(&cfg.data_root.join("network/networks"))?
         {
+            let mut n = n;
+            // the endpoints file (written without fsync) overrides what the definition holds
+            let ep_path = cfg
+                .data_root
+                .join("network/endpoints")
+                .join(format!("{}.json", n.id));
+            if let Some(eps) = std::fs::read(&ep_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<EndpointsFile>(&b).ok())
+            {
+                n.endpoints = eps.endpoints;
+                if let Some(i) = n.ipam.as_mut() {
+                    i.allocated = eps.allocated;
+                    i.last = eps.last;
+                }
+            }
             st.networks.insert(n.id.clone(), n);
         }
         for c in crate::store::read_dir_json::<ContainerRecord>(
@@ -418,8 +445,31 @@ impl NetworkManager {
             .join(format!("{id}.json"))
     }
 
+    /// Saves a network definition (durable).
     fn save_network(&self, n: &NetworkRecord) -> Result<()> {
-        crate::store::write_json(&self.net_path(&n.id), n)
+        crate::store::write_json(&self.net_path(&n.id), n, true)
+    }
+
+    fn ep_path(&self, id: &str) -> PathBuf {
+        self.cfg
+            .data_root
+            .join("network/endpoints")
+            .join(format!("{id}.json"))
+    }
+
+    /// Saves a network's endpoints and allocations in their own file (atomic, not fsynced: see
+    /// `store::write_json`), so that the durable definition is never rewritten on a container start.
+    fn save_endpoints(&self, n: &NetworkRecord) -> Result<()> {
+        let f = EndpointsFile {
+            endpoints: n.endpoints.clone(),
+            allocated: n
+                .ipam
+                .as_ref()
+                .map(|i| i.allocated.clone())
+                .unwrap_or_default(),
+            last: n.ipam.as_ref().and_then(|i| i.last),
+        };
+        crate::store::write_json(&self.ep_path(&n.id), &f, false)
     }
 
     fn find<'a>(st: &'a State, key: &str) -> Result<&'a NetworkRecord> {
@@ -753,6 +803,7 @@ impl NetworkManager {
             link::delete_link(b)?;
         }
         crate::store::remove(&self.net_path(&n.id))?;
+        crate::store::remove(&self.ep_path(&n.id))?;
         fw
     }
 
@@ -911,7 +962,7 @@ impl NetworkManager {
                 // persist the allocation before touching the kernel: reconcile cleans up after a crash
                 n.endpoints.insert(req.id.clone(), ep.clone());
                 let snapshot = n.clone();
-                self.save_network(&snapshot)?;
+                self.save_endpoints(&snapshot)?;
                 let ipam = snapshot.ipam.as_ref().expect("bridge");
                 link::setup_veth(
                     rec.netns.as_deref().expect("bridge endpoints have a netns"),
@@ -936,7 +987,7 @@ impl NetworkManager {
             } else {
                 n.endpoints.insert(req.id.clone(), ep.clone());
                 let snapshot = n.clone();
-                self.save_network(&snapshot)?;
+                self.save_endpoints(&snapshot)?;
                 out.host_network |= snapshot.driver == "host";
             }
             let n = &st.networks[nid];
@@ -1011,7 +1062,7 @@ impl NetworkManager {
                 short(&req.id)
             );
         }
-        crate::store::write_json(&self.ctr_path(&rec.id), &*rec)?;
+        crate::store::write_json(&self.ctr_path(&rec.id), &*rec, false)?;
         st.containers.insert(rec.id.clone(), rec.clone());
         if !rec.ports.is_empty() {
             self.apply_firewall(st)?;
@@ -1043,7 +1094,7 @@ impl NetworkManager {
             }
         }
         for n in changed {
-            if let Err(e) = self.save_network(&n) {
+            if let Err(e) = self.save_endpoints(&n) {
                 tracing::warn!("{e}");
             }
         }
@@ -1147,7 +1198,7 @@ impl NetworkManager {
         n.endpoints.insert(container_id.to_string(), ep.clone());
         let snapshot = n.clone();
         let ipam = snapshot.ipam.as_ref().expect("bridge");
-        let res = self.save_network(&snapshot).and_then(|()| {
+        let res = self.save_endpoints(&snapshot).and_then(|()| {
             link::setup_veth(
                 rec.netns.as_deref().expect("checked"),
                 &VethSpec {
@@ -1169,11 +1220,11 @@ impl NetworkManager {
                 i.release(ip, container_id);
             }
             let snap = n.clone();
-            let _ = self.save_network(&snap);
+            let _ = self.save_endpoints(&snap);
             return Err(e);
         }
         rec.networks.push(nid.clone());
-        crate::store::write_json(&self.ctr_path(container_id), &rec)?;
+        crate::store::write_json(&self.ctr_path(container_id), &rec, false)?;
         st.containers.insert(container_id.to_string(), rec);
         self.refresh_dns(&st);
         Ok(endpoint_settings(&st.networks[&nid], &ep, container_id))
@@ -1197,7 +1248,7 @@ impl NetworkManager {
         if !ep.veth.is_empty() {
             link::delete_link(&ep.veth)?;
         }
-        self.save_network(&snap)?;
+        self.save_endpoints(&snap)?;
         let mut ports_changed = false;
         if let Some(c) = st.containers.get_mut(container_id) {
             c.networks.retain(|x| *x != nid);
@@ -1207,7 +1258,7 @@ impl NetworkManager {
                 ports_changed = before != c.ports.len();
             }
             let c = c.clone();
-            crate::store::write_json(&self.ctr_path(container_id), &c)?;
+            crate::store::write_json(&self.ctr_path(container_id), &c, false)?;
         }
         if ports_changed {
             self.apply_firewall(&st)?;

@@ -9,8 +9,12 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{NetworkError, Result};
 
-/// Writes `value` as JSON to `path` atomically.
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+/// Writes `value` as JSON to `path` atomically; `durable` also fsyncs file and directory.
+///
+/// Endpoint and port records are written without fsync: the rename is atomic against a daemon crash,
+/// and after a machine crash no container runs, so `reconcile` releases all of them anyway. Network
+/// definitions, which must survive a reboot, are durable.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<()> {
     let dir = path.parent().expect("state files live in a directory");
     std::fs::create_dir_all(dir)
         .map_err(|e| NetworkError::io(format!("create {}", dir.display()), e))?;
@@ -20,9 +24,14 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let res = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(&data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     res.map_err(|e| NetworkError::io(format!("write {}", path.display()), e))
 }

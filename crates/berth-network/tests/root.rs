@@ -610,7 +610,7 @@ fn none_mode_connect_disconnect_and_setup_cost() {
     times.sort();
     netns_only.sort();
     eprintln!(
-        "setup (netns + veth + addr + route + state fsync): median {:?}, min {:?}, max {:?}; create_netns alone: median {:?}",
+        "setup (netns + veth + addr + route + state write): median {:?}, min {:?}, max {:?}; create_netns alone: median {:?}",
         times[times.len() / 2],
         times[0],
         times[times.len() - 1],
