@@ -180,7 +180,15 @@ impl CgroupManager for CgroupV1 {
         if let Some(b) = r.block_io() {
             let d = || self.need("blkio");
             if let Some(w) = b.weight() {
-                write(d()?, "blkio.weight", w.to_string())?;
+                // Only with a proportional scheduler (CFQ, or BFQ's own file); without one the
+                // weight is discarded, as dockerd does.
+                let dir = d()?;
+                if let Some(f) = ["blkio.weight", "blkio.bfq.weight"]
+                    .into_iter()
+                    .find(|f| dir.join(f).exists())
+                {
+                    write(dir, f, w.to_string())?;
+                }
             }
             if let Some(w) = b.leaf_weight() {
                 write(d()?, "blkio.leaf_weight", w.to_string())?;
