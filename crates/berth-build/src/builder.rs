@@ -53,6 +53,33 @@ pub struct BuildOptions {
     pub network_mode: Option<String>,
     /// `platform` (`linux/amd64`): sets TARGETPLATFORM and friends and is passed to pulls.
     pub platform: Option<String>,
+    /// Resources and host settings for RUN containers (`memory`, `cpushares`, `shmsize`, ...).
+    pub run: RunResources,
+}
+
+/// Host-config settings of `POST /build` that apply to every RUN container (0/empty: unset).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunResources {
+    /// `memory` (bytes).
+    pub memory: i64,
+    /// `memswap` (bytes, -1 unlimited).
+    pub memory_swap: i64,
+    /// `cpushares`.
+    pub cpu_shares: i64,
+    /// `cpusetcpus`.
+    pub cpuset_cpus: String,
+    /// `cpuperiod` (µs).
+    pub cpu_period: i64,
+    /// `cpuquota` (µs).
+    pub cpu_quota: i64,
+    /// `shmsize` (bytes).
+    pub shm_size: i64,
+    /// `extrahosts` (`host:ip`, comma-separated in the query).
+    pub extra_hosts: Vec<String>,
+    /// `cgroupparent`.
+    pub cgroup_parent: String,
+    /// `isolation` (ignored on Linux).
+    pub isolation: String,
 }
 
 impl Default for BuildOptions {
@@ -70,6 +97,7 @@ impl Default for BuildOptions {
             quiet: false,
             network_mode: None,
             platform: None,
+            run: RunResources::default(),
         }
     }
 }
@@ -113,6 +141,8 @@ pub struct RunSpec {
     pub network: Option<String>,
     /// The image's container config (hostname defaults, healthcheck are irrelevant for builds).
     pub config: ContainerConfig,
+    /// The build's resources and host settings for the container.
+    pub resources: RunResources,
 }
 
 /// What the builder needs from the daemon. Methods are called from the build's (blocking) thread.
@@ -1344,6 +1374,7 @@ impl Run<'_> {
             mounts: run_mounts,
             network,
             config: cc.clone(),
+            resources: self.opts.run.clone(),
         };
         let backend = self.b.backend.clone();
         let quiet = self.opts.quiet;
@@ -1687,6 +1718,29 @@ impl BuildOptions {
                 "forcerm" => o.force_remove = bool_value(&v),
                 "networkmode" if !v.is_empty() => o.network_mode = Some(v),
                 "platform" if !v.is_empty() => o.platform = Some(v),
+                "memory" | "memswap" | "cpushares" | "cpuperiod" | "cpuquota" | "shmsize"
+                    if !v.is_empty() =>
+                {
+                    let n: i64 = v
+                        .parse()
+                        .map_err(|_| BuildError::Invalid(format!("invalid value for {k}: {v}")))?;
+                    match k.as_ref() {
+                        "memory" => o.run.memory = n,
+                        "memswap" => o.run.memory_swap = n,
+                        "cpushares" => o.run.cpu_shares = n,
+                        "cpuperiod" => o.run.cpu_period = n,
+                        "cpuquota" => o.run.cpu_quota = n,
+                        _ => o.run.shm_size = n,
+                    }
+                }
+                "cpusetcpus" => o.run.cpuset_cpus = v,
+                "cgroupparent" => o.run.cgroup_parent = v,
+                "isolation" => o.run.isolation = v,
+                "extrahosts" if !v.is_empty() => o.run.extra_hosts.extend(
+                    v.split(',')
+                        .map(|h| h.trim().to_string())
+                        .filter(|h| !h.is_empty()),
+                ),
                 "buildargs" if !v.is_empty() => {
                     o.build_args = serde_json::from_str(&v).map_err(|e| {
                         BuildError::Invalid(format!("error reading build args: {e}"))
@@ -1738,6 +1792,14 @@ mod tests {
         assert_eq!(o.target.as_deref(), Some("t"));
         assert_eq!(o.network_mode.as_deref(), Some("host"));
         assert_eq!(o.platform.as_deref(), Some("linux/arm64"));
+        let o = BuildOptions::from_query(
+            "memory=1048576&shmsize=65536&extrahosts=a%3A1.2.3.4%2Cb%3A5.6.7.8&cpusetcpus=0-1",
+        )
+        .unwrap();
+        assert_eq!((o.run.memory, o.run.shm_size), (1_048_576, 65_536));
+        assert_eq!(o.run.extra_hosts, vec!["a:1.2.3.4", "b:5.6.7.8"]);
+        assert_eq!(o.run.cpuset_cpus, "0-1");
+        assert!(BuildOptions::from_query("memory=lots").is_err());
         assert!(BuildOptions::from_query("").unwrap().remove);
         assert!(BuildOptions::from_query("buildargs=nope").is_err());
         assert!(BuildOptions::from_query("version=2").is_err());

@@ -62,7 +62,8 @@
 //!      (its `prepare_container_layer` call returns the builder's layer: same ID, same image), with
 //!      process `spec.args`, `spec.env` (add the default PATH if absent, as for `docker run`),
 //!      `spec.user`, `spec.workdir`, network `spec.network` (`none`/`host`/default bridge), the
-//!      `spec.mounts` as binds/tmpfs, no TTY, stdin closed; start it through the shim, copy its
+//!      `spec.mounts` as binds/tmpfs, `spec.resources` (memory, CPU, shm size, extra hosts) as
+//!      its host config, no TTY, stdin closed; start it through the shim, copy its
 //!      output to `output`, wait, and return the exit code. Do not remove its layer; emit the
 //!      usual container events. `remove_container` then drops the container record.
 //! 6. `POST /build/prune` → `cache.prune(&PruneOptions{..})` → `{"CachesDeleted": deleted,
@@ -91,7 +92,8 @@ pub mod parser;
 pub mod shell;
 
 pub use builder::{
-    BuildBackend, BuildOptions, BuildResult, Builder, RunMount, RunSpec, error_message,
+    BuildBackend, BuildOptions, BuildResult, Builder, RunMount, RunResources, RunSpec,
+    error_message,
 };
 pub use cache::{CacheIndex, PruneOptions, PruneReport};
 pub use context::BuildContext;

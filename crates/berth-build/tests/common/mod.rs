@@ -305,6 +305,7 @@ impl Env {
             mounts: vec![],
             network: None,
             config: cfg,
+            resources: Default::default(),
         };
         let mut out = Vec::new();
         let code = self
