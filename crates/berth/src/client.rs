@@ -209,11 +209,29 @@ impl Client {
         body: Body,
         content_type: Option<&str>,
     ) -> Result<Response<Incoming>, ClientError> {
+        self.send_headers(method, path, body, content_type, &[])
+            .await
+    }
+
+    /// Sends a request with extra headers (`X-Registry-Auth`).
+    pub async fn send_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        content_type: Option<&str>,
+        headers: &[(&'static str, String)],
+    ) -> Result<Response<Incoming>, ClientError> {
         if self.debug {
             eprintln!("DEBU[0000] {method} {}{path}", self.prefix);
         }
         let mut sender = self.sender().await?;
-        let req = self.request(method, path, body, content_type);
+        let mut req = self.request(method, path, body, content_type);
+        for (k, v) in headers {
+            if let Ok(v) = http::HeaderValue::from_str(v) {
+                req.headers_mut().insert(*k, v);
+            }
+        }
         let resp = sender
             .send_request(req)
             .await
@@ -261,11 +279,21 @@ impl Client {
 
     /// Opens a hijacked stream (`Connection: Upgrade`, `Upgrade: tcp`; expects 101).
     pub async fn hijack(&self, path: &str) -> Result<Hijacked, ClientError> {
+        self.hijack_with(path, empty(), "text/plain").await
+    }
+
+    /// Opens a hijacked stream with a request body (`exec start` sends its JSON config).
+    pub async fn hijack_with(
+        &self,
+        path: &str,
+        body: Body,
+        content_type: &str,
+    ) -> Result<Hijacked, ClientError> {
         if self.debug {
             eprintln!("DEBU[0000] POST {}{path} (hijack)", self.prefix);
         }
         let mut sender = self.sender().await?;
-        let mut req = self.request(Method::POST, path, empty(), Some("text/plain"));
+        let mut req = self.request(Method::POST, path, body, Some(content_type));
         req.headers_mut()
             .insert("connection", http::HeaderValue::from_static("Upgrade"));
         req.headers_mut()

@@ -48,9 +48,13 @@ A self-sufficient runtime for containers
 
 Common Commands:
   run         Create and run a new container from an image
+  exec        Execute a command in a running container
   ps          List containers
   images      List images
   pull        Download an image from a registry
+  push        Upload an image to a registry
+  login       Authenticate to a registry
+  logout      Log out from a registry
   info        Display system-wide information
   version     Show the Berth version information
 
@@ -58,20 +62,36 @@ Management Commands:
   container   Manage containers
   image       Manage images
   system      Manage Berth
+  volume      Manage volumes
 
 Commands:
   attach      Attach local standard input, output, and error streams to a running container
+  commit      Create a new image from a container's changes
+  cp          Copy files/folders between a container and the local filesystem
   create      Create a new container
+  diff        Inspect changes to files or directories on a container's filesystem
+  events      Get real time events from the server
+  export      Export a container's filesystem as a tar archive
+  history     Show the history of an image
   import      Import the contents from a tarball to create a filesystem image
   inspect     Return low-level information on Berth objects
   kill        Kill one or more running containers
+  load        Load an image from a tar archive or STDIN
   logs        Fetch the logs of a container
+  pause       Pause all processes within one or more containers
+  port        List port mappings or a specific mapping for the container
+  rename      Rename a container
   restart     Restart one or more containers
   rm          Remove one or more containers
   rmi         Remove one or more images
+  save        Save one or more images to a tar archive (streamed to STDOUT by default)
   start       Start one or more stopped containers
+  stats       Display a live stream of container(s) resource usage statistics
   stop        Stop one or more running containers
   tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  top         Display the running processes of a container
+  unpause     Unpause all processes within one or more containers
+  update      Update configuration of one or more containers
   wait        Block until one or more containers stop, then print their exit codes
 
 Global Options:
@@ -122,13 +142,15 @@ fn real_main() -> i32 {
     }
     let Some((command, used)) = cmd::lookup(&gm.args) else {
         let group = &gm.args[0];
-        if ["container", "image", "system"].contains(&group.as_str()) && gm.args.len() == 1 {
+        if ["container", "image", "system", "volume"].contains(&group.as_str())
+            && gm.args.len() == 1
+        {
             println!(
                 "\nUsage:  berth {group} COMMAND\n\nManage {group}s\n\nRun 'berth {group} COMMAND --help' for more information on a command."
             );
             return 0;
         }
-        let shown = if ["container", "image", "system"].contains(&group.as_str()) {
+        let shown = if ["container", "image", "system", "volume"].contains(&group.as_str()) {
             gm.args[..2].join(" ")
         } else {
             group.clone()
@@ -149,6 +171,7 @@ fn real_main() -> i32 {
         print!("{}", command.help_text());
         return 0;
     }
+    cmd::registry::set_config_dir(gm.value("config"));
     let ctx = cmd::Ctx {
         host: resolve_host(
             gm.value("host"),

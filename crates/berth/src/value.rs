@@ -59,7 +59,6 @@ impl Value {
     }
 
     /// Parses JSON text, keeping key order.
-    #[cfg(test)]
     pub fn from_json(text: &str) -> Result<Value, serde_json::Error> {
         serde_json::from_str(text)
     }

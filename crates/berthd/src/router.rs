@@ -104,6 +104,7 @@ async fn route(
         (&Method::GET, ["info"]) => Ok(json(200, &crate::system::info(d).await)),
         (&Method::GET, ["events"]) => events(d, &q),
         (&Method::GET, ["system", "df"]) => system_df(d).await,
+        (&Method::POST, ["auth"]) => crate::auth::handle(d, req).await,
         (_, ["exec", id, rest @ ..]) => exec_route(d, &method, id, rest, &q, req).await,
         (&Method::GET, ["volumes"]) => {
             let v = crate::volumes::list(d, &q.filters()?)?;

@@ -415,7 +415,7 @@ impl ProgressDisplay {
 }
 
 /// Prints a JSON progress stream the way docker does; fails on an error message.
-async fn show_progress(
+pub(crate) async fn show_progress(
     body: &mut hyper::body::Incoming,
     to_stderr: bool,
     quiet: bool,
@@ -488,7 +488,16 @@ pub async fn pull_image(
     if let Some(p) = platform {
         path.push_str(&format!("&platform={}", q(p)));
     }
-    let resp = client.post::<()>(&path, None).await?;
+    let auth = super::registry::registry_auth_header(name);
+    let resp = client
+        .send_headers(
+            http::Method::POST,
+            &path,
+            crate::client::empty(),
+            None,
+            &[("X-Registry-Auth", auth)],
+        )
+        .await?;
     let mut body = resp.into_body();
     show_progress(&mut body, to_stderr, quiet).await?;
     Ok(())
@@ -497,7 +506,25 @@ pub async fn pull_image(
 /// `berth pull`.
 pub async fn pull(ctx: &Ctx, m: Matches) -> CmdResult {
     let client = ctx.client().await?;
-    let image = super::run::familiar_ref(&m.args[0]);
+    let all = m.flag("all-tags");
+    let given_tag = match m.args[0].split_once('@') {
+        Some(_) => "@",
+        None => split_tag(&m.args[0]).1,
+    };
+    if all && !given_tag.is_empty() {
+        return Err(CliError::Msg(
+            "tag can't be used with --all-tags/-a".into(),
+            1,
+        ));
+    }
+    let image = if all {
+        split_tag(&m.args[0]).0.to_string()
+    } else {
+        if given_tag.is_empty() && !m.flag("quiet") {
+            println!("Using default tag: latest");
+        }
+        super::run::familiar_ref(&m.args[0])
+    };
     match pull_image(&client, &image, m.value("platform"), false, m.flag("quiet")).await {
         Ok(()) => {
             if m.flag("quiet") {

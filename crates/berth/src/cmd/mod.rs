@@ -1,8 +1,13 @@
 //! Command implementations and the dispatcher from docker's command names to them.
 
 pub mod container;
+pub mod cp;
+pub mod exec;
 pub mod image;
+pub mod lifecycle;
+pub mod registry;
 pub mod run;
+pub mod storage;
 pub mod system;
 
 use crate::cli::{Command, Matches, UsageError};
@@ -82,6 +87,19 @@ pub fn lookup(args: &[String]) -> Option<(Command, usize)> {
                 "attach" => "container attach",
                 "wait" => "container wait",
                 "restart" => "container restart",
+                "exec" => "container exec",
+                "pause" => "container pause",
+                "unpause" => "container unpause",
+                "rename" => "container rename",
+                "top" => "container top",
+                "port" => "container port",
+                "update" => "container update",
+                "stats" => "container stats",
+                "cp" => "container cp",
+                "diff" => "container diff",
+                "export" => "container export",
+                "commit" => "container commit",
+                "prune" => "container prune",
                 _ => return None,
             };
             pick(real)
@@ -94,15 +112,33 @@ pub fn lookup(args: &[String]) -> Option<(Command, usize)> {
                 "tag" => "image tag",
                 "import" => "image import",
                 "pull" => "image pull",
+                "push" => "image push",
+                "save" => "image save",
+                "load" => "image load",
+                "history" => "image history",
+                "prune" => "image prune",
                 _ => return None,
             };
             pick(real)
         }
+        ("volume", Some(s)) => pick(match s {
+            "create" => "volume create",
+            "ls" | "list" => "volume ls",
+            "inspect" => "volume inspect",
+            "rm" | "remove" => "volume rm",
+            "prune" => "volume prune",
+            _ => return None,
+        }),
         ("system", Some("info")) => pick("system info"),
+        ("system", Some("df")) => pick("system df"),
+        ("system", Some("prune")) => pick("system prune"),
+        ("system", Some("events")) => pick("system events"),
         (c, _) => pick(match c {
             "run" | "create" | "start" | "stop" | "kill" | "rm" | "ps" | "logs" | "inspect"
             | "images" | "tag" | "rmi" | "import" | "pull" | "version" | "info" | "attach"
-            | "wait" | "restart" => c,
+            | "wait" | "restart" | "exec" | "pause" | "unpause" | "rename" | "top" | "port"
+            | "update" | "stats" | "cp" | "diff" | "export" | "commit" | "events" | "history"
+            | "save" | "load" | "push" | "login" | "logout" => c,
             _ => return None,
         }),
     }
@@ -154,6 +190,51 @@ pub static COMMANDS: std::sync::LazyLock<Vec<Command>> = std::sync::LazyLock::ne
         ("version", system::VERSION),
         ("info", system::INFO),
         ("system info", system::INFO),
+        ("exec", exec::EXEC),
+        ("container exec", exec::EXEC),
+        ("pause", lifecycle::PAUSE),
+        ("container pause", lifecycle::PAUSE),
+        ("unpause", lifecycle::UNPAUSE),
+        ("container unpause", lifecycle::UNPAUSE),
+        ("rename", lifecycle::RENAME),
+        ("container rename", lifecycle::RENAME),
+        ("top", lifecycle::TOP),
+        ("container top", lifecycle::TOP),
+        ("port", lifecycle::PORT),
+        ("container port", lifecycle::PORT),
+        ("update", lifecycle::UPDATE),
+        ("container update", lifecycle::UPDATE),
+        ("stats", lifecycle::STATS),
+        ("container stats", lifecycle::STATS),
+        ("cp", cp::CP),
+        ("container cp", cp::CP),
+        ("diff", lifecycle::DIFF),
+        ("container diff", lifecycle::DIFF),
+        ("export", lifecycle::EXPORT),
+        ("container export", lifecycle::EXPORT),
+        ("commit", lifecycle::COMMIT),
+        ("container commit", lifecycle::COMMIT),
+        ("events", lifecycle::EVENTS),
+        ("system events", lifecycle::EVENTS),
+        ("container prune", storage::CONTAINER_PRUNE),
+        ("image prune", storage::IMAGE_PRUNE),
+        ("volume prune", storage::VOLUME_PRUNE),
+        ("system prune", storage::SYSTEM_PRUNE),
+        ("system df", storage::SYSTEM_DF),
+        ("volume create", storage::VOLUME_CREATE),
+        ("volume ls", storage::VOLUME_LS),
+        ("volume inspect", storage::VOLUME_INSPECT),
+        ("volume rm", storage::VOLUME_RM),
+        ("history", storage::HISTORY),
+        ("image history", storage::HISTORY),
+        ("save", storage::SAVE),
+        ("image save", storage::SAVE),
+        ("load", storage::LOAD),
+        ("image load", storage::LOAD),
+        ("push", registry::PUSH),
+        ("image push", registry::PUSH),
+        ("login", registry::LOGIN),
+        ("logout", registry::LOGOUT),
     ] {
         v.push(Command {
             path: Box::leak(path.to_string().into_boxed_str()),
@@ -165,9 +246,40 @@ pub static COMMANDS: std::sync::LazyLock<Vec<Command>> = std::sync::LazyLock::ne
 
 /// Runs a parsed command.
 pub async fn dispatch(ctx: &Ctx, cmd: &Command, m: Matches) -> CmdResult {
+    match cmd.path {
+        "container prune" => return storage::prune(ctx, m, "containers").await,
+        "image prune" => return storage::prune(ctx, m, "images").await,
+        "volume prune" => return storage::prune(ctx, m, "volumes").await,
+        "system prune" => return storage::system_prune(ctx, m).await,
+        "system df" => return storage::system_df(ctx, m).await,
+        "volume create" => return storage::volume_create(ctx, m).await,
+        "volume ls" => return storage::volume_ls(ctx, m).await,
+        "volume inspect" => return storage::volume_inspect(ctx, m).await,
+        "volume rm" => return storage::volume_rm(ctx, m).await,
+        _ => {}
+    }
     let verb = cmd.path.rsplit(' ').next().unwrap_or(cmd.path);
     let is_image = cmd.path.starts_with("image ");
     match (verb, is_image) {
+        ("exec", _) => exec::exec(ctx, m).await,
+        ("pause", _) => lifecycle::pause(ctx, m, "pause").await,
+        ("unpause", _) => lifecycle::pause(ctx, m, "unpause").await,
+        ("rename", _) => lifecycle::rename(ctx, m).await,
+        ("top", _) => lifecycle::top(ctx, m).await,
+        ("port", _) => lifecycle::port(ctx, m).await,
+        ("update", _) => lifecycle::update(ctx, m).await,
+        ("stats", _) => lifecycle::stats(ctx, m).await,
+        ("cp", _) => cp::cp(ctx, m).await,
+        ("diff", _) => lifecycle::diff(ctx, m).await,
+        ("export", _) => lifecycle::export(ctx, m).await,
+        ("commit", _) => lifecycle::commit(ctx, m).await,
+        ("events", _) => lifecycle::events(ctx, m).await,
+        ("history", _) => storage::history(ctx, m).await,
+        ("save", _) => storage::save(ctx, m).await,
+        ("load", _) => storage::load(ctx, m).await,
+        ("push", _) => registry::push(ctx, m).await,
+        ("login", _) => registry::login(ctx, m).await,
+        ("logout", _) => registry::logout(ctx, m).await,
         ("run", _) => run::run(ctx, cmd, m).await,
         ("create", _) => run::create(ctx, cmd, m).await,
         ("start", _) => run::start(ctx, m).await,

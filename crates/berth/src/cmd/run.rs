@@ -211,7 +211,7 @@ fn parse_port_spec(spec: &str) -> Result<(String, PortBinding), String> {
     ))
 }
 
-fn parse_env_file(path: &str) -> Result<Vec<String>, String> {
+pub(crate) fn parse_env_file(path: &str) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("open {path}: {e}"))?;
     Ok(text
         .lines()
@@ -695,7 +695,7 @@ fn spawn_resize_monitor(client: &Client, id: &str) {
     });
 }
 
-fn spawn_signal_proxy(client: &Client, id: &str) {
+pub(crate) fn spawn_signal_proxy(client: &Client, id: &str) {
     use tokio::signal::unix::{SignalKind, signal};
     for (kind, name) in [
         (SignalKind::interrupt(), "SIGINT"),
@@ -720,7 +720,7 @@ fn spawn_signal_proxy(client: &Client, id: &str) {
 
 /// Copies the hijacked stream to our stdout/stderr (and stdin to it) until the container's output ends.
 /// Returns true when the user typed the detach sequence.
-async fn pump(conn: Hijacked, o: &AttachOpts) -> Result<bool, CliError> {
+pub(crate) async fn pump(conn: Hijacked, o: &AttachOpts) -> Result<bool, CliError> {
     let (mut rd, mut wr) = tokio::io::split(conn);
     let detached = Arc::new(AtomicBool::new(false));
     if o.stdin {
