@@ -7,4 +7,5 @@
 #![warn(missing_docs)]
 
 pub mod logfmt;
+pub mod logwriter;
 pub mod proto;

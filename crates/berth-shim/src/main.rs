@@ -1,7 +1,7 @@
 //! `berth-shim`: the per-container supervisor (see docs/INTERNALS.md).
 //!
 //! `berth-shim --id ID --bundle DIR --log FILE --exit-file FILE [--stdin] [--stdin-once]
-//! [--cgroup-root DIR]`
+//! [--cgroup-root DIR] [--log-max-size BYTES] [--log-max-file N] [--log-attr K=V]... [--no-log]`
 
 #![forbid(unsafe_code)]
 
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use berth_runtime::oci_spec::runtime::Spec;
 use berth_runtime::{CgroupManager, ContainerStdio, Created, ExitStatus, ForkResult};
-use berth_shim::logfmt::{LineSplitter, log_line, rfc3339_nano};
+use berth_shim::logfmt::{LineSplitter, rfc3339_nano};
+use berth_shim::logwriter::{LogWriter, Rotation};
 use berth_shim::proto::{self, ExitFile, Request, Response, StartupReport, Status};
 use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -33,12 +34,20 @@ struct Args {
     stdin: bool,
     stdin_once: bool,
     cgroup_root: Option<PathBuf>,
+    log_rotation: Rotation,
+    log_attrs: Vec<(String, String)>,
+    no_log: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut id, mut bundle, mut log, mut exit_file) = (None, None, None, None);
     let (mut stdin, mut stdin_once, mut cgroup_root) = (false, false, None);
+    let mut log_rotation = Rotation {
+        max_size: None,
+        max_file: 1,
+    };
+    let (mut log_attrs, mut no_log) = (Vec::new(), false);
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -49,6 +58,18 @@ fn parse_args() -> Result<Args, String> {
             "--stdin" => stdin = true,
             "--stdin-once" => stdin_once = true,
             "--cgroup-root" => cgroup_root = Some(PathBuf::from(val()?)),
+            "--log-max-size" => {
+                log_rotation.max_size = Some(val()?.parse().map_err(|e| format!("{a}: {e}"))?)
+            }
+            "--log-max-file" => {
+                log_rotation.max_file = val()?.parse().map_err(|e| format!("{a}: {e}"))?
+            }
+            "--log-attr" => {
+                let v = val()?;
+                let (k, v) = v.split_once('=').unwrap_or((&v, ""));
+                log_attrs.push((k.to_string(), v.to_string()));
+            }
+            "--no-log" => no_log = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -60,6 +81,9 @@ fn parse_args() -> Result<Args, String> {
         stdin,
         stdin_once,
         cgroup_root,
+        log_rotation,
+        log_attrs,
+        no_log,
     })
 }
 
@@ -118,7 +142,7 @@ fn report(w: &mut File, rep: &StartupReport) {
 /// Where attach clients and the log receive the container's output.
 #[derive(Debug)]
 struct Output {
-    log: Option<File>,
+    log: Option<LogWriter>,
     clients: Vec<Client>,
     open_streams: usize,
 }
@@ -305,12 +329,13 @@ fn shim(args: Args, mut report_w: File) -> i32 {
             );
         }
     };
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(&args.log)
-        .map_err(|e| eprintln!("berth-shim: open log {}: {e}", args.log.display()))
-        .ok();
+    let log = if args.no_log {
+        None
+    } else {
+        LogWriter::open(&args.log, args.log_rotation, &args.log_attrs)
+            .map_err(|e| eprintln!("berth-shim: open log {}: {e}", args.log.display()))
+            .ok()
+    };
 
     let shim = Arc::new(Shim {
         pid,
@@ -519,14 +544,8 @@ fn pump(shim: &Shim, mut f: File, stream: &'static str) {
 
 fn write_log(out: &mut Output, entries: &[Vec<u8>], stream: &str, now: &str) {
     if let Some(log) = out.log.as_mut() {
-        let mut s = String::new();
-        for e in entries {
-            s.push_str(&log_line(e, stream, now));
-        }
-        if !s.is_empty() {
-            if let Err(e) = log.write_all(s.as_bytes()) {
-                eprintln!("berth-shim: write log: {e}");
-            }
+        if let Err(e) = log.write_entries(entries, stream, now) {
+            eprintln!("berth-shim: write log: {e}");
         }
     }
 }

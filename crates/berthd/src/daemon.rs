@@ -144,7 +144,14 @@ impl Daemon {
             self.registry.lock().expect("registry").insert(c.clone());
             loaded.push(c);
         }
-        for c in loaded {
+        // Adopting may record exits that schedule restarts; only the others are looked at below.
+        let idle: Vec<_> = loaded
+            .iter()
+            .filter(|c| !c.snapshot().running())
+            .cloned()
+            .collect();
+        for c in &loaded {
+            let c = c.clone();
             if c.snapshot().running() {
                 crate::container::wait::adopt(self.clone(), c).await;
             } else {
@@ -158,6 +165,7 @@ impl Daemon {
                 }
             }
         }
+        crate::container::restart::on_daemon_start(self, &idle);
         Ok(())
     }
 }

@@ -32,6 +32,9 @@ pub enum Error {
     /// 500.
     #[error("{0}")]
     Internal(String),
+    /// 501: the operation is not supported (e.g. reading logs of the `none` driver).
+    #[error("{0}")]
+    NotImplemented(String),
     /// An I/O error with context, 500.
     #[error("{context}: {source}")]
     Io {
@@ -53,7 +56,7 @@ impl Error {
             Error::NotModified(_) => ErrorKind::NotModified,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Unauthorized(_) | Error::Forbidden(_) => ErrorKind::Forbidden,
-            Error::Internal(_) | Error::Io { .. } => ErrorKind::Internal,
+            Error::Internal(_) | Error::NotImplemented(_) | Error::Io { .. } => ErrorKind::Internal,
         }
     }
 
@@ -62,6 +65,7 @@ impl Error {
         match self {
             Error::TooLarge(_) => 413,
             Error::Unauthorized(_) => 401,
+            Error::NotImplemented(_) => 501,
             e => e.kind().status(),
         }
     }

@@ -11,7 +11,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use crate::container::{self, attach, delete, list, logs, start, stop, wait};
+use crate::container::{self, attach, delete, list, logs, stop, wait};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::http::{Body, Query, Resp, empty, error_response, json, read_json, text};
@@ -273,7 +273,7 @@ async fn container_route(
             Ok(json(200, &list::inspect(&rec, &d.paths(&rec.id), &vr)))
         }
         (&Method::POST, ["start"]) => {
-            start::start(d, &c).await?;
+            container::restart::user_start(d, &c).await?;
             Ok(empty(204))
         }
         (&Method::POST, ["stop"]) => {
@@ -406,6 +406,7 @@ async fn container_route(
         }
         (&Method::GET, ["logs"]) => {
             let rec = c.snapshot();
+            container::logcfg::check_readable(&rec.host_config.log_config)?;
             let o = logs::LogOptions {
                 follow: q.bool("follow"),
                 stdout: q.bool("stdout"),
@@ -415,6 +416,7 @@ async fn container_route(
                 timestamps: q.bool("timestamps"),
                 tail: logs::parse_tail(q.get("tail"))?,
                 tty: rec.config.tty,
+                details: q.bool("details"),
             };
             if !o.stdout && !o.stderr {
                 return Err(Error::invalid(

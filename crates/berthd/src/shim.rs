@@ -71,6 +71,8 @@ pub struct SpawnArgs<'a> {
     pub stdin: bool,
     /// Close stdin after the first attach ends.
     pub stdin_once: bool,
+    /// Further arguments (logging: rotation, attributes, `--no-log`).
+    pub extra: Vec<String>,
 }
 
 /// Starts a shim and returns the PID of the container's process, or the shim's error message.
@@ -90,6 +92,7 @@ pub async fn spawn(shim: &Path, a: &SpawnArgs<'_>) -> Result<i64, ShimError> {
     if a.stdin_once {
         cmd.arg("--stdin-once");
     }
+    cmd.args(&a.extra);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,7 +1,12 @@
 //! Files of a container: `docker cp` (`/archive`), `docker export` and `docker diff` (`/changes`).
 //!
 //! Paths are resolved inside the rootfs with `berth_runtime::path::secure_join` (symlinks clamped to
-//! the rootfs). A stopped container's rootfs is mounted for the operation and unmounted after.
+//! the rootfs). A stopped container's rootfs is mounted for the operation and unmounted after; a
+//! running one is frozen (the shim's `pause`) from resolution to the end of the copy, so no process
+//! of the container can swap a resolved directory for a symlink meanwhile (the race of
+//! CVE-2018-15664, fixed the same way in dockerd). Extraction refuses entries that would land
+//! outside the target directory (the `tar` crate's `unpack_in` checks), and nothing here loads
+//! code from the container (CVE-2019-14271).
 //! Volumes and bind mounts are not part of the rootfs and so not visible here.
 
 use std::io::Write;
@@ -23,14 +28,42 @@ use crate::error::{Error, Result};
 struct Rootfs {
     path: PathBuf,
     mounted_here: bool,
+    /// The shim to resume when this froze the container.
+    frozen: Option<PathBuf>,
+}
+
+/// One shim request from a blocking thread; the answer line.
+fn shim_op(sock: &Path, op: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, BufReader};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(format!("{{\"op\":\"{op}\"}}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    Ok(line)
 }
 
 impl Rootfs {
     fn open(path: PathBuf, layer: &LayerPaths) -> Result<Self> {
         if berth_runtime::is_mountpoint(&path).unwrap_or(false) {
+            // Running: freeze it unless it is paused already (then it stays as it is).
+            let sock = path.with_file_name("shim.sock");
+            let frozen = match shim_op(&sock, "pause") {
+                Ok(l) if l.contains("\"ok\"") => Some(sock),
+                Ok(l) if l.contains("already paused") || l.contains("not running") => None,
+                Ok(l) => {
+                    return Err(Error::Conflict(format!(
+                        "cannot freeze the container for the copy: {}",
+                        l.trim()
+                    )));
+                }
+                // No shim: nothing runs in it.
+                Err(_) => None,
+            };
             return Ok(Rootfs {
                 path,
                 mounted_here: false,
+                frozen,
             });
         }
         std::fs::create_dir_all(&path).map_err(|e| Error::io("create rootfs dir", e))?;
@@ -39,12 +72,18 @@ impl Rootfs {
         Ok(Rootfs {
             path,
             mounted_here: true,
+            frozen: None,
         })
     }
 }
 
 impl Drop for Rootfs {
     fn drop(&mut self) {
+        if let Some(sock) = self.frozen.take() {
+            if let Err(e) = shim_op(&sock, "resume") {
+                tracing::warn!("resume after copy: {e}");
+            }
+        }
         if self.mounted_here {
             let _ = berth_runtime::unmount(&self.path);
         }

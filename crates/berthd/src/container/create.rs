@@ -90,6 +90,7 @@ pub async fn create(
     if host_config.log_config.kind.is_empty() {
         host_config.log_config.kind = "json-file".into();
     }
+    super::logcfg::validate(&host_config.log_config)?;
     super::spec::validate_host_config(&host_config)?;
     let id = crate::util::random_hex(32);
     if config.hostname.is_empty() {

@@ -14,6 +14,15 @@ pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -
             "cannot remove container \"{name}\": container is running: stop the container before removing or force remove"
         ))
     };
+    if c.snapshot().state.restarting {
+        if !force {
+            return Err(Error::Conflict(format!(
+                "cannot remove container \"{}\": container is restarting: stop the container before removing or force remove",
+                c.snapshot().name
+            )));
+        }
+        super::restart::cancel(d, c).await;
+    }
     // A start may be under way (it holds the op lock): kill and look again, a few times.
     for _ in 0..5 {
         let rec = c.snapshot();

@@ -12,6 +12,16 @@ use crate::error::{Error, Result};
 /// Docker's human status (`Up 3 seconds`, `Exited (0) 5 seconds ago`, `Created`).
 pub fn status_string(rec: &Record, now: DateTime<Utc>) -> String {
     let st = &rec.state;
+    if st.restarting {
+        let ago = crate::util::parse_time(&st.finished_at)
+            .map(|f| (now - f).num_seconds())
+            .unwrap_or(0);
+        return format!(
+            "Restarting ({}) {} ago",
+            st.exit_code,
+            crate::util::human_duration(ago)
+        );
+    }
     if st.running {
         let since = crate::util::parse_time(&st.started_at)
             .map(|t| (now - t).num_seconds())
@@ -253,7 +263,7 @@ pub fn select(
         opts.all || opts.limit > 0 || !f.get("status").is_empty() || !f.get("exited").is_empty();
     let mut out = Vec::new();
     for r in recs {
-        if !all && !r.state.running {
+        if !all && !r.state.running && !r.state.restarting {
             continue;
         }
         if let Some(b) = &before {

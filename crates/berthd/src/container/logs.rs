@@ -2,14 +2,13 @@
 
 use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_api::stdcopy::{StreamType, encode};
+use berth_api::stdcopy::StreamType;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
 use super::Signal;
@@ -27,6 +26,9 @@ pub struct Entry<'a> {
     /// RFC3339Nano.
     #[serde(borrow, default)]
     pub time: Cow<'a, str>,
+    /// Extra attributes (`--log-opt labels=`, `env=`), sorted by key.
+    #[serde(default)]
+    pub attrs: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Parses one log line; `None` for a malformed line.
@@ -53,6 +55,8 @@ pub struct LogOptions {
     pub tail: Option<usize>,
     /// The container has a TTY: raw output instead of frames.
     pub tty: bool,
+    /// Prefix lines with the entry's extra attributes (`--details`).
+    pub details: bool,
 }
 
 /// Parses `since`/`until`: Unix seconds with optional fraction (as the CLI sends) or RFC3339.
@@ -93,35 +97,75 @@ pub fn parse_tail(s: Option<&str>) -> Result<Option<usize>> {
 
 /// Renders an entry for the client, or `None` when filtered out.
 pub fn render(line: &[u8], o: &LogOptions) -> Option<Bytes> {
-    let e = parse_line(line)?;
+    let mut out = Vec::new();
+    render_into(line, o, &mut out).then(|| Bytes::from(out))
+}
+
+/// Appends the rendering of an entry to `out`; false when filtered out (or malformed).
+pub fn render_into(line: &[u8], o: &LogOptions, out: &mut Vec<u8>) -> bool {
+    let Some(e) = parse_line(line) else {
+        return false;
+    };
     let stream = if e.stream == "stderr" {
         if !o.stderr {
-            return None;
+            return false;
         }
         StreamType::Stderr
     } else {
         if !o.stdout {
-            return None;
+            return false;
         }
         StreamType::Stdout
     };
     if o.since.is_some() || o.until.is_some() {
-        let t = crate::util::parse_time(&e.time)?;
+        let Some(t) = crate::util::parse_time(&e.time) else {
+            return false;
+        };
         if o.since.is_some_and(|s| t <= s) || o.until.is_some_and(|u| t > u) {
-            return None;
+            return false;
         }
     }
-    let mut data = Vec::with_capacity(e.log.len() + 40);
-    if o.timestamps {
-        data.extend_from_slice(e.time.as_bytes());
-        data.push(b' ');
+    let header = out.len();
+    if !o.tty {
+        out.extend_from_slice(&[0; 8]);
     }
-    data.extend_from_slice(e.log.as_bytes());
-    Some(if o.tty {
-        Bytes::from(data)
-    } else {
-        encode(stream, &data)
-    })
+    let body = out.len();
+    if o.timestamps {
+        out.extend_from_slice(e.time.as_bytes());
+        out.push(b' ');
+    }
+    if o.details {
+        // As dockerd: `k=v,k2=v2 ` (query-escaped, sorted by key), a lone space without attrs.
+        if let Some(a) = &e.attrs {
+            for (i, (k, v)) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                query_escape(k, out);
+                out.push(b'=');
+                query_escape(v, out);
+            }
+        }
+        out.push(b' ');
+    }
+    out.extend_from_slice(e.log.as_bytes());
+    if !o.tty {
+        let len = (out.len() - body) as u32;
+        out[header] = stream as u8;
+        out[header + 4..header + 8].copy_from_slice(&len.to_be_bytes());
+    }
+    true
+}
+
+/// Go's `url.QueryEscape`.
+fn query_escape(s: &str, out: &mut Vec<u8>) {
+    for &c in s.as_bytes() {
+        match c {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(c),
+            b' ' => out.push(b'+'),
+            c => out.extend_from_slice(format!("%{c:02X}").as_bytes()),
+        }
+    }
 }
 
 /// The byte offset where the last `n` lines of the file start.
@@ -157,68 +201,244 @@ pub fn tail_offset(f: &mut std::fs::File, n: usize) -> std::io::Result<u64> {
     Ok(0)
 }
 
-/// Streams the log to `tx` until done (or, with `follow`, until the container has ended).
+/// Rotated file `n` (1 = newest) of log `path`, as the shim names it (`<log>.n`).
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// The log's files, oldest first: `<log>.N` … `<log>.1` (rotated by the shim), then `<log>`.
+pub fn log_files(path: &Path) -> Vec<PathBuf> {
+    let mut rotated = Vec::new();
+    for n in 1.. {
+        let p = rotated_path(path, n);
+        if !p.exists() {
+            break;
+        }
+        rotated.push(p);
+    }
+    rotated.reverse();
+    rotated.push(path.to_path_buf());
+    rotated
+}
+
+/// Where the last `n` lines of `files` (oldest first) start: (file index, byte offset).
+fn tail_start(files: &mut [std::fs::File], n: usize) -> (usize, u64) {
+    let mut left = n;
+    for i in (0..files.len()).rev() {
+        let f = &mut files[i];
+        let lines = count_lines(f);
+        if lines >= left {
+            return (i, tail_offset(f, left).unwrap_or(0));
+        }
+        left -= lines;
+    }
+    (0, 0)
+}
+
+fn count_lines(f: &mut std::fs::File) -> usize {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0;
+    if f.seek(SeekFrom::Start(0)).is_err() {
+        return 0;
+    }
+    while let Ok(k) = f.read(&mut buf) {
+        if k == 0 {
+            break;
+        }
+        n += buf[..k].iter().filter(|&&b| b == b'\n').count();
+    }
+    n
+}
+
+/// Rendered output collected into large chunks: one channel message (and one HTTP chunk) per
+/// 64 KiB instead of one per line, which is what keeps `logs -f` of a chatty container cheap.
+struct Batch {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Batch {
+    const CHUNK: usize = 64 * 1024;
+
+    /// Sends what is buffered; false once the client is gone.
+    fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return !self.tx.is_closed();
+        }
+        let b = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(Self::CHUNK + 4096),
+        ));
+        self.tx.blocking_send(b).is_ok()
+    }
+
+    fn line(&mut self, line: &[u8], o: &LogOptions) -> bool {
+        render_into(line, o, &mut self.buf);
+        self.buf.len() < Self::CHUNK || self.flush()
+    }
+}
+
+/// Reads complete lines of `f` from its current position into the batch; returns false once
+/// the client is gone. A partial last line is left unread (the position stays before it).
+fn drain(
+    f: &mut std::fs::File,
+    pos: &mut u64,
+    carry: &mut Vec<u8>,
+    o: &LogOptions,
+    b: &mut Batch,
+) -> bool {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => n,
+        };
+        *pos += n as u64;
+        let mut data = &buf[..n];
+        while let Some(i) = data.iter().position(|&c| c == b'\n') {
+            let ok = if carry.is_empty() {
+                b.line(&data[..=i], o)
+            } else {
+                carry.extend_from_slice(&data[..=i]);
+                let l = std::mem::take(carry);
+                b.line(&l, o)
+            };
+            if !ok {
+                return false;
+            }
+            data = &data[i + 1..];
+        }
+        carry.extend_from_slice(data);
+    }
+}
+
+/// The file the shim wrote after `cur`, which has been rotated to `<log>.k`: `<log>.k-1`, or the
+/// log itself; the oldest file left when `cur` was deleted (rotated past `max-file`).
+fn next_file(path: &Path, cur: &std::fs::File) -> Option<std::fs::File> {
+    let mut oldest = None;
+    for k in 1.. {
+        let p = rotated_path(path, k);
+        let Ok(f) = std::fs::File::open(&p) else {
+            break;
+        };
+        if same_file(cur, &p) {
+            let next = if k == 1 {
+                path.to_path_buf()
+            } else {
+                rotated_path(path, k - 1)
+            };
+            return std::fs::File::open(next).ok();
+        }
+        oldest = Some(f);
+    }
+    oldest.or_else(|| std::fs::File::open(path).ok())
+}
+
+fn same_file(f: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => true,
+    }
+}
+
+/// Streams the log (rotated files first) to `tx` until done, or with `follow` until the
+/// container has ended, following the shim's rotations.
 pub async fn stream(
     path: &Path,
     o: LogOptions,
-    mut alive: watch::Receiver<Signal>,
+    alive: watch::Receiver<Signal>,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let start = match (o.tail, std::fs::File::open(path)) {
-        (Some(n), Ok(mut f)) => tail_offset(&mut f, n).unwrap_or(0),
-        _ => 0,
+    let path = path.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || stream_blocking(&path, &o, &alive, tx)).await;
+}
+
+fn stream_blocking(
+    path: &Path,
+    o: &LogOptions,
+    alive: &watch::Receiver<Signal>,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let ended = || {
+        let s = alive.borrow();
+        !s.running || s.removed
     };
-    let mut file = loop {
-        match tokio::fs::File::open(path).await {
-            Ok(f) => break f,
-            Err(_) if o.follow && alive.borrow().running => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(_) => return,
+    let mut b = Batch {
+        buf: Vec::with_capacity(Batch::CHUNK + 4096),
+        tx,
+    };
+    // Open every file first, so a rotation while reading neither loses nor repeats a file.
+    let mut files: Vec<std::fs::File> = loop {
+        let fs: Vec<_> = log_files(path)
+            .iter()
+            .filter_map(|p| std::fs::File::open(p).ok())
+            .collect();
+        if !fs.is_empty() {
+            break fs;
         }
+        if !o.follow || ended() || b.tx.is_closed() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     };
-    if file.seek(SeekFrom::Start(start)).await.is_err() {
+    let (first, off) = match o.tail {
+        Some(n) => tail_start(&mut files, n),
+        None => (0, 0),
+    };
+    let last = files.len() - 1;
+    let mut carry = Vec::new();
+    for (i, f) in files.iter_mut().enumerate().skip(first) {
+        let mut pos = if i == first { off } else { 0 };
+        if f.seek(SeekFrom::Start(pos)).is_err() {
+            continue;
+        }
+        if !drain(f, &mut pos, &mut carry, o, &mut b) {
+            return;
+        }
+        if i != last {
+            carry.clear();
+        }
+    }
+    if !o.follow {
+        b.flush();
         return;
     }
-    let mut rd = BufReader::new(file);
-    let mut line = Vec::new();
+    let mut cur = files.pop().expect("one file");
+    drop(files);
+    let mut pos = cur.stream_position().unwrap_or(0);
     let mut last_check = false;
     loop {
-        match rd.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => {
-                if !o.follow || last_check {
-                    return;
-                }
-                // End of what is written so far: wait for more or for the container to end.
-                if !alive.borrow().running || alive.borrow().removed {
-                    last_check = true;
-                    continue;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(150)) => {}
-                    r = alive.changed() => { if r.is_err() { last_check = true; } }
-                }
-                if tx.is_closed() {
-                    return;
-                }
-            }
-            Ok(_) => {
-                if line.last() != Some(&b'\n') {
-                    // A partial line: the shim is still writing it.
-                    if !o.follow || last_check {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                if let Some(b) = render(&line, &o) {
-                    if tx.send(b).await.is_err() {
-                        return;
-                    }
-                }
-                line.clear();
-            }
+        if !drain(&mut cur, &mut pos, &mut carry, o, &mut b) || !b.flush() {
+            return;
         }
+        if last_check {
+            return;
+        }
+        if !same_file(&cur, path) {
+            // Rotated: what the old file still held has just been read; go on with the file
+            // written after it (several rotations may have happened since the last look).
+            if let Some(f) = next_file(path, &cur) {
+                cur = f;
+                pos = 0;
+                carry.clear();
+                continue;
+            }
+        } else if cur.metadata().map(|m| m.len() < pos).unwrap_or(false) {
+            // Truncated in place (`max-file` 1).
+            pos = 0;
+            carry.clear();
+            let _ = cur.seek(SeekFrom::Start(0));
+            continue;
+        }
+        if ended() {
+            // One more pass for what the shim wrote before it ended.
+            last_check = true;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

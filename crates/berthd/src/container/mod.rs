@@ -6,8 +6,10 @@ pub mod create;
 pub mod delete;
 pub mod health;
 pub mod list;
+pub mod logcfg;
 pub mod logs;
 pub mod merge;
+pub mod restart;
 pub mod spec;
 pub mod start;
 pub mod stop;
@@ -127,6 +129,8 @@ pub struct Ctr {
     pub events: watch::Sender<Signal>,
     /// Attach sessions waiting for the shim.
     pub pending: Mutex<Vec<PendingAttach>>,
+    /// The restart policy's back-off (see [`restart`]).
+    pub restart: restart::Backoff,
 }
 
 impl Ctr {
@@ -144,6 +148,7 @@ impl Ctr {
             op: tokio::sync::Mutex::new(()),
             events: watch::channel(sig).0,
             pending: Mutex::new(Vec::new()),
+            restart: Default::default(),
         })
     }
 

@@ -95,6 +95,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
         exit_file: &exit_file,
         stdin: rec.config.open_stdin,
         stdin_once: rec.config.stdin_once,
+        extra: super::logcfg::shim_args(&rec),
     };
     let pid = match shim::spawn(&d.shim, &args).await {
         Ok(pid) => pid,
@@ -127,6 +128,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
         r.state.started_at = crate::util::now_rfc3339();
         r.state.finished_at = berth_api::container::ZERO_TIME.into();
         r.state.health = None;
+        r.state.restarting = false;
         r.has_been_manually_stopped = false;
     });
     super::health::monitor(d.clone(), c.clone());

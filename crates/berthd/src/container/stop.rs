@@ -17,6 +17,12 @@ fn not_running(id: &str) -> Error {
 /// Sends a signal to a running container's process (`POST /kill`).
 pub async fn kill(d: &Arc<Daemon>, c: &Arc<Ctr>, signal: i32) -> Result<()> {
     if !c.snapshot().state.running {
+        // Between two runs of a restart policy: the kill ends the restart loop.
+        if super::restart::cancel(d, c).await {
+            d.events
+                .container(&c.snapshot(), "kill", &[("signal", signal.to_string())]);
+            return Ok(());
+        }
         return Err(not_running(&c.id));
     }
     if signal == 9 || signal == 15 {
@@ -37,6 +43,11 @@ pub async fn kill(d: &Arc<Daemon>, c: &Arc<Ctr>, signal: i32) -> Result<()> {
             Ok(())
         }
         Err(ShimError::Connect { .. }) => Err(not_running(&c.id)),
+        // The process ended between our look and the signal: its exit is being recorded.
+        Err(ShimError::Refused(m)) if m.contains("ESRCH") || m.contains("not running") => {
+            wait_stopped(c, Duration::from_secs(5)).await;
+            Err(not_running(&c.id))
+        }
         Err(e) => {
             if c.snapshot().state.running {
                 Err(Error::internal(format!(
@@ -92,6 +103,10 @@ pub async fn stop(
 ) -> Result<()> {
     let rec = c.snapshot();
     if !rec.state.running {
+        if super::restart::cancel(d, c).await {
+            d.events.container(&c.snapshot(), "stop", &[]);
+            return Ok(());
+        }
         return Err(Error::NotModified("container already stopped".into()));
     }
     let sig = match signal.filter(|s| !s.is_empty()) {
@@ -137,7 +152,7 @@ pub async fn restart(
         Ok(()) | Err(Error::NotModified(_)) => {}
         Err(e) => return Err(e),
     }
-    super::start::start(d, c).await?;
+    super::restart::user_start(d, c).await?;
     d.events.container(&c.snapshot(), "restart", &[]);
     Ok(())
 }

@@ -15,12 +15,36 @@ fn cgroup_path(id: &str) -> String {
     format!("/berth/{id}")
 }
 
-async fn freeze(id: &str, frozen: bool) -> Result<()> {
+async fn freeze_cgroup(id: &str, frozen: bool) -> Result<()> {
     let path = cgroup_path(id);
     tokio::task::spawn_blocking(move || berth_runtime::cgroups::detect(&path).freeze(frozen))
         .await
         .map_err(|e| Error::internal(e.to_string()))?
         .map_err(|e| Error::internal(format!("freezer: {e}")))
+}
+
+/// Freezes or thaws through the shim's `pause`/`resume`, so the shim's own state (and its
+/// answer to `state` after a daemon restart) says paused; the cgroup directly only when the
+/// shim cannot be reached.
+async fn freeze(d: &Daemon, id: &str, frozen: bool) -> Result<()> {
+    let op = if frozen { "pause" } else { "resume" };
+    match crate::shim::call(&d.paths(id).shim_sock(), json!({ "op": op })).await {
+        Ok(_) => Ok(()),
+        // Already in the wanted state (e.g. a record written before pause went through the shim).
+        Err(crate::shim::ShimError::Refused(m))
+            if m.contains("already paused") || m.contains("not paused") =>
+        {
+            Ok(())
+        }
+        Err(crate::shim::ShimError::Refused(m)) => Err(Error::Conflict(m)),
+        Err(e) => {
+            tracing::warn!(
+                id,
+                "shim unreachable for {op} ({e}); using the freezer directly"
+            );
+            freeze_cgroup(id, frozen).await
+        }
+    }
 }
 
 /// `POST /containers/{id}/pause`.
@@ -39,7 +63,7 @@ pub async fn pause(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
             rec.id
         )));
     }
-    freeze(&rec.id, true).await?;
+    freeze(d, &rec.id, true).await?;
     c.update(|r| {
         r.state.paused = true;
         r.state.status = "paused".into();
@@ -77,7 +101,7 @@ pub async fn thaw_if_paused(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
 }
 
 async fn thaw_locked(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
-    freeze(&c.id, false).await?;
+    freeze(d, &c.id, false).await?;
     c.update(|r| {
         r.state.paused = false;
         if r.state.running {
@@ -230,6 +254,35 @@ async fn sample(id: &str, running: bool) -> Value {
     })
 }
 
+/// The container's interfaces (but `lo`) from `/proc/<pid>/net/dev`, which shows the network
+/// namespace of that process, in the shape of the Engine API's `networks`.
+fn net_stats(pid: i64) -> Option<Value> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
+    let mut out = serde_json::Map::new();
+    for l in text.lines().skip(2) {
+        let Some((name, rest)) = l.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name == "lo" {
+            continue;
+        }
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if v.len() < 12 {
+            continue;
+        }
+        out.insert(
+            name.to_string(),
+            json!({"rx_bytes": v[0], "rx_packets": v[1], "rx_errors": v[2], "rx_dropped": v[3],
+                   "tx_bytes": v[8], "tx_packets": v[9], "tx_errors": v[10], "tx_dropped": v[11]}),
+        );
+    }
+    Some(Value::Object(out))
+}
+
 /// `GET /containers/{id}/stats`: one sample (`stream=false`) or one per second.
 pub async fn stats(c: Arc<Ctr>, stream: bool, one_shot: bool, tx: mpsc::Sender<Bytes>) {
     let rec = c.snapshot();
@@ -243,8 +296,14 @@ pub async fn stats(c: Arc<Ctr>, stream: bool, one_shot: bool, tx: mpsc::Sender<B
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     loop {
-        let running = c.snapshot().state.running;
+        let r = c.snapshot();
+        let running = r.state.running;
         let mut s = sample(&c.id, running).await;
+        if running && r.host_config.network_mode != "host" {
+            if let Some(n) = net_stats(r.state.pid) {
+                s["networks"] = n;
+            }
+        }
         s["precpu_stats"] = pre.clone();
         s["preread"] = json!(pre_read);
         s["name"] = json!(name);

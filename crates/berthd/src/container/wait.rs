@@ -138,23 +138,8 @@ pub async fn on_exit(d: &Arc<Daemon>, c: &Arc<Ctr>, exit: Exit) {
         if let Err(e) = super::delete::remove_locked(d, c, true).await {
             tracing::error!(id = %c.id, "auto-remove: {e}");
         }
-    } else if should_restart(&rec) {
-        let n = rec.restart_count;
-        c.update(|r| r.restart_count += 1);
-        let _ = d.save(c);
-        let delay = std::time::Duration::from_millis(100u64 << n.clamp(0, 9));
-        let (d2, c2) = (d.clone(), c.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let r = c2.snapshot();
-            if c2.events.borrow().removed || r.state.running || r.has_been_manually_stopped {
-                return;
-            }
-            tracing::info!(id = %c2.id, "restarting (policy {})", r.host_config.restart_policy.name);
-            if let Err(e) = super::start::start_boxed(d2, c2.clone()).await {
-                tracing::warn!(id = %c2.id, "restart failed: {e}");
-            }
-        });
+    } else {
+        super::restart::schedule_after_exit(d, c);
     }
 }
 

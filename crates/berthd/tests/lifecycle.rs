@@ -1,0 +1,507 @@
+//! Root integration tests for issue #4 (container lifecycle): log rotation and drivers, restart
+//! policies with back-off and across daemon restarts, pause through the shim, hostile `cp`.
+//! Each test runs its own private berthd (see `common`) and the real docker CLI.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestDaemon, can_run};
+
+/// Polls `f` every 50 ms until it returns true; panics with `what` after `limit`.
+fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn inspect(d: &TestDaemon, id: &str, fmt: &str) -> String {
+    d.ok(&["inspect", "--format", fmt, id]).trim().to_string()
+}
+
+fn numbers(s: &str) -> Vec<u32> {
+    s.lines()
+        .filter_map(|l| l.trim().strip_prefix("line").and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+#[test]
+fn log_rotation_drivers_and_details() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    // 300 numbered lines into a log capped at 3 files of 1000 bytes.
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=3",
+        "busybox:local",
+        "sh",
+        "-c",
+        "i=1; while [ $i -le 300 ]; do echo line$i; i=$((i+1)); done",
+    ]);
+    let id = id.trim();
+    d.ok(&["wait", id]);
+    let log = d.dir.join(format!("data/containers/{id}/{id}-json.log"));
+    assert!(std::fs::metadata(&log).unwrap().len() <= 1000);
+    assert!(
+        d.dir
+            .join(format!("data/containers/{id}/{id}-json.log.1"))
+            .exists()
+    );
+    assert!(
+        d.dir
+            .join(format!("data/containers/{id}/{id}-json.log.2"))
+            .exists()
+    );
+    assert!(
+        !d.dir
+            .join(format!("data/containers/{id}/{id}-json.log.3"))
+            .exists()
+    );
+    // `logs` reads the rotated files oldest first: a consecutive run ending at 300.
+    let nums = numbers(&d.ok(&["logs", id]));
+    assert!(nums.len() > 20, "{nums:?}");
+    assert_eq!(*nums.last().unwrap(), 300);
+    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+    // --tail reaches into rotated files.
+    let n = nums.len();
+    let tail = numbers(&d.ok(&["logs", "--tail", &(n - 2).to_string(), id]));
+    assert_eq!(tail, nums[2..]);
+    assert_eq!(
+        numbers(&d.ok(&["logs", "--tail", "3", id])),
+        [298, 299, 300]
+    );
+
+    // Following a container whose log rotates many times: nothing missing, nothing repeated.
+    let id2 = d.ok(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=10",
+        "busybox:local",
+        "sh",
+        "-c",
+        "sleep 0.3; i=1; while [ $i -le 1000 ]; do echo line$i; i=$((i+1)); usleep 300; done",
+    ]);
+    let id2 = id2.trim();
+    let f = d.docker(&["logs", "-f", id2]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let got = numbers(&f.stdout);
+    let missing = (1..=1000).filter(|n| !got.contains(n)).count();
+    assert!(
+        got.len() == 1000 && missing == 0 && got.windows(2).all(|w| w[1] == w[0] + 1),
+        "{} lines, {missing} missing, first {:?}",
+        got.len(),
+        &got[..got.len().min(10)]
+    );
+    assert!(
+        d.dir
+            .join(format!("data/containers/{id2}/{id2}-json.log.5"))
+            .exists()
+    );
+
+    // The none driver keeps nothing and `logs` gets dockerd's error.
+    let id3 = d.ok(&[
+        "run",
+        "-d",
+        "--log-driver",
+        "none",
+        "busybox:local",
+        "echo",
+        "hi",
+    ]);
+    let id3 = id3.trim();
+    d.ok(&["wait", id3]);
+    let o = d.docker(&["logs", id3]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr
+            .contains("configured logging driver does not support reading"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !d.dir
+            .join(format!("data/containers/{id3}/{id3}-json.log"))
+            .exists()
+    );
+    assert_eq!(inspect(&d, id3, "{{.HostConfig.LogConfig.Type}}"), "none");
+
+    // --details: the attributes chosen by `labels=`/`env=` before each line.
+    let id4 = d.ok(&[
+        "run",
+        "-d",
+        "--label",
+        "app=web",
+        "-e",
+        "TIER=front end",
+        "--log-opt",
+        "labels=app",
+        "--log-opt",
+        "env=TIER",
+        "busybox:local",
+        "echo",
+        "hello",
+    ]);
+    let id4 = id4.trim();
+    d.ok(&["wait", id4]);
+    assert_eq!(
+        d.ok(&["logs", "--details", id4]),
+        "TIER=front+end,app=web hello\n"
+    );
+    assert_eq!(d.ok(&["logs", id4]), "hello\n");
+    let ts = d.ok(&["logs", "--details", "-t", id4]);
+    assert!(ts.ends_with("Z TIER=front+end,app=web hello\n"), "{ts}");
+    assert_eq!(
+        d.ok(&["logs", "--details", id])
+            .lines()
+            .next()
+            .unwrap()
+            .chars()
+            .next(),
+        Some(' ')
+    );
+
+    // Bad options: Docker's messages, exit 125, nothing created.
+    let before = d.ok(&["ps", "-aq"]);
+    for (opt, msg) in [
+        ("foo=bar", "unknown log opt 'foo' for json-file log driver"),
+        ("max-file=0", "max-file cannot be less than 1"),
+        ("max-size=abc", "invalid size: 'abc'"),
+    ] {
+        let o = d.docker(&["run", "-d", "--log-opt", opt, "busybox:local", "true"]);
+        assert_eq!(o.code, 125, "{opt}: {} {}", o.stdout, o.stderr);
+        assert!(o.stderr.contains(msg), "{opt}: {}", o.stderr);
+    }
+    let o = d.docker(&["run", "--log-driver", "nosuch", "busybox:local", "true"]);
+    assert_eq!(o.code, 125);
+    assert!(
+        o.stderr
+            .contains("logger: no log driver named 'nosuch' is registered"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(d.ok(&["ps", "-aq"]), before);
+}
+
+#[test]
+fn restart_backoff_stop_and_manual_start() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--restart",
+        "always",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo run; exit 3",
+    ]);
+    let id = id.trim();
+    // Between runs the container is `restarting`, listed by `ps` as Docker does.
+    let mut saw_restarting = false;
+    until(Duration::from_secs(20), "RestartCount 5", || {
+        let s = inspect(
+            &d,
+            id,
+            "{{.State.Status}} {{.State.Restarting}} {{.RestartCount}}",
+        );
+        if s.starts_with("restarting true") {
+            saw_restarting = true;
+            let ps = d.ok(&[
+                "ps",
+                "--format",
+                "{{.Status}}",
+                "--filter",
+                &format!("id={id}"),
+            ]);
+            assert!(
+                ps.starts_with("Restarting (3)") || ps.starts_with("Up") || ps.is_empty(),
+                "{ps}"
+            );
+        }
+        s.split(' ')
+            .nth(2)
+            .and_then(|n| n.parse::<i64>().ok())
+            .unwrap_or(0)
+            >= 5
+    });
+    assert!(saw_restarting);
+    // Back-off: 100, 200, 400, 800 ms ... The gaps between runs grow (times from the log).
+    let ts: Vec<chrono::DateTime<chrono::Utc>> = d
+        .ok(&["logs", "-t", id])
+        .lines()
+        .filter_map(|l| l.split(' ').next())
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .collect();
+    assert!(ts.len() >= 5, "{ts:?}");
+    let gaps: Vec<i64> = ts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_milliseconds())
+        .collect();
+    assert!(gaps[0] >= 90, "{gaps:?}");
+    assert!(gaps[3] >= 700, "{gaps:?}");
+    assert!(gaps[3] > gaps[0] * 3, "{gaps:?}");
+
+    // `stop` ends the loop, whether the container runs or waits for its next run.
+    d.ok(&["stop", "-t", "1", id]);
+    let count = inspect(&d, id, "{{.RestartCount}}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        inspect(
+            &d,
+            id,
+            "{{.State.Status}} {{.State.Restarting}} {{.RestartCount}}"
+        ),
+        format!("exited false {count}")
+    );
+    // A user's start resets the restart manager, as dockerd's does.
+    d.ok(&["start", id]);
+    until(Duration::from_secs(10), "a restart after start", || {
+        inspect(&d, id, "{{.RestartCount}}")
+            .parse::<i64>()
+            .unwrap_or(0)
+            >= 1
+    });
+    assert!(inspect(&d, id, "{{.RestartCount}}").parse::<i64>().unwrap() < 4);
+    // rm of a restarting container needs -f.
+    until(Duration::from_secs(10), "restarting", || {
+        inspect(&d, id, "{{.State.Status}}") == "restarting"
+            || d.docker(&["rm", id])
+                .stderr
+                .contains("container is restarting")
+    });
+    d.ok(&["rm", "-f", id]);
+    assert!(d.ok(&["ps", "-aq"]).trim().is_empty());
+}
+
+#[test]
+fn restart_policies_across_daemon_restarts() {
+    if !can_run() {
+        return;
+    }
+    let mut d = TestDaemon::start();
+    d.import_busybox();
+    let run = |d: &TestDaemon, policy: &str, name: &str, cmd: &str| {
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            policy,
+            "busybox:local",
+            "sh",
+            "-c",
+            cmd,
+        ])
+        .trim()
+        .to_string()
+    };
+    // Keeps running across the restart: adopted, not restarted.
+    let steady = run(&d, "always", "steady", "echo run; exec sleep 1000");
+    // Stopped by the user: `unless-stopped` stays down, `always` comes back (dockerd's rule).
+    let us = run(&d, "unless-stopped", "us", "echo run; exec sleep 1000");
+    let al = run(&d, "always", "al", "echo run; exec sleep 1000");
+    // An exec session running across the restart.
+    d.ok(&[
+        "exec",
+        "-d",
+        "steady",
+        "sh",
+        "-c",
+        "sleep 2; echo done > /tmp/exec-done",
+    ]);
+    d.ok(&["stop", "-t", "1", "us", "al"]);
+    let steady_pid = inspect(&d, &steady, "{{.State.Pid}}");
+    // Runs while the daemon is away and exits then: its restart is pending when berthd returns.
+    let pending = run(&d, "always", "pending", "echo run; sleep 2; exit 1");
+
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(4000));
+    d.spawn();
+
+    until(Duration::from_secs(20), "pending restart", || {
+        inspect(&d, &pending, "{{.State.Running}} {{.RestartCount}}") == "true 1"
+    });
+    until(Duration::from_secs(20), "al back", || {
+        inspect(&d, &al, "{{.State.Running}}") == "true"
+    });
+    assert_eq!(
+        inspect(
+            &d,
+            &steady,
+            "{{.State.Running}} {{.State.Pid}} {{.RestartCount}}"
+        ),
+        format!("true {steady_pid} 0")
+    );
+    assert_eq!(inspect(&d, &us, "{{.State.Status}}"), "exited");
+    // The exec's process survived the daemon and did its work.
+    until(Duration::from_secs(10), "exec result", || {
+        d.docker(&["exec", "steady", "cat", "/tmp/exec-done"])
+            .stdout
+            == "done\n"
+    });
+    // Nothing duplicated: one run per start.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.ok(&["logs", &pending]).matches("run").count(), 2);
+    assert_eq!(d.ok(&["logs", &steady]).matches("run").count(), 1);
+    assert_eq!(d.ok(&["logs", &al]).matches("run").count(), 2);
+    d.ok(&["rm", "-f", &pending, &steady, &us, &al]);
+}
+
+#[test]
+fn pause_goes_through_the_shim() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let id = d.ok(&["run", "-d", "busybox:local", "sleep", "1000"]);
+    let id = id.trim();
+    let sock = d.dir.join(format!("exec/containers/{id}/shim.sock"));
+    let shim_status = || {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(b"{\"op\":\"state\"}\n").unwrap();
+        let mut l = String::new();
+        BufReader::new(s).read_line(&mut l).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        v["status"].as_str().unwrap().to_string()
+    };
+    d.ok(&["pause", id]);
+    assert_eq!(shim_status(), "paused");
+    assert_eq!(
+        inspect(&d, id, "{{.State.Status}} {{.State.Paused}}"),
+        "paused true"
+    );
+    let o = d.docker(&["pause", id]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is already paused"), "{}", o.stderr);
+    d.ok(&["unpause", id]);
+    assert_eq!(shim_status(), "running");
+    let o = d.docker(&["unpause", id]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is not paused"), "{}", o.stderr);
+    // A copy freezes the container for its duration and thaws it after.
+    d.ok(&[
+        "cp",
+        &format!("{id}:/etc/passwd"),
+        d.dir.join("p").to_str().unwrap(),
+    ]);
+    assert_eq!(shim_status(), "running");
+    d.ok(&["pause", id]);
+    d.ok(&[
+        "cp",
+        &format!("{id}:/etc/passwd"),
+        d.dir.join("p2").to_str().unwrap(),
+    ]);
+    assert_eq!(shim_status(), "paused");
+    d.ok(&["rm", "-f", id]);
+}
+
+#[test]
+fn hostile_cp_stays_inside_the_container() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    // A host file the container must never reach, and where a host write would land.
+    let secret = d.dir.join("host-secret");
+    std::fs::write(&secret, "HOST SECRET\n").unwrap();
+    let landing = d.dir.join("host-landing");
+    std::fs::create_dir_all(&landing).unwrap();
+    let s = secret.to_str().unwrap();
+    let l = landing.to_str().unwrap();
+    let parent = d.dir.to_str().unwrap();
+    let setup = format!(
+        "mkdir -p {parent} {l} && echo CTR > {s} && ln -s / /rootlink && ln -s {s} /secretlink \
+         && ln -s ../../../../../../../ /uplink && ln -s {l} /landlink && mkdir /flip && \
+         while true; do mv /flip /flip.d; ln -s / /flip; rm /flip; mv /flip.d /flip; done"
+    );
+    let id = d.ok(&["run", "-d", "busybox:local", "sh", "-c", &setup]);
+    let id = id.trim();
+    until(Duration::from_secs(10), "setup", || {
+        d.docker(&["exec", id, "test", "-L", "/landlink"]).code == 0
+    });
+    let out = d.dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let get = |src: &str, dst: &str| {
+        let dst = out.join(dst);
+        let o = d.docker(&["cp", &format!("{id}:{src}"), dst.to_str().unwrap()]);
+        (o.code, std::fs::read_to_string(&dst).unwrap_or_default())
+    };
+    // Reads through symlinks and `..` resolve inside the container.
+    assert_eq!(get(&format!("/rootlink{s}"), "a"), (0, "CTR\n".into()));
+    assert_eq!(get(&format!("/uplink{s}"), "b"), (0, "CTR\n".into()));
+    assert_eq!(get(&format!("/../../../..{s}"), "c"), (0, "CTR\n".into()));
+    assert!(!get("/secretlink/.", "d").1.contains("HOST"));
+    let (code, text) = get("/secretlink", "e");
+    assert!(code != 0 || !text.contains("HOST"), "{code} {text}");
+    // Writes through symlinks land inside the container, never on the host.
+    let src = d.dir.join("payload");
+    std::fs::write(&src, "PAYLOAD\n").unwrap();
+    for dst in ["/landlink", "/rootlink/../landlink", "/uplink/landlink"] {
+        let _ = d.docker(&["cp", src.to_str().unwrap(), &format!("{id}:{dst}")]);
+        assert!(
+            std::fs::read_dir(&landing).unwrap().next().is_none(),
+            "cp to {dst} wrote on the host"
+        );
+    }
+    // A tar whose entries try to climb out, or go through a link to the host root.
+    let evil = d.dir.join("evil.tar");
+    {
+        let f = std::fs::File::create(&evil).unwrap();
+        let mut b = tar::Builder::new(f);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "esc", l).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "esc/pwned", &b"evil"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let body = String::from_utf8(std::fs::read(&evil).unwrap()).unwrap();
+    let r = d
+        .raw(
+            "PUT",
+            &format!("/containers/{id}/archive?path=/tmp"),
+            Some(&body),
+        )
+        .unwrap();
+    assert!(
+        r.status == 200 || r.status == 400,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    assert!(std::fs::read_dir(&landing).unwrap().next().is_none());
+    // Racing a directory against a symlink to `/` while copying: never the host's file.
+    for i in 0..30 {
+        let (_, text) = get(&format!("/flip/../{s}"), &format!("r{i}"));
+        assert!(!text.contains("HOST"), "race read the host file");
+        let _ = d.docker(&["cp", src.to_str().unwrap(), &format!("{id}:/flip/")]);
+        assert!(std::fs::read_dir(&landing).unwrap().next().is_none());
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "HOST SECRET\n");
+    d.ok(&["rm", "-f", id]);
+}
