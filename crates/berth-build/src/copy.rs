@@ -103,21 +103,20 @@ pub fn copy_selection(
     chmod: Option<u32>,
 ) -> Result<()> {
     if sel.is_dir {
-        let base = mkdir_all_in_root(root, dest, owner)?;
+        mkdir_all_in_root(root, dest, owner)?;
         for (rel, path, meta) in ctx.entries(sel)? {
             if rel.is_empty() {
                 continue;
             }
-            let dst = base.join(&rel);
-            // Parents hidden by .dockerignore (a re-included file in an excluded dir) still exist.
-            if let Some(parent) = dst.parent()
-                && !parent.exists()
-            {
-                fs::create_dir_all(parent).map_err(ioe("create", parent))?;
-                std::os::unix::fs::lchown(parent, Some(owner.0), Some(owner.1))
-                    .map_err(ioe("chown", parent))?;
-            }
-            copy_entry(&path, &meta, &dst, owner, chmod)?;
+            // Each entry's parent is resolved inside the rootfs: a symlink in the image (say
+            // `/app/sub -> /tmp`) leads to the rootfs' /tmp, never the host's. Parents hidden by
+            // .dockerignore (a re-included file in an excluded dir) are created.
+            let (parent_rel, name) = match rel.rsplit_once('/') {
+                Some((p, n)) => (format!("{dest}/{p}"), n),
+                None => (dest.to_string(), rel.as_str()),
+            };
+            let parent = mkdir_all_in_root(root, &parent_rel, owner)?;
+            copy_entry(&path, &meta, &parent.join(name), owner, chmod)?;
         }
         return Ok(());
     }

@@ -315,3 +315,41 @@ fn independent_stages_run_in_parallel_and_stream_in_order() {
     assert!(a.0 < b.1 && b.0 < a.1, "the two RUN steps did not overlap");
     assert_eq!(env.run_in(&r.image_id, "cat /a /b").1, "a\nb\n");
 }
+
+#[test]
+fn copy_never_writes_through_image_symlinks_to_the_host() {
+    need_root!();
+    let env = Env::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let name = format!("berth-escape-{}.txt", std::process::id());
+    write_tree(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:local\nRUN mkdir /app && ln -s /tmp /app/sub && ln -s /tmp /app/sub2 && ln -s /tmp/abs-file /app/file\nCOPY dir /app\nCOPY dir/sub /app/sub2/\nCOPY one /app/file\n",
+            ),
+            (&format!("dir/sub/{name}"), "inside"),
+            ("one", "one"),
+        ],
+    );
+    let (r, msgs) = env.build_dir(ctx.path(), &opts());
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{}", text(&msgs)));
+    assert!(
+        !std::path::Path::new("/tmp").join(&name).exists(),
+        "wrote to the host"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/abs-file").exists(),
+        "wrote to the host"
+    );
+    // A directory entry replaces a symlink (as dockerd's untar does); a symlinked destination is
+    // followed inside the rootfs; a file replaces a symlinked file.
+    let (code, out) = env.run_in(
+        &r.image_id,
+        &format!(
+            "[ -d /app/sub ] && [ ! -L /app/sub ] && cat /app/sub/{name} /tmp/{name} /app/file"
+        ),
+    );
+    assert_eq!((code, out.as_str()), (0, "insideinsideone"));
+}
