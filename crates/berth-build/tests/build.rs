@@ -353,3 +353,45 @@ fn copy_never_writes_through_image_symlinks_to_the_host() {
     );
     assert_eq!((code, out.as_str()), (0, "insideinsideone"));
 }
+
+#[test]
+fn options_quiet_labels_nocache_and_named_dockerignore() {
+    need_root!();
+    let env = Env::new();
+    let ctx = tempfile::tempdir().unwrap();
+    write_tree(
+        ctx.path(),
+        &[
+            ("build/app.Dockerfile", "FROM busybox:local\nCOPY . /ctx/\n"),
+            ("build/app.Dockerfile.dockerignore", "secret\n"),
+            (".dockerignore", "visible\n"),
+            ("secret", "s"),
+            ("visible", "v"),
+        ],
+    );
+    let mut o = opts();
+    o.dockerfile = Some("build/app.Dockerfile".into());
+    o.quiet = true;
+    o.labels = [("org.example".to_string(), "yes".to_string())].into();
+    let (r, msgs) = env.build_dir(ctx.path(), &o);
+    let r = r.unwrap();
+    // Quiet: only the ID (and the aux line).
+    assert_eq!(text(&msgs), format!("{}\n", r.image_id));
+    let cfg = env.store.config(&r.image_id).unwrap().config.unwrap();
+    assert_eq!(cfg.labels.unwrap()["org.example"], "yes");
+    let (code, out) = env.run_in(&r.image_id, "ls -A /ctx | sort | tr '\\n' ' '");
+    assert_eq!((code, out.as_str()), (0, ".dockerignore build visible "));
+    // nocache: nothing from the cache, a new image.
+    o.quiet = false;
+    o.no_cache = true;
+    let (r2, msgs) = env.build_dir(ctx.path(), &o);
+    assert!(!text(&msgs).contains("Using cache"));
+    assert_ne!(r2.unwrap().image_id, r.image_id);
+    // The cache index lists the steps; prune empties it.
+    let du = env.builder.cache().du();
+    assert!(du.len() >= 2, "{du:?}");
+    assert!(du.iter().any(|(_, r)| r.size > 0));
+    let rep = env.builder.cache().prune(&Default::default()).unwrap();
+    assert_eq!(rep.deleted.len(), du.len());
+    assert!(env.builder.cache().du().is_empty());
+}
