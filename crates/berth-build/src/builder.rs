@@ -1462,7 +1462,7 @@ impl Run<'_> {
                     None => self.ctx.root().to_path_buf(),
                     Some(f) => {
                         let f = self.expand(st, line, f)?;
-                        let image = self.source_image(&f, st_index_hint(&self.stage_images))?;
+                        let image = self.source_image(&f)?;
                         let (layer, root) = self.mount_layer(&image)?;
                         helpers.push((layer, root.clone()));
                         root
@@ -1478,9 +1478,8 @@ impl Run<'_> {
     }
 
     /// The image of `--from=<stage name|index|image>`.
-    fn source_image(&mut self, from: &str, _hint: usize) -> Result<ImageId> {
-        let current = self.stage_images.len().max(self.df.stages.len());
-        if let Some(i) = stage_ref(&self.df, from, current, true)
+    fn source_image(&mut self, from: &str) -> Result<ImageId> {
+        if let Some(i) = stage_ref(&self.df, from, self.df.stages.len(), true)
             && let Some(id) = self.stage_images.get(&i)
         {
             return Ok(id.clone());
@@ -1541,7 +1540,7 @@ impl Run<'_> {
         let src_ctx: &BuildContext = match &from {
             None => self.ctx,
             Some(f) => {
-                let image = self.source_image(f, 0)?;
+                let image = self.source_image(f)?;
                 let (layer, root) = self.mount_layer(&image)?;
                 mounted = Some((layer, root.clone()));
                 src_ctx_owned = BuildContext::for_root(root);
@@ -1685,10 +1684,6 @@ impl Run<'_> {
         }
         res
     }
-}
-
-fn st_index_hint(m: &BTreeMap<usize, ImageId>) -> usize {
-    m.len()
 }
 
 fn bool_value(s: &str) -> bool {
