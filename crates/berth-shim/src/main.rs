@@ -23,6 +23,8 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
+mod external;
+
 const STACK: usize = 128 * 1024;
 
 #[derive(Debug)]
@@ -87,9 +89,18 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+mod init;
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--exec-helper") {
         std::process::exit(exec_helper());
+    }
+    if std::env::args().nth(1).as_deref() == Some("--init") {
+        let mut cmd: Vec<String> = std::env::args().skip(2).collect();
+        if cmd.first().map(String::as_str) == Some("--") {
+            cmd.remove(0);
+        }
+        std::process::exit(init::run(&cmd));
     }
     let args = match parse_args() {
         Ok(a) => a,
@@ -156,12 +167,46 @@ struct Client {
 
 #[derive(Debug)]
 struct State {
-    created: Option<Created>,
+    created: Option<Pending>,
     started: bool,
     paused: bool,
     pending: usize,
     exit: Option<(i32, bool)>,
     waiters: usize,
+}
+
+/// A created container waiting for `start`: built-in runtime or an external OCI runtime.
+#[derive(Debug)]
+enum Pending {
+    Builtin(Created),
+    External(external::Created),
+}
+
+impl Pending {
+    fn pid(&self) -> i32 {
+        match self {
+            Pending::Builtin(c) => c.pid(),
+            Pending::External(c) => c.pid(),
+        }
+    }
+
+    fn take_pty_master(&mut self) -> Option<OwnedFd> {
+        match self {
+            Pending::Builtin(c) => c.take_pty_master(),
+            Pending::External(c) => c.take_pty_master(),
+        }
+    }
+
+    /// Starts the process: Err((message, exit code for exec failures)).
+    fn start(self) -> Result<(), (String, Option<i32>)> {
+        match self {
+            Pending::Builtin(c) => c
+                .start()
+                .map(|_| ())
+                .map_err(|e| (e.to_string(), e.exec_exit_code())),
+            Pending::External(c) => c.start().map_err(|e| (e, None)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -284,11 +329,19 @@ fn shim(args: Args, mut report_w: File) -> i32 {
     };
 
     let t0 = Instant::now();
-    let mut created =
-        match berth_runtime::create_in(&args.id, &spec, stdio, args.cgroup_root.as_deref()) {
-            Ok(c) => c,
+    // `--runtime`: an external OCI runtime named in the spec's annotations.
+    let external = external::Runtime::from_spec(&spec, &args.bundle);
+    let mut created = match &external {
+        Some(rt) => match rt.create(&args.id, &args.bundle, stdio, terminal) {
+            Ok(c) => Pending::External(c),
+            Err(e) => return fail(&mut report_w, e),
+        },
+        None => match berth_runtime::create_in(&args.id, &spec, stdio, args.cgroup_root.as_deref())
+        {
+            Ok(c) => Pending::Builtin(c),
             Err(e) => return fail(&mut report_w, e.to_string()),
-        };
+        },
+    };
     eprintln!("berth-shim: {}: created in {:?}", args.id, t0.elapsed());
     let pid = created.pid();
     let cgroup = berth_runtime::cgroups::detect_at(
@@ -385,6 +438,9 @@ fn shim(args: Args, mut report_w: File) -> i32 {
 
     let status = reap_until(pid);
     finish(&shim, status, &args, &sock_path);
+    if let Some(rt) = &external {
+        rt.delete(&args.id);
+    }
     0
 }
 
@@ -627,13 +683,13 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) -> bool {
                 None if st.started => Response::err("container already started"),
                 None => Response::err("container cannot be started"),
                 Some(c) => match c.start() {
-                    Ok(_) => {
+                    Ok(()) => {
                         st.started = true;
                         Response::ok()
                     }
-                    Err(e) => Response {
-                        exit_code: e.exec_exit_code(),
-                        ..Response::err(e.to_string())
+                    Err((msg, exit_code)) => Response {
+                        exit_code,
+                        ..Response::err(msg)
                     },
                 },
             };

@@ -44,13 +44,51 @@ pub const DEFAULT_HOST: &str = "unix:///run/berth/berth.sock";
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
 
 const KNOWN_KEYS: &[&str] = &[
+    "bridge",
+    "bip",
+    "default-address-pools",
+    "nft-table",
     "hosts",
     "data-root",
     "exec-root",
     "debug",
     "pidfile",
     "insecure-registries",
+    "runtimes",
 ];
+
+/// An OCI runtime of the config file's `runtimes` map (as dockerd's).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct RuntimeConf {
+    /// The runtime binary (absolute, or looked up in `PATH`).
+    pub path: String,
+    /// Arguments given before the command (`runc --systemd-cgroup create …`).
+    #[serde(rename = "runtimeArgs", default)]
+    pub runtime_args: Vec<String>,
+}
+
+/// The runtimes known without configuration: Debian's `runc` when installed.
+fn default_runtimes() -> std::collections::BTreeMap<String, RuntimeConf> {
+    let mut m = std::collections::BTreeMap::new();
+    for p in [
+        "/usr/sbin/runc",
+        "/usr/bin/runc",
+        "/usr/local/bin/runc",
+        "/usr/local/sbin/runc",
+    ] {
+        if std::path::Path::new(p).exists() {
+            m.insert(
+                "runc".to_string(),
+                RuntimeConf {
+                    path: p.to_string(),
+                    runtime_args: Vec::new(),
+                },
+            );
+            break;
+        }
+    }
+    m
+}
 
 /// Turns `unix:///path` (or a bare absolute path) into a socket path.
 pub fn parse_host(h: &str) -> Result<PathBuf, String> {
@@ -76,6 +114,8 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
     let mut pidfile = flags.pidfile.clone();
     let mut debug = flags.debug;
     let mut insecure = flags.insecure_registries.clone();
+    let mut network = crate::networks::NetSettings::default();
+    let mut runtimes = default_runtimes();
     if let Some((name, text)) = file {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| format!("unable to configure the Docker daemon with file {name}: {e}"))?;
@@ -93,6 +133,8 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
                 unknown.join(", ")
             ));
         }
+        network = crate::networks::NetSettings::from_config(obj)
+            .map_err(|e| format!("unable to configure the Docker daemon with file {name}: {e}"))?;
         let mut conflicts = Vec::new();
         let s = |k: &str| obj.get(k).and_then(Value::as_str).map(PathBuf::from);
         if let Some(h) = obj.get("hosts") {
@@ -133,6 +175,24 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
             }
             insecure = list;
         }
+        if let Some(v) = obj.get("runtimes") {
+            let map: std::collections::BTreeMap<String, RuntimeConf> =
+                serde_json::from_value(v.clone())
+                    .map_err(|e| format!("invalid \"runtimes\" in {name}: {e}"))?;
+            for (k, rt) in map {
+                if k == "berth" {
+                    return Err(format!(
+                        "unable to configure the Docker daemon with file {name}: runtime name 'berth' is reserved"
+                    ));
+                }
+                if rt.path.is_empty() {
+                    return Err(format!(
+                        "unable to configure the Docker daemon with file {name}: runtime {k} has no path"
+                    ));
+                }
+                runtimes.insert(k, rt);
+            }
+        }
         if let Some(dv) = obj.get("debug") {
             let b = dv
                 .as_bool()
@@ -157,12 +217,14 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
     }
     let exec_root = exec_root.unwrap_or_else(|| PathBuf::from("/run/berth"));
     Ok(Settings {
+        network,
         hosts,
         data_root: data_root.unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
         pidfile: pidfile.unwrap_or_else(|| exec_root.join("berthd.pid")),
         exec_root,
         debug,
         insecure_registries: insecure,
+        runtimes,
     })
 }
 

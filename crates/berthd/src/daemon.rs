@@ -10,6 +10,8 @@ use crate::images::Images;
 /// Settings the daemon runs with (flags merged with the config file).
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Network keys (`bridge`, `bip`, `default-address-pools`, `nft-table`).
+    pub network: crate::networks::NetSettings,
     /// Unix socket paths to listen on.
     pub hosts: Vec<String>,
     /// `--data-root`.
@@ -22,11 +24,15 @@ pub struct Settings {
     pub debug: bool,
     /// Registries spoken to over plain HTTP (loopback always is).
     pub insecure_registries: Vec<String>,
+    /// OCI runtimes selectable with `--runtime` (the config file's `runtimes`, plus `runc`).
+    pub runtimes: std::collections::BTreeMap<String, crate::config::RuntimeConf>,
 }
 
 /// The daemon.
 #[derive(Debug)]
 pub struct Daemon {
+    /// Networks (see [`crate::networks`]).
+    pub network: Arc<berth_network::NetworkManager>,
     /// Settings.
     pub settings: Settings,
     /// Containers.
@@ -71,7 +77,13 @@ impl Daemon {
             ..Default::default()
         })
         .map_err(|e| Error::internal(format!("registry client: {e}")))?;
+        let network = crate::networks::open(
+            &settings.data_root,
+            &settings.exec_root,
+            &settings.network,
+        )?;
         Ok(Arc::new(Daemon {
+            network,
             shim: crate::shim::find_shim(),
             registry: Mutex::new(Registry::default()),
             images,
@@ -144,6 +156,13 @@ impl Daemon {
             self.registry.lock().expect("registry").insert(c.clone());
             loaded.push(c);
         }
+        // Networks first: adopted containers keep theirs, the rest are released before anything starts.
+        let live: Vec<String> = loaded
+            .iter()
+            .filter(|c| c.snapshot().running() && self.paths(&c.id).shim_sock().exists())
+            .map(|c| c.id.clone())
+            .collect();
+        crate::networks::reconcile(self, live).await?;
         // Adopting may record exits that schedule restarts; only the others are looked at below.
         let idle: Vec<_> = loaded
             .iter()

@@ -243,6 +243,10 @@ fn bad_security_options_are_400() {
             "device cgroup rule",
         ),
         (r#"{"CgroupnsMode":"sideways"}"#, "cgroup namespace mode"),
+        (
+            r#"{"Runtime":"nope"}"#,
+            "unknown or invalid runtime name: nope",
+        ),
     ] {
         let body = format!(r#"{{"Image":"busybox:local","Cmd":["true"],"HostConfig":{hc}}}"#);
         let r = d
@@ -344,4 +348,18 @@ fn privileged_and_namespace_modes() {
             .trim(),
         "123456"
     );
+}
+
+/// The same escapes under Debian's runc (`--runtime runc`, from the daemon's `runtimes`),
+/// with the spec berthd built: Berth's default must be at least as strict.
+#[test]
+fn escapes_fail_runc_runtime() {
+    if !can_run() {
+        return;
+    }
+    if !Path::new("/usr/sbin/runc").exists() {
+        eprintln!("skipping: no /usr/sbin/runc (apt-get install runc)");
+        return;
+    }
+    escapes(Some("runc"));
 }

@@ -19,6 +19,7 @@ pub async fn create(
     let CreateRequest {
         mut config,
         mut host_config,
+        networking_config,
         ..
     } = req;
     if config.image.is_empty() {
@@ -63,35 +64,35 @@ pub async fn create(
             "invalid restart policy: maximum retry count can only be used with 'on-failure'",
         ));
     }
-    if host_config.network_mode.is_empty() {
-        host_config.network_mode = "default".into();
-    }
     let mut warnings = Vec::new();
-    match host_config.network_mode.as_str() {
-        "default" | "bridge" | "none" | "host" => {}
-        m if m.starts_with("container:") => {
-            d.find(&m["container:".len()..])?;
-        }
-        other => {
-            return Err(Error::NotFound(format!("network {other} not found")));
-        }
-    }
     let publishes = host_config
         .port_bindings
         .values()
         .any(|v| v.as_ref().is_some_and(|b| !b.is_empty()))
         || host_config.publish_all_ports;
-    if publishes && host_config.network_mode != "host" {
-        warnings.push(
-            "Published ports are discarded: berthd has no container networking yet (use --network host)"
-                .to_string(),
-        );
+    if publishes && host_config.network_mode == "host" {
+        warnings.push("Published ports are discarded when using host network mode".to_string());
     }
+    let network = crate::networks::on_create(
+        d,
+        &config,
+        &mut host_config,
+        networking_config.as_ref(),
+    )?;
     if host_config.log_config.kind.is_empty() {
         host_config.log_config.kind = "json-file".into();
     }
     super::logcfg::validate(&host_config.log_config)?;
     super::spec::validate_host_config(&host_config)?;
+    if !host_config.runtime.is_empty()
+        && host_config.runtime != "berth"
+        && !d.settings.runtimes.contains_key(&host_config.runtime)
+    {
+        return Err(Error::invalid(format!(
+            "unknown or invalid runtime name: {}",
+            host_config.runtime
+        )));
+    }
     let id = crate::util::random_hex(32);
     if config.hostname.is_empty() {
         config.hostname = id[..12].to_string();
@@ -109,6 +110,7 @@ pub async fn create(
         host_config,
         layer: LayerPaths::default(),
         has_been_manually_stopped: false,
+        network,
     };
     // Reserve the name.
     {

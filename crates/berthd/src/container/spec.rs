@@ -280,6 +280,17 @@ pub fn build_spec(rec: &Record, inp: &SpecInputs<'_>) -> Result<Value> {
             }));
         }
     }
+    // `--runtime`: the shim reads which OCI runtime to drive from these annotations.
+    if let Some(rt) = rec.host_config.extra.get("BerthRuntime") {
+        let args = rt["args"].as_array().cloned().unwrap_or_default();
+        obj.insert(
+            "annotations".into(),
+            json!({
+                "io.berth.runtime.path": rt["path"].as_str().unwrap_or_default(),
+                "io.berth.runtime.args": Value::Array(args).to_string(),
+            }),
+        );
+    }
     let linux = obj.entry("linux").or_insert_with(|| json!({}));
     linux["cgroupsPath"] = json!(format!("/berth/{}", rec.id));
     apply_host_config(&mut spec, rec, inp.volumes_root, inp.rootfs)?;

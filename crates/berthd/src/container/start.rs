@@ -74,15 +74,33 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
             );
         }
     }
+    // `--runtime NAME`: the shim drives that OCI runtime (named in the spec's annotations).
+    if let Some(rt) = d.settings.runtimes.get(&rec.host_config.runtime) {
+        rec.host_config.extra.insert(
+            "BerthRuntime".into(),
+            serde_json::json!({"path": rt.path, "args": rt.runtime_args}),
+        );
+    }
+    // Endpoints before the spec: it names the namespace they live in.
+    let net = match crate::networks::on_start(d, c, &mut rec).await {
+        Ok(n) => n,
+        Err(e) => return Err(failed_start(d, c, &p, StartFailure::Prepare(e)).await),
+    };
     // Prepare the bundle, the rootfs and the files mounted into the container (blocking work).
     let prep = {
         let rec = rec.clone();
         let p = p.clone();
         let vr = d.settings.data_root.join("volumes");
-        tokio::task::spawn_blocking(move || prepare(&rec, &p, &vr))
+        let init = rec
+            .host_config
+            .init
+            .unwrap_or(false)
+            .then(|| (d.settings.exec_root.clone(), d.shim.clone()));
+        tokio::task::spawn_blocking(move || prepare(&rec, &p, &vr, init))
             .await
             .map_err(|e| Error::internal(e.to_string()))?
     };
+    let prep = prep.and_then(|()| crate::networks::write_files(&rec, &p, &net));
     if let Err(e) = prep {
         return Err(failed_start(d, c, &p, StartFailure::Prepare(e)).await);
     }
@@ -192,6 +210,7 @@ async fn failed_start(
         r.state.running = false;
         r.state.pid = 0;
     });
+    crate::networks::on_stop(d, c).await;
     let _ = d.save(c);
     unmount_rootfs(&p.rootfs()).await;
     c.notify(true);
@@ -220,7 +239,13 @@ pub async fn unmount_rootfs(rootfs: &std::path::Path) {
     .await;
 }
 
-fn prepare(rec: &Record, p: &super::CtrPaths, volumes_root: &std::path::Path) -> Result<()> {
+/// `init`: (exec root, shim binary) when the container runs with `--init`.
+fn prepare(
+    rec: &Record,
+    p: &super::CtrPaths,
+    volumes_root: &std::path::Path,
+    init: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<()> {
     let io = |what: &str, e| Error::io(what.to_string(), e);
     std::fs::create_dir_all(&p.data).map_err(|e| io("create container dir", e))?;
     let rootfs = p.rootfs();
@@ -250,7 +275,7 @@ fn prepare(rec: &Record, p: &super::CtrPaths, volumes_root: &std::path::Path) ->
         resolv_conf(&host_resolv, &hc.dns, &hc.dns_search, &hc.dns_options),
     )
     .map_err(|e| io("write resolv.conf", e))?;
-    let spec = build_spec(
+    let mut spec = build_spec(
         rec,
         &SpecInputs {
             rootfs: &rootfs,
@@ -260,6 +285,10 @@ fn prepare(rec: &Record, p: &super::CtrPaths, volumes_root: &std::path::Path) ->
             volumes_root: &volumes_root,
         },
     )?;
+    if let Some((exec_root, shim)) = init {
+        let dir = super::init::prepare_dir(&exec_root, &shim)?;
+        super::init::apply(&mut spec, &dir);
+    }
     let data = serde_json::to_vec_pretty(&spec).map_err(|e| Error::internal(e.to_string()))?;
     crate::util::write_atomic(&p.bundle.join("config.json"), &data)
         .map_err(|e| io("write config.json", e))?;
