@@ -14,6 +14,7 @@ pub mod exec;
 pub mod http;
 pub mod images;
 pub mod names;
+pub mod networks;
 pub mod router;
 pub mod shim;
 pub mod signal;

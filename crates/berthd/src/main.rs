@@ -66,6 +66,7 @@ async fn run(settings: berthd::Settings) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down; containers keep running");
+    berthd::networks::on_shutdown(&d).await;
     for p in paths {
         let _ = std::fs::remove_file(p);
     }

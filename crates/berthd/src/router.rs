@@ -106,6 +106,29 @@ async fn route(
         (&Method::GET, ["system", "df"]) => system_df(d).await,
         (&Method::POST, ["auth"]) => crate::auth::handle(d, req).await,
         (_, ["exec", id, rest @ ..]) => exec_route(d, &method, id, rest, &q, req).await,
+        (&Method::GET, ["networks"]) => {
+            Ok(json(200, &crate::networks::list(d, &q.filters()?)?))
+        }
+        (&Method::POST, ["networks", "create"]) => {
+            let body = read_json(req).await?;
+            Ok(json(201, &crate::networks::create(d, body).await?))
+        }
+        (&Method::POST, ["networks", "prune"]) => {
+            Ok(json(200, &crate::networks::prune(d, &q.filters()?).await?))
+        }
+        (&Method::GET, ["networks", id]) => Ok(json(200, &crate::networks::inspect(d, id)?)),
+        (&Method::DELETE, ["networks", id]) => {
+            crate::networks::remove(d, id).await?;
+            Ok(empty(204))
+        }
+        (&Method::POST, ["networks", id, "connect"]) => {
+            crate::networks::connect(d, id, read_json(req).await?).await?;
+            Ok(empty(200))
+        }
+        (&Method::POST, ["networks", id, "disconnect"]) => {
+            crate::networks::disconnect(d, id, read_json(req).await?).await?;
+            Ok(empty(200))
+        }
         (&Method::GET, ["volumes"]) => {
             let v = crate::volumes::list(d, &q.filters()?)?;
             Ok(json(

@@ -51,6 +51,7 @@ pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> Resu
     }
     c.update(|r| r.state.status = "removing".into());
     let p = d.paths(&c.id);
+    crate::networks::on_stop(d, c).await;
     super::start::unmount_rootfs(&p.rootfs()).await;
     d.images.remove_layer(&c.id).await?;
     let (data, bundle) = (p.data.clone(), p.bundle.clone());

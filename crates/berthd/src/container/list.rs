@@ -86,12 +86,12 @@ pub fn summary(rec: &Record, volumes_root: &std::path::Path) -> ContainerSummary
         created: crate::util::parse_time(&rec.created)
             .map(|t| t.timestamp())
             .unwrap_or(0),
-        ports: vec![],
+        ports: crate::networks::summary_ports(rec),
         labels: rec.config.labels.clone(),
         state: rec.state.status.clone(),
         status: status_string(rec, Utc::now()),
         host_config: json!({"NetworkMode": rec.host_config.network_mode}),
-        network_settings: json!({"Networks": {}}),
+        network_settings: crate::networks::summary_settings(rec),
         mounts: mount_points(rec, volumes_root),
         size_rw: None,
         size_root_fs: None,
@@ -160,14 +160,7 @@ pub fn inspect(rec: &Record, p: &CtrPaths, volumes_root: &std::path::Path) -> Co
         }),
         mounts: mount_points(rec, volumes_root),
         config: rec.config.clone(),
-        network_settings: json!({
-            "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": false,
-            "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": {},
-            "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
-            "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-            "Networks": {}
-        }),
+        network_settings: crate::networks::settings_json(rec),
     }
 }
 

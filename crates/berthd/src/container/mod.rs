@@ -72,6 +72,9 @@ pub struct Record {
     #[serde(default)]
     pub has_been_manually_stopped: bool,
 }
+    /// Networks asked for and, while running, attached (see [`crate::networks`]).
+    #[serde(default)]
+    pub network: crate::networks::NetRecord,
 
 impl Record {
     /// A fresh `created` state.

@@ -121,6 +121,7 @@ pub async fn on_exit(d: &Arc<Daemon>, c: &Arc<Ctr>, exit: Exit) {
         r.state.finished_at = exit.finished_at.clone();
         r.state.error = exit.error.clone();
     });
+    crate::networks::on_stop(d, c).await;
     if let Err(e) = d.save(c) {
         tracing::error!(id = %c.id, "saving state: {e}");
     }

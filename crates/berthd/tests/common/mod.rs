@@ -187,6 +187,22 @@ impl TestDaemon {
         std::fs::read_to_string(self.dir.join("berthd.log")).unwrap_or_default()
     }
 
+    /// Stops berthd with SIGTERM, waiting up to 5 s (containers keep running).
+    pub fn terminate(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Kills berthd with SIGKILL (containers keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -347,7 +363,10 @@ impl Drop for TestDaemon {
             // Give the daemon a moment to record exits and unmount.
             std::thread::sleep(Duration::from_millis(300));
         }
+        // SIGTERM first: with no container left running berthd removes its bridges and nft table.
+        self.terminate();
         self.kill9();
+        clean_network(&self.dir.join("data"));
         // Unmount whatever is left under our roots, deepest first.
         let prefix = self.dir.display().to_string();
         if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
@@ -366,4 +385,41 @@ impl Drop for TestDaemon {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The tag berthd derives its bridge names and nft table from for a non-default data root.
+pub fn network_tag(data_root: &Path) -> String {
+    let h = data_root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+            (h ^ u64::from(*x)).wrapping_mul(0x100_0000_01b3)
+        });
+    format!("{:06x}", h & 0xff_ffff)
+}
+
+/// Removes whatever a killed daemon of `data_root` left in the kernel: its bridges, veths on them,
+/// its nftables table (a daemon stopped cleanly leaves none of these).
+pub fn clean_network(data_root: &Path) {
+    let tag = network_tag(data_root);
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    for l in String::from_utf8_lossy(&links.stdout).lines() {
+        let name = l
+            .split(": ")
+            .nth(1)
+            .unwrap_or("")
+            .split('@')
+            .next()
+            .unwrap_or("");
+        let master =
+            l.contains(&format!("master bt{tag}0")) || l.contains(&format!("master b{tag}-"));
+        if name == format!("bt{tag}0") || name.starts_with(&format!("b{tag}-")) || master {
+            let _ = Command::new("ip").args(["link", "del", name]).status();
+        }
+    }
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", &format!("berth_{tag}")])
+        .stderr(Stdio::null())
+        .status();
 }
