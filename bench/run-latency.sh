@@ -14,7 +14,7 @@ for p in docker.io podman runc crun hyperfine busybox-static; do dpkg -s $p >/de
 [ ${#need[@]} -eq 0 ] || { apt-get update -qq; apt-get install -y -qq "${need[@]}" >/dev/null; }
 cargo build --release --bins -q
 
-T=$(mktemp -d /tmp/bench.XXXXXX)
+T=$(mktemp -d /tmp/b.XXXX)
 OUT=bench/results; mkdir -p $OUT
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 BERTH_SOCK=$T/berth.sock
@@ -43,7 +43,7 @@ wait_sock() { for _ in $(seq 300); do [ -S "$1" ] && return 0; sleep 0.1; done; 
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 
 # berthd
-target/release/berthd -H unix://$BERTH_SOCK --data-root $T/berth-data --exec-root $T/berth-exec --pidfile $T/berthd.pid >$T/berthd.log 2>&1 &
+target/release/berthd -H unix://$BERTH_SOCK --data-root $T/berth-data --exec-root $T/x --pidfile $T/berthd.pid >$T/berthd.log 2>&1 &
 wait_sock $BERTH_SOCK
 B="target/release/berth -H unix://$BERTH_SOCK"
 $B import $T/rootfs.tar busybox:local >/dev/null
@@ -82,6 +82,7 @@ cmds+=(-n "runc run" "runc run -b $T/bundle bench-runc")
 [ $have_crun = 1 ] && cmds+=(-n "crun run" "crun run -b $T/bundle bench-crun")
 
 hyperfine -N --warmup 3 --runs $RUNS --export-markdown $OUT/run-latency-$stamp.md --export-json $OUT/run-latency-$stamp.json "${cmds[@]}"
+[ $have_podman = 1 ] || echo "podman: could not run a container here (seen: its runc refuses to set RLIMIT_NPROC/NOFILE without CAP_SYS_RESOURCE)"
 [ $have_crun = 1 ] || echo "crun: refused to run on this host (Debian's crun 1.8 and a hybrid cgroup hierarchy)"
 
 # Memory
