@@ -61,6 +61,7 @@ Common Commands:
 Management Commands:
   container   Manage containers
   image       Manage images
+  network     Manage networks
   system      Manage Berth
   volume      Manage volumes
 
@@ -142,7 +143,7 @@ fn real_main() -> i32 {
     }
     let Some((command, used)) = cmd::lookup(&gm.args) else {
         let group = &gm.args[0];
-        if ["container", "image", "system", "volume"].contains(&group.as_str())
+        if ["container", "image", "network", "system", "volume"].contains(&group.as_str())
             && gm.args.len() == 1
         {
             println!(
@@ -150,11 +151,12 @@ fn real_main() -> i32 {
             );
             return 0;
         }
-        let shown = if ["container", "image", "system", "volume"].contains(&group.as_str()) {
-            gm.args[..2].join(" ")
-        } else {
-            group.clone()
-        };
+        let shown =
+            if ["container", "image", "network", "system", "volume"].contains(&group.as_str()) {
+                gm.args[..2].join(" ")
+            } else {
+                group.clone()
+            };
         eprintln!(
             "berth: unknown command: berth {shown}\n\nRun 'berth --help' for more information"
         );

@@ -525,18 +525,11 @@ pub async fn pull(ctx: &Ctx, m: Matches) -> CmdResult {
         }
         super::run::familiar_ref(&m.args[0])
     };
-    match pull_image(&client, &image, m.value("platform"), false, m.flag("quiet")).await {
-        Ok(()) => {
-            if m.flag("quiet") {
-                println!("{image}");
-            }
-            Ok(0)
-        }
-        Err(CliError::Msg(e, _)) => {
-            Err(CliError::Msg(format!("Error response from daemon: {e}"), 1))
-        }
-        Err(e) => Err(e),
-    }
+    // An error before the stream is the daemon's ("Error response from daemon: ..."); one inside the
+    // stream is printed as is, as docker does.
+    pull_image(&client, &image, m.value("platform"), false, m.flag("quiet")).await?;
+    println!("{}", super::registry::full_ref(&image));
+    Ok(0)
 }
 
 /// `berth import`.

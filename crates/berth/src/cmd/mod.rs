@@ -5,6 +5,7 @@ pub mod cp;
 pub mod exec;
 pub mod image;
 pub mod lifecycle;
+pub mod network;
 pub mod registry;
 pub mod run;
 pub mod storage;
@@ -121,6 +122,7 @@ pub fn lookup(args: &[String]) -> Option<(Command, usize)> {
             };
             pick(real)
         }
+        ("network", Some(s)) => pick(network::subcommand(s)?),
         ("volume", Some(s)) => pick(match s {
             "create" => "volume create",
             "ls" | "list" => "volume ls",
@@ -150,7 +152,7 @@ fn find(path: &str) -> Option<Command> {
 
 /// All command grammars.
 pub static COMMANDS: std::sync::LazyLock<Vec<Command>> = std::sync::LazyLock::new(|| {
-    let mut v = Vec::new();
+    let mut v: Vec<Command> = network::COMMANDS.to_vec();
     for (path, base) in [
         ("run", run::RUN),
         ("container run", run::RUN),
@@ -246,6 +248,15 @@ pub static COMMANDS: std::sync::LazyLock<Vec<Command>> = std::sync::LazyLock::ne
 
 /// Runs a parsed command.
 pub async fn dispatch(ctx: &Ctx, cmd: &Command, m: Matches) -> CmdResult {
+    if cmd.path.starts_with("network ") {
+        if let Some(r) = network::dispatch(ctx, cmd.path, m).await {
+            return r;
+        }
+        return Err(CliError::Msg(
+            format!("berth: '{}' is not a berth command.", cmd.path),
+            1,
+        ));
+    }
     match cmd.path {
         "container prune" => return storage::prune(ctx, m, "containers").await,
         "image prune" => return storage::prune(ctx, m, "images").await,

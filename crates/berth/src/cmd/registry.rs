@@ -113,6 +113,23 @@ pub fn registry_of(image: &str) -> String {
     }
 }
 
+/// The fully qualified reference docker prints after a pull (`docker.io/library/busybox:latest`).
+pub fn full_ref(image: &str) -> String {
+    if registry_of(image) != INDEX_SERVER {
+        image.to_string()
+    } else {
+        let bare = image
+            .strip_prefix("docker.io/")
+            .or_else(|| image.strip_prefix("index.docker.io/"))
+            .unwrap_or(image);
+        if bare.split(['@', ':']).next().unwrap_or(bare).contains('/') {
+            format!("docker.io/{bare}")
+        } else {
+            format!("docker.io/library/{bare}")
+        }
+    }
+}
+
 /// Stored `(user, password)` for a registry key, if logged in.
 pub fn stored_credentials(key: &str) -> Option<(String, String)> {
     let cfg = load_config().ok()?;
@@ -274,15 +291,25 @@ pub async fn login(ctx: &Ctx, m: Matches) -> CmdResult {
         "auth",
         Value::from(STANDARD.encode(format!("{user}:{pass}"))),
     )]);
-    match auths.iter_mut().find(|(k, _)| *k == key) {
-        Some(slot) => slot.1 = entry,
-        None => auths.push((key.clone(), entry)),
+    let changed = match auths.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) if slot.1 == entry => false,
+        Some(slot) => {
+            slot.1 = entry;
+            true
+        }
+        None => {
+            auths.push((key.clone(), entry));
+            true
+        }
+    };
+    // Like docker, the file is written (and the warning shown) only when the stored login changes.
+    if changed {
+        save_config(&cfg)?;
+        eprintln!(
+            "\nWARNING! Your credentials are stored unencrypted in '{}'.\nConfigure a credential helper to remove this warning. See\nhttps://docs.docker.com/go/credential-store/\n",
+            config_file().display()
+        );
     }
-    save_config(&cfg)?;
-    eprintln!(
-        "\nWARNING! Your credentials are stored unencrypted in '{}'.\nConfigure a credential helper to remove this warning. See\nhttps://docs.docker.com/go/credential-store/\n",
-        config_file().display()
-    );
     println!("{}", ok["Status"].as_str().unwrap_or("Login Succeeded"));
     Ok(0)
 }
@@ -370,5 +397,11 @@ mod tests {
         assert_eq!(registry_of("alice/app"), INDEX_SERVER);
         assert_eq!(registry_of("127.0.0.1:5000/team/app"), "127.0.0.1:5000");
         assert_eq!(registry_of("localhost/app"), "localhost");
+        assert_eq!(
+            full_ref("busybox:latest"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(full_ref("alice/app:1"), "docker.io/alice/app:1");
+        assert_eq!(full_ref("127.0.0.1:5000/a/b:1"), "127.0.0.1:5000/a/b:1");
     }
 }

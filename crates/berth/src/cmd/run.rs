@@ -41,6 +41,7 @@ macro_rules! container_flags {
             v("hostname", Some('h'), "Container host name"),
             b("init", None, "Run an init inside the container that forwards signals and reaps processes"),
             b("interactive", Some('i'), "Keep STDIN open even if not attached"),
+            v("ip", None, "IPv4 address (e.g., 172.30.100.104)"),
             v("ipc", None, "IPC mode to use"),
             l("label", Some('l'), "Set meta data on a container"),
             v("log-driver", None, "Logging driver for the container"),
@@ -49,7 +50,9 @@ macro_rules! container_flags {
             v("memory-swap", None, "Swap limit equal to memory plus swap: '-1' to enable unlimited swap"),
             l("mount", None, "Attach a filesystem mount to the container"),
             v("name", None, "Assign a name to the container"),
+            v("mac-address", None, "Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
             v("network", None, "Connect a container to a network"),
+            l("network-alias", None, "Add network-scoped alias for the container"),
             v("pid", None, "PID namespace to use"),
             v("pids-limit", None, "Tune container pids limit (set -1 for unlimited)"),
             v("platform", None, "Set platform if server is multi-platform capable"),
@@ -455,7 +458,12 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
     {
         h.console_size = Some([rows as u32, cols as u32]);
     }
-    req.networking_config = Some(serde_json::json!({"EndpointsConfig": {}}));
+    req.networking_config = Some(super::network::endpoints_config(
+        &h.network_mode,
+        m.value("ip"),
+        m.values("network-alias"),
+        m.value("mac-address"),
+    ));
     let pull = m.value("pull").unwrap_or("missing").to_string();
     if !["missing", "always", "never"].contains(&pull.as_str()) {
         return Err(m.bad_value(
