@@ -888,22 +888,44 @@ fn in_use_fn(d: &Arc<Daemon>) -> crate::images::InUse {
 
 async fn containers_prune(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
     let f = q.filters()?;
-    f.validate(&["label", "until"]).map_err(Error::Invalid)?;
+    f.validate(&["label", "label!", "until"])
+        .map_err(Error::Invalid)?;
+    let now = chrono::Utc::now();
+    let mut until = None;
+    for u in f.get("until") {
+        until = Some(crate::util::parse_until(u, now).ok_or_else(|| {
+            Error::invalid(format!(
+                "failed to parse value as time or duration: \"{u}\""
+            ))
+        })?);
+    }
     let mut deleted = Vec::new();
+    let mut reclaimed = 0i64;
     for c in d.all() {
         let r = c.snapshot();
-        if r.state.running || !list::labels_match(f.get("label"), &r.config.labels) {
+        if r.state.running || r.state.restarting || !list::prune_labels_match(&f, &r.config.labels)
+        {
             continue;
         }
+        if let Some(u) = until {
+            if crate::util::parse_time(&r.created).is_none_or(|t| t >= u) {
+                continue;
+            }
+        }
+        let upper = r.layer.upper.clone();
+        let size = tokio::task::spawn_blocking(move || list::dir_size(&upper))
+            .await
+            .unwrap_or(0);
         if delete::remove(d, &c, false, false).await.is_ok() {
             deleted.push(r.id);
+            reclaimed += size;
         }
     }
     Ok(json(
         200,
         &json!({
             "ContainersDeleted": if deleted.is_empty() { serde_json::Value::Null } else { json!(deleted) },
-            "SpaceReclaimed": 0
+            "SpaceReclaimed": reclaimed
         }),
     ))
 }

@@ -151,3 +151,79 @@ mod tests {
         assert!(!bool_value(None));
     }
 }
+
+/// Go's `time.ParseDuration` for the units filters use (`ns`, `us`, `ms`, `s`, `m`, `h`).
+pub fn parse_go_duration(s: &str) -> Option<chrono::Duration> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&n| n > 0)?;
+        let v: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let mul = match &rest[..u] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += v * mul;
+        rest = &rest[u..];
+    }
+    Some(chrono::Duration::nanoseconds((total * 1e9) as i64))
+}
+
+/// The `until` filter as dockerd reads it (`timetypes.GetTimestamp`): a Go duration before
+/// `now`, an RFC 3339 time, a date, or Unix seconds with an optional fraction.
+pub fn parse_until(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if let Some(d) = parse_go_duration(s) {
+        return Some(now - d);
+    }
+    if let Some(t) = parse_time(s) {
+        return Some(t);
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
+    let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let secs: i64 = secs.parse().ok()?;
+    let frac = format!("{frac:0<9}");
+    let nanos: u32 = frac.get(..9)?.parse().ok()?;
+    DateTime::from_timestamp(secs, nanos)
+}
+
+#[cfg(test)]
+mod until_tests {
+    use super::*;
+
+    #[test]
+    fn until_forms() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        assert_eq!(
+            parse_until("1h30m", now).unwrap().timestamp(),
+            1_700_000_000 - 5400
+        );
+        assert_eq!(parse_until("10s", now).unwrap().timestamp(), 1_699_999_990);
+        assert_eq!(
+            parse_until("1600000000", now).unwrap().timestamp(),
+            1_600_000_000
+        );
+        assert_eq!(
+            parse_until("2024-01-02", now).unwrap().to_rfc3339(),
+            "2024-01-02T00:00:00+00:00"
+        );
+        assert!(parse_until("2024-01-02T03:04:05Z", now).is_some());
+        assert!(parse_until("abc", now).is_none());
+        assert!(parse_until("5x", now).is_none());
+    }
+}

@@ -505,3 +505,120 @@ fn hostile_cp_stays_inside_the_container() {
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "HOST SECRET\n");
     d.ok(&["rm", "-f", id]);
 }
+
+#[test]
+fn init_reaps_forwards_and_passes_the_exit_code() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    // PID 1 is berth's init, the command its child.
+    let ps = d.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox:local",
+        "ps",
+        "-o",
+        "pid,args",
+    ]);
+    let first = ps.lines().nth(1).unwrap_or("");
+    assert!(
+        first.trim_start().starts_with("1 ") && first.contains("berth-shim --init -- ps"),
+        "{ps}"
+    );
+    // Orphans are reaped: no zombie left after their parent is gone.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox:local",
+        "sh",
+        "-c",
+        "(sleep 0.2 &); (sleep 0.2 &); sleep 1; ps -o stat,comm",
+    ]);
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with('Z')),
+        "{out}"
+    );
+    // The exit code is the command's.
+    let o = d.docker(&["run", "--init", "busybox:local", "sh", "-c", "exit 7"]);
+    assert_eq!(o.code, 7, "{}", o.stderr);
+    // SIGTERM reaches a command that is not PID 1 (and so dies of it): 128+15, not a kill.
+    let id = d.ok(&["run", "-d", "--init", "busybox:local", "sleep", "1000"]);
+    let id = id.trim();
+    d.ok(&["stop", "-t", "30", id]);
+    assert_eq!(inspect(&d, id, "{{.State.ExitCode}}"), "143");
+    assert_eq!(
+        inspect(&d, id, "{{.HostConfig.Init}} {{.Path}}"),
+        "true sleep"
+    );
+    // Nothing was written into the container's filesystem for the init.
+    assert_eq!(d.ok(&["diff", id]), "");
+    d.ok(&["rm", id]);
+}
+
+#[test]
+fn prune_filters_until_and_labels() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let mk = |label: &str| {
+        d.ok(&["create", "--label", label, "busybox:local", "true"])
+            .trim()
+            .to_string()
+    };
+    let a = mk("team=a");
+    let b = mk("team=b");
+    let keep = mk("keep");
+    let running = d.ok(&[
+        "run",
+        "-d",
+        "--label",
+        "team=a",
+        "busybox:local",
+        "sleep",
+        "1000",
+    ]);
+    let running = running.trim().to_string();
+    // `until=1h`: nothing is that old.
+    let out = d.ok(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert!(out.contains("Total reclaimed space: 0B"), "{out}");
+    assert_eq!(d.ok(&["ps", "-aq"]).lines().count(), 4);
+    // `label=team=a`: only the stopped one of team a.
+    let out = d.ok(&["container", "prune", "-f", "--filter", "label=team=a"]);
+    assert!(
+        out.contains(&a) && !out.contains(&b) && !out.contains(&running),
+        "{out}"
+    );
+    // `label!=keep` with a time in the future: b goes, keep stays.
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let out = d.ok(&[
+        "container",
+        "prune",
+        "-f",
+        "--filter",
+        "label!=keep",
+        "--filter",
+        &format!("until={future}"),
+    ]);
+    assert!(out.contains(&b) && !out.contains(&keep), "{out}");
+    let o = d.docker(&["container", "prune", "-f", "--filter", "until=yesterday"]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr
+            .contains("failed to parse value as time or duration"),
+        "{}",
+        o.stderr
+    );
+    let o = d.docker(&["container", "prune", "-f", "--filter", "nosuch=1"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("invalid filter 'nosuch'"), "{}", o.stderr);
+    // system prune removes stopped containers too, the running one stays.
+    d.ok(&["system", "prune", "-f"]);
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), &running[..12]);
+    d.ok(&["rm", "-f", &running]);
+}

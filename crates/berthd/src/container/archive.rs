@@ -304,7 +304,45 @@ pub async fn export(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<mpsc::Receiver<Byte
 pub fn changes(layer: &LayerPaths) -> Vec<Value> {
     let mut out = Vec::new();
     walk(&layer.upper, &layer.upper, &layer.lowers, &mut out);
-    out
+    hide_init_paths(out)
+}
+
+/// Mount points every container gets (dockerd keeps them in an init layer that `diff` does not
+/// show): the API filesystems and the files berthd bind-mounts.
+const INIT_PATHS: &[&str] = &[
+    "/dev",
+    "/proc",
+    "/sys",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/.dockerenv",
+];
+
+/// Drops the init paths (and what is under them), then directories reported only because they
+/// hold one (`C /etc` for a new `/etc/hosts`).
+fn hide_init_paths(out: Vec<Value>) -> Vec<Value> {
+    let path = |v: &Value| v["Path"].as_str().unwrap_or("").to_string();
+    let under = |p: &str, dir: &str| p == dir || p.starts_with(&format!("{dir}/"));
+    let hidden: Vec<String> = out
+        .iter()
+        .map(path)
+        .filter(|p| INIT_PATHS.iter().any(|i| under(p, i)))
+        .collect();
+    let kept: Vec<Value> = out
+        .into_iter()
+        .filter(|v| !hidden.contains(&path(v)))
+        .collect();
+    let paths: Vec<String> = kept.iter().map(path).collect();
+    kept.into_iter()
+        .filter(|v| {
+            let p = path(v);
+            let only_init = v["Kind"] == 0
+                && hidden.iter().any(|h| h.starts_with(&format!("{p}/")))
+                && !paths.iter().any(|q| q.starts_with(&format!("{p}/")));
+            !only_init
+        })
+        .collect()
 }
 
 fn walk(top: &Path, dir: &Path, lowers: &[PathBuf], out: &mut Vec<Value>) {

@@ -226,6 +226,18 @@ pub fn labels_match(
     })
 }
 
+/// Prune's label filters: every `label` must match and no `label!` may (`key` or `key=value`).
+pub fn prune_labels_match(
+    f: &Filters,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let one = |x: &String| match x.split_once('=') {
+        Some((k, v)) => labels.get(k).map(String::as_str) == Some(v),
+        None => labels.contains_key(x.as_str()),
+    };
+    f.get("label").iter().all(one) && !f.get("label!").iter().any(one)
+}
+
 /// Selects and orders containers for `GET /containers/json`. `image_matches(ancestor, rec)` tells
 /// whether a container descends from an image reference.
 pub fn select(

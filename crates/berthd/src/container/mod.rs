@@ -5,6 +5,7 @@ pub mod attach;
 pub mod create;
 pub mod delete;
 pub mod health;
+pub mod init;
 pub mod list;
 pub mod logcfg;
 pub mod logs;
@@ -71,10 +72,10 @@ pub struct Record {
     /// (reserved for restart policies).
     #[serde(default)]
     pub has_been_manually_stopped: bool,
-}
     /// Networks asked for and, while running, attached (see [`crate::networks`]).
     #[serde(default)]
     pub network: crate::networks::NetRecord,
+}
 
 impl Record {
     /// A fresh `created` state.
