@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod build;
 pub mod config;
 pub mod container;
 pub mod daemon;

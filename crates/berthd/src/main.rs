@@ -53,6 +53,7 @@ async fn run(settings: berthd::Settings) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", pidfile.display()))?;
     let d = berthd::Daemon::open(settings)?;
     d.restore().await?;
+    berthd::build::init(&d).await?;
     tracing::info!(shim = %d.shim.display(), "berthd {} ready", env!("CARGO_PKG_VERSION"));
     let mut paths = Vec::new();
     for (path, l) in listeners {

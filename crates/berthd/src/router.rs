@@ -105,6 +105,8 @@ async fn route(
         (&Method::GET, ["events"]) => events(d, &q),
         (&Method::GET, ["system", "df"]) => system_df(d).await,
         (&Method::POST, ["auth"]) => crate::auth::handle(d, req).await,
+        (&Method::POST, ["build"]) => crate::build::build(d, req).await,
+        (&Method::POST, ["build", "prune"]) => Ok(json(200, &crate::build::prune(d, &q).await?)),
         (_, ["exec", id, rest @ ..]) => exec_route(d, &method, id, rest, &q, req).await,
         (&Method::GET, ["networks"]) => {
             Ok(json(200, &crate::networks::list(d, &q.filters()?)?))
@@ -790,7 +792,7 @@ async fn system_df(d: &Arc<Daemon>) -> Result<Resp> {
             "Images": image_vals,
             "Containers": containers,
             "Volumes": volumes,
-            "BuildCache": [],
+            "BuildCache": crate::build::df(d),
         }),
     ))
 }
