@@ -77,11 +77,8 @@ impl Daemon {
             ..Default::default()
         })
         .map_err(|e| Error::internal(format!("registry client: {e}")))?;
-        let network = crate::networks::open(
-            &settings.data_root,
-            &settings.exec_root,
-            &settings.network,
-        )?;
+        let network =
+            crate::networks::open(&settings.data_root, &settings.exec_root, &settings.network)?;
         Ok(Arc::new(Daemon {
             network,
             shim: crate::shim::find_shim(),

@@ -368,6 +368,11 @@ pub async fn on_start(d: &Arc<Daemon>, c: &Arc<Ctr>, rec: &mut Record) -> Result
         r.network.sandbox_key = key.clone();
     });
     rec.network = c.snapshot().network;
+    for name in eps.keys() {
+        if let Ok(n) = d.network.inspect_network(name) {
+            network_event(d, "connect", &n, Some(&c.id));
+        }
+    }
     Ok(StartedNet { cn: Some(cn) })
 }
 
@@ -412,6 +417,16 @@ pub fn write_files(rec: &Record, p: &CtrPaths, net: &StartedNet) -> Result<()> {
 
 /// Container exit, failed start, kill, removal: releases its endpoints (idempotent).
 pub async fn on_stop(d: &Arc<Daemon>, c: &Arc<Ctr>) {
+    let live: Vec<String> = if c.snapshot().network.sandbox_key.is_empty() {
+        Vec::new()
+    } else {
+        c.snapshot().network.endpoints.keys().cloned().collect()
+    };
+    for name in live {
+        if let Ok(n) = d.network.inspect_network(&name) {
+            network_event(d, "disconnect", &n, Some(&c.id));
+        }
+    }
     let id = c.id.clone();
     if let Err(e) = blocking(d, move |n| n.teardown(&id)).await {
         tracing::warn!(id = %c.id, "network teardown: {e}");
@@ -591,9 +606,9 @@ pub fn list(d: &Arc<Daemon>, f: &Filters) -> Result<Vec<NetworkResource>> {
         })
         .filter(|n| {
             let ds = f.get("driver");
-            ds.is_empty() || ds.iter().any(|x| *x == n.driver)
+            ds.is_empty() || ds.contains(&n.driver)
         })
-        .filter(|n| f.get("scope").is_empty() || f.get("scope").iter().any(|x| *x == n.scope))
+        .filter(|n| f.get("scope").is_empty() || f.get("scope").contains(&n.scope))
         .filter(|n| {
             f.get("label").iter().all(|l| match l.split_once('=') {
                 Some((k, v)) => n.labels.get(k).is_some_and(|x| x == v),
@@ -650,7 +665,7 @@ pub async fn create(d: &Arc<Daemon>, req: NetworkCreateRequest) -> Result<Value>
     if let Ok(n) = d.network.inspect_network(&r.id) {
         network_event(d, "create", &n, None);
     }
-    Ok(serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)
+    serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))
 }
 
 /// `DELETE /networks/{id}`.

@@ -73,12 +73,8 @@ pub async fn create(
     if publishes && host_config.network_mode == "host" {
         warnings.push("Published ports are discarded when using host network mode".to_string());
     }
-    let network = crate::networks::on_create(
-        d,
-        &config,
-        &mut host_config,
-        networking_config.as_ref(),
-    )?;
+    let network =
+        crate::networks::on_create(d, &config, &mut host_config, networking_config.as_ref())?;
     if host_config.log_config.kind.is_empty() {
         host_config.log_config.kind = "json-file".into();
     }
