@@ -1,5 +1,6 @@
 //! Command implementations and the dispatcher from docker's command names to them.
 
+pub mod build;
 pub mod container;
 pub mod cp;
 pub mod exec;
@@ -118,6 +119,7 @@ pub fn lookup(args: &[String]) -> Option<(Command, usize)> {
                 "load" => "image load",
                 "history" => "image history",
                 "prune" => "image prune",
+                "build" => "image build",
                 _ => return None,
             };
             pick(real)
@@ -131,6 +133,8 @@ pub fn lookup(args: &[String]) -> Option<(Command, usize)> {
             "prune" => "volume prune",
             _ => return None,
         }),
+        ("builder", Some("prune")) => pick("builder prune"),
+        ("builder", Some("build")) => pick("builder build"),
         ("system", Some("info")) => pick("system info"),
         ("system", Some("df")) => pick("system df"),
         ("system", Some("prune")) => pick("system prune"),
@@ -140,7 +144,7 @@ pub fn lookup(args: &[String]) -> Option<(Command, usize)> {
             | "images" | "tag" | "rmi" | "import" | "pull" | "version" | "info" | "attach"
             | "wait" | "restart" | "exec" | "pause" | "unpause" | "rename" | "top" | "port"
             | "update" | "stats" | "cp" | "diff" | "export" | "commit" | "events" | "history"
-            | "save" | "load" | "push" | "login" | "logout" => c,
+            | "save" | "load" | "push" | "login" | "logout" | "build" => c,
             _ => return None,
         }),
     }
@@ -237,6 +241,10 @@ pub static COMMANDS: std::sync::LazyLock<Vec<Command>> = std::sync::LazyLock::ne
         ("image push", registry::PUSH),
         ("login", registry::LOGIN),
         ("logout", registry::LOGOUT),
+        ("build", build::BUILD),
+        ("image build", build::BUILD),
+        ("builder build", build::BUILD),
+        ("builder prune", build::PRUNE),
     ] {
         v.push(Command {
             path: Box::leak(path.to_string().into_boxed_str()),
@@ -248,6 +256,9 @@ pub static COMMANDS: std::sync::LazyLock<Vec<Command>> = std::sync::LazyLock::ne
 
 /// Runs a parsed command.
 pub async fn dispatch(ctx: &Ctx, cmd: &Command, m: Matches) -> CmdResult {
+    if build::handles(cmd.path) {
+        return build::dispatch(ctx, cmd.path, m).await;
+    }
     if cmd.path.starts_with("network ") {
         if let Some(r) = network::dispatch(ctx, cmd.path, m).await {
             return r;
