@@ -252,17 +252,8 @@ pub fn on_create(
             rec.endpoints_config.insert(n.name, es.unwrap_or_default());
         }
     }
-    if rec.endpoints_config.len() > 1 {
-        return Err(Error::invalid(
-            "Container cannot be connected to network endpoints: only one network can be given at create",
-        ));
-    }
+    // Several networks at create (API 1.44): the mode's first, the others joined at start too.
     let mut es = rec.endpoints_config.remove(&net.name).unwrap_or_default();
-    if let Some(other) = rec.endpoints_config.keys().next() {
-        return Err(Error::invalid(format!(
-            "network {other} is not the container's network mode {mode}"
-        )));
-    }
     let static_ip = es
         .ipam_config
         .as_ref()

@@ -625,3 +625,69 @@ fn containers_keep_their_network_across_a_daemon_restart() {
     assert!(!o.stdout.contains("Address 1") || o.code != 0, "{o:?}");
     finish(d);
 }
+
+#[test]
+fn daemon_network_config_keys_and_multi_network_create() {
+    if !can_run() {
+        return;
+    }
+    let mut d = daemon();
+    let s = slot(&d);
+    let br = format!("bcf{}", std::process::id() % 100000);
+    let table = format!("bcft{}", std::process::id());
+    d.terminate();
+    std::fs::write(
+        d.dir.join("daemon.json"),
+        format!(
+            r#"{{"bridge":"{br}","bip":"10.218.{s}.1/24","nft-table":"{table}","default-address-pools":[{{"base":"10.219.{s}.0/24","size":26}}]}}"#
+        ),
+    )
+    .unwrap();
+    d.spawn();
+    let addr = out(Command::new("ip").args(["-o", "-4", "addr", "show", "dev", &br]));
+    assert!(addr.contains(&format!("10.218.{s}.1/24")), "{addr}");
+    let tables = out(Command::new("nft").args(["list", "tables"]));
+    assert!(tables.contains(&table), "{tables}");
+    let o = d.ok(&["run", "--rm", BB, "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(o.contains(&format!("10.218.{s}.")), "{o}");
+    d.ok(&["network", "create", "m1"]);
+    d.ok(&["network", "create", "m2"]);
+    let sub = d.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "m2",
+    ]);
+    assert!(sub.starts_with(&format!("10.219.{s}.")), "{sub}");
+    // Two networks in one create (API 1.44), both joined at start.
+    let r = d
+        .raw(
+            "POST",
+            "/v1.44/containers/create?name=multi",
+            Some(&format!(
+                r#"{{"Image":"{BB}","Cmd":["sleep","300"],"HostConfig":{{"NetworkMode":"m1"}},"NetworkingConfig":{{"EndpointsConfig":{{"m1":{{}},"m2":{{"Aliases":["two"]}}}}}}}}"#
+            )),
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    d.ok(&["start", "multi"]);
+    let o = d.ok(&["exec", "multi", "ip", "-o", "-4", "addr"]);
+    assert!(o.contains("eth0") && o.contains("eth1"), "{o}");
+    let o = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "m2",
+        BB,
+        "sh",
+        "-c",
+        "ping -c1 -W2 two >/dev/null && echo reached",
+    ]);
+    assert_eq!(o.trim(), "reached");
+    finish(d);
+    let links = out(Command::new("ip").args(["-o", "link"]));
+    assert!(!links.contains(&br), "{links}");
+    let tables = out(Command::new("nft").args(["list", "tables"]));
+    assert!(!tables.contains(&table), "{tables}");
+}
