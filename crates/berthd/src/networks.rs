@@ -236,10 +236,12 @@ pub fn on_create(
     let mode = mode_network(&hc.network_mode)
         .unwrap_or("bridge")
         .to_string();
-    let net = d
+    // Like dockerd, an unknown network fails the start, not the create (compose creates in any order).
+    let net_name = d
         .network
         .inspect_network(&mode)
-        .map_err(|_| Error::NotFound(format!("network {mode} not found")))?;
+        .map(|n| n.name)
+        .unwrap_or(mode.clone());
     if let Some(eps) = networking.and_then(|v| v.get("EndpointsConfig")) {
         let eps: BTreeMap<String, Option<EndpointSettings>> =
             serde_json::from_value(eps.clone()).map_err(|e| Error::invalid(e.to_string()))?;
@@ -248,18 +250,19 @@ pub fn on_create(
             let n = d
                 .network
                 .inspect_network(&name)
-                .map_err(|_| Error::NotFound(format!("network {name} not found")))?;
-            rec.endpoints_config.insert(n.name, es.unwrap_or_default());
+                .map(|n| n.name)
+                .unwrap_or(name);
+            rec.endpoints_config.insert(n, es.unwrap_or_default());
         }
     }
     // Several networks at create (API 1.44): the mode's first, the others joined at start too.
-    let mut es = rec.endpoints_config.remove(&net.name).unwrap_or_default();
+    let mut es = rec.endpoints_config.remove(&net_name).unwrap_or_default();
     let static_ip = es
         .ipam_config
         .as_ref()
         .is_some_and(|c| !c.ipv4_address.is_empty());
     if (static_ip || es.aliases.as_ref().is_some_and(|a| !a.is_empty()))
-        && (net.name == "bridge" || net.name == "host" || net.name == "none")
+        && (net_name == "bridge" || net_name == "host" || net_name == "none")
     {
         if static_ip {
             return Err(Error::invalid(
@@ -279,7 +282,7 @@ pub fn on_create(
         // dockerd discards published ports in host mode (the CLI warns).
         hc.port_bindings.clear();
     }
-    rec.endpoints_config.insert(net.name, es);
+    rec.endpoints_config.insert(net_name, es);
     Ok(rec)
 }
 

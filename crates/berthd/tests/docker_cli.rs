@@ -1138,6 +1138,17 @@ fn network_modes() {
         o.stderr
     );
     let o = d.docker(&["run", "--rm", "-p", "8080:80", "busybox:local", "true"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-p",
+        "8080:80",
+        "busybox:local",
+        "true",
+    ]);
     assert_eq!(o.code, 0);
     assert!(
         o.stderr.contains("Published ports are discarded"),
