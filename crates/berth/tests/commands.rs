@@ -671,3 +671,88 @@ fn login_push_pull_share_docker_config() {
         format!("{image}\n")
     );
 }
+
+#[test]
+fn attach_and_start_ai() {
+    let Some(d) = setup() else { return };
+    ok(&d.run(&["run", "-dit", "--name", "sh1", "bb:1", "sh"]), "run -dit");
+    let (rc, shown) = pty_run(
+        &d,
+        &["attach", "sh1"],
+        &[("", "echo $((6*7))\r"), ("42", "\x10\x11")],
+    );
+    assert_eq!(rc, 0, "{shown}");
+    assert!(shown.contains("42") && !shown.contains("HUNG"), "{shown}");
+    let st = ok(&d.run(&["inspect", "-f", "{{.State.Running}}", "sh1"]), "inspect");
+    assert_eq!(st, "true\n", "detaching leaves the container running");
+    let (rc, shown) = pty_run(
+        &d,
+        &["attach", "--detach-keys", "ctrl-x", "sh1"],
+        &[("", "echo ok$((1+1))\r"), ("ok2", "\x18")],
+    );
+    assert_eq!(rc, 0, "{shown}");
+
+    // start -ai: the container's terminal, then its exit code.
+    ok(&d.run(&["create", "-it", "--name", "sh2", "bb:1", "sh"]), "create -it");
+    let (rc, shown) = pty_run(&d, &["start", "-ai", "sh2"], &[("# ", "exit 5\r")]);
+    assert_eq!(rc, 5, "{shown}");
+
+    // --no-stdin on a container without a terminal: its output, then its exit code.
+    ok(&d.run(&["run", "-d", "--name", "late", "bb:1", "sh", "-c", "sleep 1; echo late; exit 4"]), "run");
+    let o = d.run(&["attach", "--no-stdin", "late"]);
+    assert_eq!((code(&o), out(&o)), (4, "late\n".to_string()), "{}", err(&o));
+    let o = d.run(&["attach", "late"]);
+    assert_eq!(
+        (code(&o), err(&o).as_str()),
+        (1, "You cannot attach to a stopped container, start it first\n")
+    );
+
+    // --sig-proxy (default): a SIGTERM to the CLI reaches the container.
+    ok(
+        &d.run(&[
+            "run", "-d", "--name", "sp", "bb:1", "sh", "-c",
+            "trap 'echo got; exit 9' TERM; while true; do sleep 0.1; done",
+        ]),
+        "run trap",
+    );
+    let child = d
+        .cmd(&["attach", "sp"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!((code(&o), out(&o)), (9, "got\n".to_string()), "{}", err(&o));
+}
+
+#[test]
+fn stats_and_events_stream() {
+    let Some(d) = setup() else { return };
+    ok(&d.run(&["run", "-d", "--name", "st", "bb:1", "sleep", "1000"]), "run");
+    let spawn = |args: &[&str]| {
+        d.cmd(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let stats = spawn(&["stats", "--format", "{{.Name}} {{.PIDs}}"]);
+    let events = spawn(&["events", "--filter", "event=start", "--format", "{{.Action}} {{.Actor.Attributes.name}}"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ok(&d.run(&["run", "-d", "--name", "later", "bb:1", "true"]), "run later");
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    for c in [&stats, &events] {
+        std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+    }
+    let s = out(&stats.wait_with_output().unwrap());
+    assert!(s.lines().filter(|l| *l == "st 1").count() >= 2, "redrawn: {s}");
+    let e = out(&events.wait_with_output().unwrap());
+    assert_eq!(e, "start later\n");
+}
