@@ -22,6 +22,7 @@ pub mod signal;
 pub mod system;
 pub mod util;
 pub mod volumes;
+pub mod volumes_from;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -76,6 +76,7 @@ macro_rules! container_flags {
             v("user", Some('u'), "Username or UID (format: <name|uid>[:<group|gid>])"),
             v("uts", None, "UTS namespace to use"),
             l("volume", Some('v'), "Bind mount a volume"),
+            l("volumes-from", None, "Mount volumes from the specified container(s)"),
             v("workdir", Some('w'), "Working directory inside the container"),
         ]
     };
@@ -457,6 +458,10 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
         && let Some((rows, cols)) = tty::size()
     {
         h.console_size = Some([rows as u32, cols as u32]);
+    }
+    if !m.values("volumes-from").is_empty() {
+        h.extra
+            .insert("VolumesFrom".into(), serde_json::json!(m.values("volumes-from")));
     }
     req.networking_config = Some(super::network::endpoints_config(
         &h.network_mode,

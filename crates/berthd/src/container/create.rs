@@ -157,6 +157,7 @@ pub async fn create(
 }
 
 async fn finish_create(d: &Arc<Daemon>, rec: &mut Record) -> Result<()> {
+    crate::volumes_from::expand(d, rec)?;
     super::spec::user_mounts(rec, &d.settings.data_root.join("volumes"))?;
     super::spec::assign_anonymous_volumes(rec, &d.settings.data_root.join("volumes"))?;
     for cap in rec
