@@ -460,8 +460,10 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
         h.console_size = Some([rows as u32, cols as u32]);
     }
     if !m.values("volumes-from").is_empty() {
-        h.extra
-            .insert("VolumesFrom".into(), serde_json::json!(m.values("volumes-from")));
+        h.extra.insert(
+            "VolumesFrom".into(),
+            serde_json::json!(m.values("volumes-from")),
+        );
     }
     req.networking_config = Some(super::network::endpoints_config(
         &h.network_mode,
