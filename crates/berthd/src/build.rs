@@ -553,9 +553,11 @@ impl BuildBackend for DaemonBackend {
                 if let Ok(id) = store.resolve(reference) {
                     return Ok(id);
                 }
-                Err(BuildError::Backend(
-                    crate::distribution::reg_err(e).to_string(),
-                ))
+                // The registry's message alone (e.g. a DNS failure) does not name the image.
+                Err(BuildError::Backend(format!(
+                    "unable to find image '{reference}' locally, and pulling it failed: {}",
+                    crate::distribution::reg_err(e)
+                )))
             }
             Err(e) => Err(be(e)),
         }

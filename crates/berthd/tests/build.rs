@@ -1,0 +1,633 @@
+//! Builds through a real private berthd: berth-build's Dockerfile corpus with `berth build` and with
+//! `DOCKER_BUILDKIT=0 docker build`, each result checked by running it; the cache across rebuilds;
+//! exactly-dependent invalidation; failing steps; bad input; `system df` / `builder prune`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Out, TestDaemon, can_run, run_with_timeout, tail};
+
+fn berth_bin() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_berthd")).with_file_name("berth");
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "berth"])
+            .status()
+            .expect("cargo build -p berth");
+        assert!(st.success(), "building berth failed");
+    }
+    p
+}
+
+/// Which client drives the build.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cli {
+    Docker,
+    Berth,
+}
+
+fn build_cmd(d: &TestDaemon, cli: Cli, args: &[&str], dir: &Path, stdin: Option<&[u8]>) -> Out {
+    let mut cmd = match cli {
+        Cli::Docker => {
+            let mut c = Command::new(common::docker_bin());
+            c.arg("build").env("DOCKER_BUILDKIT", "0");
+            c
+        }
+        Cli::Berth => {
+            let mut c = Command::new(berth_bin());
+            c.arg("build");
+            c
+        }
+    };
+    cmd.args(args)
+        .current_dir(dir)
+        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .env_remove("BERTH_HOST")
+        .env("DOCKER_CONFIG", d.dir.join("docker-config"))
+        .env_remove("DOCKER_CONTEXT");
+    run_with_timeout(cmd, stdin, Duration::from_secs(120))
+}
+
+fn write_tree(dir: &Path, files: &[(&str, &str)]) {
+    for (p, c) in files {
+        let f = dir.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, c).unwrap();
+    }
+}
+
+/// The corpus' shared context (as crates/berth-build/tests/corpus.rs makes it).
+fn make_context(dir: &Path) {
+    write_tree(
+        dir,
+        &[
+            ("a.txt", "a"),
+            ("b.txt", "b"),
+            ("dir/x.txt", "x"),
+            ("dir/sub/y.txt", "y"),
+            ("skip.log", "s"),
+            ("keep.log", "k"),
+            ("docs/README.md", "r"),
+            ("docs/other.md", "o"),
+        ],
+    );
+    std::os::unix::fs::symlink("a.txt", dir.join("link")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", dir.join("escape")).unwrap();
+    // app.tar.gz holding hello/world.txt, for ADD's auto-extraction.
+    let src = dir.join(".mk");
+    write_tree(&src, &[("hello/world.txt", "world")]);
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-czf")
+        .arg(dir.join("app.tar.gz"))
+        .arg("hello")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(&src).unwrap();
+}
+
+/// A fresh directory inside the daemon's private dir (removed with it).
+fn ctx_dir(d: &TestDaemon, name: &str) -> PathBuf {
+    let p = d.dir.join("ctx").join(name);
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// `busybox:local` as berth-build's corpus expects it: users app (1000) and groups app, staff.
+fn import_corpus_busybox(d: &TestDaemon) {
+    let r = d.dir.join("corpus-rootfs");
+    for sub in [
+        "bin", "etc", "tmp", "root", "home/app", "usr/bin", "usr/sbin", "sbin",
+    ] {
+        std::fs::create_dir_all(r.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    let st = Command::new("chroot")
+        .arg(&r)
+        .args(["/bin/busybox", "--install", "-s", "/bin"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nstaff:x:50:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(r.join("home/app"), Some(1000), Some(1000)).unwrap();
+    let tar = d.dir.join("corpus-busybox.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&r)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d.ok(&[
+        "import",
+        "-c",
+        "CMD [\"sh\"]",
+        tar.to_str().unwrap(),
+        "busybox:local",
+    ]);
+}
+
+/// `docker inspect`'s pointer for a pointer into the image config JSON.
+fn inspect_pointer(ptr: &str) -> String {
+    if let Some(rest) = ptr.strip_prefix("/config/") {
+        return format!("/Config/{rest}");
+    }
+    if let Some(rest) = ptr.strip_prefix("/rootfs/diff_ids") {
+        return format!("/RootFS/Layers{rest}");
+    }
+    let mut c = ptr[1..].chars();
+    match c.next() {
+        Some(f) => format!("/{}{}", f.to_ascii_uppercase(), c.as_str()),
+        None => ptr.to_string(),
+    }
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../berth-build/tests/dockerfiles")
+}
+
+fn matches_hash(want: &serde_json::Value, got: &serde_json::Value) -> bool {
+    match (want.as_str(), got.as_str()) {
+        (Some(w), Some(g)) if w.contains("HASH") => {
+            let (pre, post) = w.split_once("HASH").unwrap();
+            g.starts_with(pre)
+                && g.ends_with(post)
+                && g[pre.len()..g.len() - post.len()]
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit())
+        }
+        _ => want == got,
+    }
+}
+
+/// Builds one corpus Dockerfile with `cli` and checks its expectations by running the image.
+fn run_one(d: &TestDaemon, cli: Cli, name: &str, text: &str) -> Result<(), String> {
+    let ctx = ctx_dir(d, name);
+    make_context(&ctx);
+    std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+    let tag = format!(
+        "corpus-{}-{:?}:latest",
+        name.trim_end_matches(".Dockerfile"),
+        cli
+    )
+    .to_lowercase();
+    let mut args: Vec<String> = vec!["-t".into(), tag.clone()];
+    let mut ignore = String::new();
+    let mut checks = Vec::new();
+    for line in text.lines() {
+        let Some((k, v)) = line.strip_prefix("# ").and_then(|r| r.split_once(": ")) else {
+            continue;
+        };
+        match k {
+            "build-arg" => args.extend(["--build-arg".into(), v.to_string()]),
+            "target" => args.extend(["--target".into(), v.to_string()]),
+            "dockerignore" => {
+                ignore.push_str(v);
+                ignore.push('\n');
+            }
+            _ => checks.push((k.to_string(), v.to_string())),
+        }
+    }
+    std::fs::write(ctx.join(".dockerignore"), ignore).unwrap();
+    args.push(".".into());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = build_cmd(d, cli, &a, &ctx, None);
+    let all = format!("{}{}", o.stdout, o.stderr);
+    let want_err = checks.iter().find(|(k, _)| k == "error").map(|(_, v)| v);
+    match (o.code, want_err) {
+        (0, Some(w)) => return Err(format!("build succeeded, expected error {w:?}\n{all}")),
+        (0, None) => {}
+        (_, Some(w)) => {
+            return if o.stderr.contains(w.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("error output lacks {w:?}:\n{all}"))
+            };
+        }
+        (c, None) => return Err(format!("build failed ({c}):\n{all}")),
+    }
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.ok(&["image", "inspect", &tag])).map_err(|e| e.to_string())?;
+    let inspect = &inspect[0];
+    for (k, v) in &checks {
+        match k.as_str() {
+            "check" => {
+                let r = d.docker(&["run", "--rm", &tag, "sh", "-c", v]);
+                if r.code != 0 {
+                    return Err(format!(
+                        "check {v:?} exited {}: {}{}\n{all}",
+                        r.code, r.stdout, r.stderr
+                    ));
+                }
+            }
+            // History is read through `docker history` (the `history` lines).
+            "config" if v.starts_with("/history") => {}
+            "config" => {
+                let (ptr, want) = match v.split_once('=') {
+                    Some((p, w)) => (
+                        p,
+                        Some(serde_json::from_str::<serde_json::Value>(w).unwrap()),
+                    ),
+                    None => (v.as_str(), None),
+                };
+                // The image config's `config` is `Config` in `docker inspect`.
+                let ptr = inspect_pointer(ptr);
+                let got = inspect.pointer(&ptr);
+                match (got, want) {
+                    (None | Some(serde_json::Value::Null), Some(serde_json::Value::Null)) => {}
+                    (None, _) => return Err(format!("inspect lacks {ptr}: {inspect}")),
+                    (Some(g), Some(w)) if !matches_hash(&w, g) => {
+                        return Err(format!("inspect {ptr} = {g}, want {w}"));
+                    }
+                    _ => {}
+                }
+            }
+            "history" => {
+                let h = d.ok(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", &tag]);
+                if !h.lines().any(|l| l == v) {
+                    return Err(format!("docker history lacks {v:?}:\n{h}"));
+                }
+            }
+            "stream" if !o.stdout.contains(v.as_str()) => {
+                return Err(format!("output lacks {v:?}:\n{all}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn corpus(cli: Cli) {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    import_corpus_busybox(&d);
+    let mut names: Vec<String> = std::fs::read_dir(corpus_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".Dockerfile"))
+        .collect();
+    names.sort();
+    assert!(names.len() > 15, "corpus not found");
+    let mut failures = Vec::new();
+    for n in &names {
+        let text = std::fs::read_to_string(corpus_dir().join(n)).unwrap();
+        if let Err(e) = run_one(&d, cli, n, &text) {
+            failures.push(format!("{n}: {e}"));
+        }
+    }
+    // No build container, mount or layer is left behind by the successful and failed builds.
+    let ps = d.ok(&["ps", "-aq"]);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let leaked: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(d.dir.to_str().unwrap()))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}\nberthd log:\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n\n"),
+        tail(&d.log(), 20)
+    );
+    assert!(leaked.is_empty(), "mounts left: {leaked:?}");
+    // Failed RUN steps keep their container (as dockerd without --force-rm), exited.
+    for id in ps.split_whitespace() {
+        let st = d.ok(&["inspect", "-f", "{{.State.Status}}", id]);
+        assert_eq!(st.trim(), "exited");
+    }
+}
+
+#[test]
+fn corpus_with_docker_cli() {
+    corpus(Cli::Docker);
+}
+
+#[test]
+fn corpus_with_berth_cli() {
+    corpus(Cli::Berth);
+}
+
+fn count(s: &str, pat: &str) -> usize {
+    s.matches(pat).count()
+}
+
+#[test]
+fn cache_hits_and_exact_invalidation() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let ctx = ctx_dir(&d, "c");
+    write_tree(
+        &ctx,
+        &[
+            ("one.txt", "1"),
+            ("two.txt", "2"),
+            (
+                "Dockerfile",
+                "FROM busybox:local AS base\nCOPY one.txt /one\nRUN cat /one > /one.copy\nCOPY two.txt /two\nRUN cat /two > /two.copy\nFROM busybox:local\nCOPY --from=base /one.copy /two.copy /out/\nCMD [\"cat\", \"/out/two.copy\"]\n",
+            ),
+        ],
+    );
+    for cli in [Cli::Docker, Cli::Berth] {
+        let o = build_cmd(&d, cli, &["-t", "cached", "."], &ctx, None);
+        assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    }
+    // The second build above was fully cached: run it again through both clients to be sure.
+    for cli in [Cli::Docker, Cli::Berth] {
+        let o = build_cmd(&d, cli, &["-t", "cached", "."], &ctx, None);
+        assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+        assert_eq!(count(&o.stdout, " ---> Using cache"), 6, "{}", o.stdout);
+        assert_eq!(count(&o.stdout, " ---> Running in"), 0, "{}", o.stdout);
+    }
+    // Changing two.txt re-runs exactly COPY two.txt, the RUN after it and the final COPY --from.
+    std::fs::write(ctx.join("two.txt"), "22").unwrap();
+    let o = build_cmd(&d, Cli::Berth, &["-t", "cached", "."], &ctx, None);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(count(&o.stdout, " ---> Using cache"), 2, "{}", o.stdout);
+    assert_eq!(count(&o.stdout, " ---> Running in"), 1, "{}", o.stdout);
+    assert_eq!(d.ok(&["run", "--rm", "cached"]), "22");
+    // A metadata-only change (mtime) does not invalidate.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.join("one.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
+    let o = build_cmd(&d, Cli::Docker, &["-t", "cached", "."], &ctx, None);
+    assert_eq!(count(&o.stdout, " ---> Using cache"), 6, "{}", o.stdout);
+    // Build cache accounting and pruning.
+    let df = d.ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    let n: usize = df
+        .lines()
+        .find_map(|l| l.strip_prefix("Build Cache "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(n >= 6, "system df: {df}");
+    let o = d.docker(&["builder", "prune", "-f"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("Total reclaimed space"), "{}", o.stdout);
+    let df = d.ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(df.contains("Build Cache 0"), "{df}");
+    let o = build_cmd(&d, Cli::Berth, &["-t", "cached", "."], &ctx, None);
+    assert_eq!(count(&o.stdout, " ---> Using cache"), 0, "{}", o.stdout);
+}
+
+#[test]
+fn failing_run_reports_and_cleans_up() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let ctx = ctx_dir(&d, "c");
+    write_tree(
+        &ctx,
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN echo about to fail; echo on-stderr >&2; exit 7\n",
+        )],
+    );
+    for cli in [Cli::Docker, Cli::Berth] {
+        let o = build_cmd(&d, cli, &["--force-rm", "."], &ctx, None);
+        assert_eq!(o.code, 7, "{cli:?}: {}{}", o.stdout, o.stderr);
+        assert!(o.stdout.contains("about to fail"), "{}", o.stdout);
+        assert!(o.stdout.contains("on-stderr"), "{}", o.stdout);
+        assert!(
+            o.stderr.contains(
+                "The command '/bin/sh -c echo about to fail; echo on-stderr >&2; exit 7' returned a non-zero code: 7"
+            ),
+            "{}",
+            o.stderr
+        );
+        assert_eq!(d.ok(&["ps", "-aq"]).trim(), "", "{cli:?}: container left");
+    }
+    // Without --force-rm the failed step's container stays (exited, unmounted), as with dockerd.
+    let o = build_cmd(&d, Cli::Docker, &["."], &ctx, None);
+    assert_eq!(o.code, 7);
+    let ids = d.ok(&["ps", "-aq"]);
+    assert_eq!(ids.lines().count(), 1, "{ids}");
+    d.ok(&["rm", ids.trim()]);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(d.dir.to_str().unwrap()),
+        "mounts left under {}",
+        d.dir.display()
+    );
+    let layers = d.dir.join("data/build/layers");
+    let left = std::fs::read_dir(&layers).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(left, 0, "build layer markers left in {}", layers.display());
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let ctx = ctx_dir(&d, "c");
+    let dir = ctx.as_path();
+    write_tree(dir, &[("a.txt", "a")]);
+    std::os::unix::fs::symlink("/etc", dir.join("hostetc")).unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "FROM busybox:local\nRUNN echo hi\n",
+            "dockerfile parse error on line 2: unknown instruction: RUNN",
+        ),
+        ("FROM nosuchimage:v1\nRUN true\n", "nosuchimage"),
+        (
+            "FROM busybox:local\nCOPY --from=nosuchstage /x /x\n",
+            "nosuchstage",
+        ),
+        (
+            "FROM busybox:local\nCOPY hostetc/shadow /stolen\n",
+            "not found in build context",
+        ),
+    ];
+    for cli in [Cli::Docker, Cli::Berth] {
+        for (df, want) in cases {
+            std::fs::write(dir.join("Dockerfile"), df).unwrap();
+            let o = build_cmd(&d, cli, &["."], dir, None);
+            assert_ne!(o.code, 0, "{cli:?} {df:?} built");
+            assert!(
+                o.stderr.contains(want),
+                "{cli:?} {df:?}: stderr lacks {want:?}: {}",
+                o.stderr
+            );
+        }
+    }
+    // `COPY ../outside` stays inside the context: it reads the context's own a.txt.
+    std::fs::write(dir.join("../outside-secret"), "secret").ok();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox:local\nCOPY ../a.txt /got\n",
+    )
+    .unwrap();
+    let o = build_cmd(&d, Cli::Berth, &["-t", "dotdot", "."], dir, None);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(d.ok(&["run", "--rm", "dotdot", "cat", "/got"]), "a");
+    let _ = std::fs::remove_file(dir.join("../outside-secret"));
+}
+
+#[test]
+fn berth_cli_contexts_and_flags() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let ctx = ctx_dir(&d, "c");
+    let dir = ctx.as_path();
+    write_tree(
+        dir,
+        &[
+            ("keep.txt", "keep"),
+            ("ignored.txt", "no"),
+            ("sub/Dockerfile.web", "FROM busybox:local\nCOPY . /ctx/\n"),
+            ("sub/Dockerfile.web.dockerignore", "*.txt\n!keep.txt\n"),
+            (".dockerignore", "keep.txt\n"),
+        ],
+    );
+    // -f inside the context, with its own <Dockerfile>.dockerignore (exceptions honoured).
+    let o = build_cmd(
+        &d,
+        Cli::Berth,
+        &[
+            "-f",
+            "sub/Dockerfile.web",
+            "-t",
+            "a1",
+            "-t",
+            "a2:v2",
+            "--label",
+            "team=x",
+            ".",
+        ],
+        dir,
+        None,
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("Successfully tagged a2:v2"),
+        "{}",
+        o.stdout
+    );
+    d.ok(&["run", "--rm", "a1", "test", "-f", "/ctx/keep.txt"]);
+    let r = d.docker(&["run", "--rm", "a1", "test", "-e", "/ctx/ignored.txt"]);
+    assert_eq!(r.code, 1, "ignored.txt was sent");
+    let l = d.ok(&["inspect", "-f", "{{.Config.Labels.team}}", "a2:v2"]);
+    assert_eq!(l.trim(), "x");
+    // -f - (Dockerfile on stdin) with a directory context; -q and --iidfile.
+    let iid = dir.join("iid");
+    let o = build_cmd(
+        &d,
+        Cli::Berth,
+        &[
+            "-q",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--build-arg",
+            "V=7",
+            "-f",
+            "-",
+            ".",
+        ],
+        dir,
+        Some(b"FROM busybox:local\nARG V\nRUN echo $V > /v\n"),
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(o.stdout.trim(), id);
+    assert_eq!(d.ok(&["run", "--rm", &id, "cat", "/v"]), "7\n");
+    // A Dockerfile alone on stdin; a tarball on stdin; a tarball path.
+    let o = build_cmd(
+        &d,
+        Cli::Berth,
+        &["-t", "stdin-df", "-"],
+        dir,
+        Some(b"FROM busybox:local\nRUN echo hi > /hi\n"),
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let tarball = dir.join("../ctx.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("sub"))
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let data = std::fs::read(&tarball).unwrap();
+    let o = build_cmd(
+        &d,
+        Cli::Berth,
+        &["-t", "fromtar", "-f", "Dockerfile.web", "-"],
+        dir,
+        Some(&data),
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    d.ok(&[
+        "run",
+        "--rm",
+        "fromtar",
+        "test",
+        "-f",
+        "/ctx/Dockerfile.web",
+    ]);
+    let o = build_cmd(
+        &d,
+        Cli::Berth,
+        &[
+            "-t",
+            "fromtar2",
+            "-f",
+            "Dockerfile.web",
+            tarball.to_str().unwrap(),
+        ],
+        dir,
+        None,
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let _ = std::fs::remove_file(&tarball);
+    // --network none reaches RUN; the step view is the plain classic output when piped.
+    let o = build_cmd(
+        &d,
+        Cli::Berth,
+        &["--network", "none", "-f", "-", "."],
+        dir,
+        Some(b"FROM busybox:local\nRUN ! ip -o link | grep -v ' lo:'\n"),
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("Step 2/2 : RUN"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .starts_with("Sending build context to Docker daemon"),
+        "{}",
+        o.stdout
+    );
+}
