@@ -65,3 +65,26 @@ impl Drop for RawGuard {
         let _ = termios::tcsetattr(io::stdin(), OptionalActions::Now, &self.orig);
     }
 }
+
+/// Reads one line from stdin with echo off when stdin is a terminal (a password prompt).
+pub fn read_line_noecho() -> io::Result<String> {
+    use std::io::BufRead as _;
+    let stdin = io::stdin();
+    let saved = if stdin_is_tty() {
+        let orig = termios::tcgetattr(&stdin)?;
+        let mut quiet = orig.clone();
+        quiet.local_modes.remove(termios::LocalModes::ECHO);
+        termios::tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
+        Some(orig)
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let res = stdin.lock().read_line(&mut line);
+    if let Some(orig) = saved {
+        let _ = termios::tcsetattr(&stdin, OptionalActions::Now, &orig);
+        println!();
+    }
+    res?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}

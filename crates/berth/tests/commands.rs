@@ -670,12 +670,31 @@ fn login_push_pull_share_docker_config() {
         ok(&d.run(&["image", "push", "-q", &image]), "push -q"),
         format!("{image}\n")
     );
+
+    // Interactive login in a terminal: the password is not echoed.
+    ok(&d.run(&["logout", &host]), "logout");
+    let (rc, shown) = pty_run(
+        &d,
+        &["login", &host],
+        &[("Username: ", "alice\r"), ("Password: ", "secret\r")],
+    );
+    assert_eq!(rc, 0, "{shown}");
+    assert!(shown.contains("Login Succeeded"), "{shown}");
+    assert!(!shown.contains("secret"), "password echoed: {shown}");
+    assert!(stored(&d).contains("YWxpY2U6c2VjcmV0"));
+}
+
+fn stored(d: &Daemon) -> String {
+    std::fs::read_to_string(d.config.join("config.json")).unwrap_or_default()
 }
 
 #[test]
 fn attach_and_start_ai() {
     let Some(d) = setup() else { return };
-    ok(&d.run(&["run", "-dit", "--name", "sh1", "bb:1", "sh"]), "run -dit");
+    ok(
+        &d.run(&["run", "-dit", "--name", "sh1", "bb:1", "sh"]),
+        "run -dit",
+    );
     let (rc, shown) = pty_run(
         &d,
         &["attach", "sh1"],
@@ -683,7 +702,10 @@ fn attach_and_start_ai() {
     );
     assert_eq!(rc, 0, "{shown}");
     assert!(shown.contains("42") && !shown.contains("HUNG"), "{shown}");
-    let st = ok(&d.run(&["inspect", "-f", "{{.State.Running}}", "sh1"]), "inspect");
+    let st = ok(
+        &d.run(&["inspect", "-f", "{{.State.Running}}", "sh1"]),
+        "inspect",
+    );
     assert_eq!(st, "true\n", "detaching leaves the container running");
     let (rc, shown) = pty_run(
         &d,
@@ -693,24 +715,53 @@ fn attach_and_start_ai() {
     assert_eq!(rc, 0, "{shown}");
 
     // start -ai: the container's terminal, then its exit code.
-    ok(&d.run(&["create", "-it", "--name", "sh2", "bb:1", "sh"]), "create -it");
+    ok(
+        &d.run(&["create", "-it", "--name", "sh2", "bb:1", "sh"]),
+        "create -it",
+    );
     let (rc, shown) = pty_run(&d, &["start", "-ai", "sh2"], &[("# ", "exit 5\r")]);
     assert_eq!(rc, 5, "{shown}");
 
     // --no-stdin on a container without a terminal: its output, then its exit code.
-    ok(&d.run(&["run", "-d", "--name", "late", "bb:1", "sh", "-c", "sleep 1; echo late; exit 4"]), "run");
+    ok(
+        &d.run(&[
+            "run",
+            "-d",
+            "--name",
+            "late",
+            "bb:1",
+            "sh",
+            "-c",
+            "sleep 1; echo late; exit 4",
+        ]),
+        "run",
+    );
     let o = d.run(&["attach", "--no-stdin", "late"]);
-    assert_eq!((code(&o), out(&o)), (4, "late\n".to_string()), "{}", err(&o));
+    assert_eq!(
+        (code(&o), out(&o)),
+        (4, "late\n".to_string()),
+        "{}",
+        err(&o)
+    );
     let o = d.run(&["attach", "late"]);
     assert_eq!(
         (code(&o), err(&o).as_str()),
-        (1, "You cannot attach to a stopped container, start it first\n")
+        (
+            1,
+            "You cannot attach to a stopped container, start it first\n"
+        )
     );
 
     // --sig-proxy (default): a SIGTERM to the CLI reaches the container.
     ok(
         &d.run(&[
-            "run", "-d", "--name", "sp", "bb:1", "sh", "-c",
+            "run",
+            "-d",
+            "--name",
+            "sp",
+            "bb:1",
+            "sh",
+            "-c",
             "trap 'echo got; exit 9' TERM; while true; do sleep 0.1; done",
         ]),
         "run trap",
@@ -734,7 +785,10 @@ fn attach_and_start_ai() {
 #[test]
 fn stats_and_events_stream() {
     let Some(d) = setup() else { return };
-    ok(&d.run(&["run", "-d", "--name", "st", "bb:1", "sleep", "1000"]), "run");
+    ok(
+        &d.run(&["run", "-d", "--name", "st", "bb:1", "sleep", "1000"]),
+        "run",
+    );
     let spawn = |args: &[&str]| {
         d.cmd(args)
             .stdin(std::process::Stdio::null())
@@ -744,15 +798,30 @@ fn stats_and_events_stream() {
             .unwrap()
     };
     let stats = spawn(&["stats", "--format", "{{.Name}} {{.PIDs}}"]);
-    let events = spawn(&["events", "--filter", "event=start", "--format", "{{.Action}} {{.Actor.Attributes.name}}"]);
+    let events = spawn(&[
+        "events",
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    ok(&d.run(&["run", "-d", "--name", "later", "bb:1", "true"]), "run later");
+    ok(
+        &d.run(&["run", "-d", "--name", "later", "bb:1", "true"]),
+        "run later",
+    );
     std::thread::sleep(std::time::Duration::from_millis(3000));
     for c in [&stats, &events] {
-        std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
     }
     let s = out(&stats.wait_with_output().unwrap());
-    assert!(s.lines().filter(|l| *l == "st 1").count() >= 2, "redrawn: {s}");
+    assert!(
+        s.lines().filter(|l| *l == "st 1").count() >= 2,
+        "redrawn: {s}"
+    );
     let e = out(&events.wait_with_output().unwrap());
     assert_eq!(e, "start later\n");
 }

@@ -274,7 +274,11 @@ pub async fn login(ctx: &Ctx, m: Matches) -> CmdResult {
         if pass.is_empty() {
             pass = match stored.filter(|s| s.0 == user) {
                 Some(s) => s.1,
-                None => prompt("Password: ")?,
+                None => {
+                    print!("Password: ");
+                    let _ = std::io::stdout().flush();
+                    crate::tty::read_line_noecho()?
+                }
             };
             if pass.is_empty() {
                 return Err(CliError::Msg("Error: Password Required".into(), 1));
