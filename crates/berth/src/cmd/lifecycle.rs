@@ -279,15 +279,9 @@ fn join_host_port(ip: &str, port: &str) -> String {
     }
 }
 
-/// `berth port`.
-pub async fn port(ctx: &Ctx, m: Matches) -> CmdResult {
-    let client = ctx.client().await?;
-    let name = &m.args[0];
-    let info: J = client.get(&format!("/containers/{}/json", q(name))).await?;
-    let ports = info["NetworkSettings"]["Ports"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+/// `port`'s output lines from inspect's `NetworkSettings.Ports`, or docker's error for `spec`.
+pub fn port_lines(ports: &J, name: &str, spec: Option<&str>) -> Result<Vec<String>, String> {
+    let ports = ports.as_object().cloned().unwrap_or_default();
     let bindings = |k: &str| -> Vec<String> {
         ports
             .get(k)
@@ -304,37 +298,45 @@ pub async fn port(ctx: &Ctx, m: Matches) -> CmdResult {
             })
             .unwrap_or_default()
     };
-    if let Some(spec) = m.args.get(1) {
+    if let Some(spec) = spec {
         let (p, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
         if p.parse::<u16>().is_err() {
-            return Err(CliError::Msg(
+            return Err(format!(
                 "Error: invalid port ({p}): strconv.ParseUint: parsing \"{p}\": invalid syntax"
-                    .to_string(),
-                1,
             ));
         }
-        let key = format!("{p}/{proto}");
-        let b = bindings(&key);
+        let b = bindings(&format!("{p}/{proto}"));
         if b.is_empty() {
-            return Err(CliError::Msg(
-                format!("Error: No public port '{spec}' published for {name}"),
-                1,
+            return Err(format!(
+                "Error: No public port '{spec}' published for {name}"
             ));
         }
-        for x in b {
-            println!("{x}");
-        }
-        return Ok(0);
+        return Ok(b);
     }
     let mut keys: Vec<&String> = ports.keys().collect();
     keys.sort_by_key(|k| {
         let (p, proto) = k.split_once('/').unwrap_or((k, ""));
         (p.parse::<u32>().unwrap_or(0), proto.to_string())
     });
-    for k in keys {
-        for x in bindings(k) {
-            println!("{k} -> {x}");
-        }
+    Ok(keys
+        .into_iter()
+        .flat_map(|k| bindings(k).into_iter().map(move |x| format!("{k} -> {x}")))
+        .collect())
+}
+
+/// `berth port`.
+pub async fn port(ctx: &Ctx, m: Matches) -> CmdResult {
+    let client = ctx.client().await?;
+    let name = &m.args[0];
+    let info: J = client.get(&format!("/containers/{}/json", q(name))).await?;
+    let lines = port_lines(
+        &info["NetworkSettings"]["Ports"],
+        name,
+        m.args.get(1).map(String::as_str),
+    )
+    .map_err(|e| CliError::Msg(e, 1))?;
+    for l in lines {
+        println!("{l}");
     }
     Ok(0)
 }
@@ -855,5 +857,34 @@ mod tests {
             "{l}"
         );
         assert_eq!(join_host_port("::", "80"), "[::]:80");
+    }
+
+    #[test]
+    fn ports_like_docker() {
+        let p: J = serde_json::json!({
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}],
+            "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+            "9000/tcp": null
+        });
+        assert_eq!(
+            port_lines(&p, "web", None).unwrap(),
+            [
+                "53/udp -> 127.0.0.1:5353",
+                "80/tcp -> 0.0.0.0:8080",
+                "80/tcp -> [::]:8080"
+            ]
+        );
+        assert_eq!(
+            port_lines(&p, "web", Some("80")).unwrap(),
+            ["0.0.0.0:8080", "[::]:8080"]
+        );
+        assert_eq!(
+            port_lines(&p, "web", Some("9000")).unwrap_err(),
+            "Error: No public port '9000' published for web"
+        );
+        assert_eq!(
+            port_lines(&p, "web", Some("x/tcp")).unwrap_err(),
+            "Error: invalid port (x): strconv.ParseUint: parsing \"x\": invalid syntax"
+        );
     }
 }

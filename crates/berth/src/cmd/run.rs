@@ -24,11 +24,20 @@ macro_rules! container_flags {
             l("attach", Some('a'), "Attach to STDIN, STDOUT or STDERR"),
             l("cap-add", None, "Add Linux capabilities"),
             l("cap-drop", None, "Drop Linux capabilities"),
+            v("blkio-weight", None, "Block IO (relative weight), between 10 and 1000, or 0 to disable"),
+            v("cgroup-parent", None, "Optional parent cgroup for the container"),
+            v("cgroupns", None, "Cgroup namespace to use (host|private)"),
             v("cidfile", None, "Write the container ID to the file"),
+            v("cpu-period", None, "Limit CPU CFS (Completely Fair Scheduler) period"),
+            v("cpu-quota", None, "Limit CPU CFS (Completely Fair Scheduler) quota"),
             v("cpu-shares", Some('c'), "CPU shares (relative weight)"),
             v("cpus", None, "Number of CPUs"),
             v("cpuset-cpus", None, "CPUs in which to allow execution (0-3, 0,1)"),
+            v("cpuset-mems", None, "MEMs in which to allow execution (0-3, 0,1)"),
             l("device", None, "Add a host device to the container"),
+            l("device-cgroup-rule", None, "Add a rule to the cgroup allowed devices list"),
+            l("device-read-bps", None, "Limit read rate (bytes per second) from a device"),
+            l("device-write-bps", None, "Limit write rate (bytes per second) to a device"),
             l("dns", None, "Set custom DNS servers"),
             l("dns-option", None, "Set DNS options"),
             l("dns-search", None, "Set custom DNS search domains"),
@@ -47,11 +56,14 @@ macro_rules! container_flags {
             v("log-driver", None, "Logging driver for the container"),
             l("log-opt", None, "Log driver options"),
             v("memory", Some('m'), "Memory limit"),
+            v("memory-reservation", None, "Memory soft limit"),
             v("memory-swap", None, "Swap limit equal to memory plus swap: '-1' to enable unlimited swap"),
             l("mount", None, "Attach a filesystem mount to the container"),
             v("name", None, "Assign a name to the container"),
             v("mac-address", None, "Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
             v("network", None, "Connect a container to a network"),
+            b("oom-kill-disable", None, "Disable OOM Killer"),
+            v("oom-score-adj", None, "Tune host's OOM preferences (-1000 to 1000)"),
             l("network-alias", None, "Add network-scoped alias for the container"),
             v("pid", None, "PID namespace to use"),
             v("pids-limit", None, "Tune container pids limit (set -1 for unlimited)"),
@@ -74,6 +86,7 @@ macro_rules! container_flags {
             b("tty", Some('t'), "Allocate a pseudo-TTY"),
             l("ulimit", None, "Ulimit options"),
             v("user", Some('u'), "Username or UID (format: <name|uid>[:<group|gid>])"),
+            v("userns", None, "User namespace to use"),
             v("uts", None, "UTS namespace to use"),
             l("volume", Some('v'), "Bind mount a volume"),
             l("volumes-from", None, "Mount volumes from the specified container(s)"),
@@ -357,7 +370,8 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
     h.dns_options = m.values("dns-option").to_vec();
     h.dns_search = m.values("dns-search").to_vec();
     h.extra_hosts = m.values("add-host").to_vec();
-    h.security_opt = m.values("security-opt").to_vec();
+    h.security_opt = security_opts(m.values("security-opt"))
+        .map_err(|(o, e)| m.bad_value("security-opt", &o, &e))?;
     h.readonly_rootfs = m.flag("read-only");
     h.ipc_mode = m.value("ipc").unwrap_or("").to_string();
     h.pid_mode = m.value("pid").unwrap_or("").to_string();
@@ -449,6 +463,7 @@ pub fn build_create(m: &Matches, is_run: bool) -> Result<(CreateRequest, CreateO
         h.extra
             .insert("Sysctls".into(), serde_json::Value::Object(sysctls));
     }
+    isolation_flags(m, h)?;
     if !m.values("group-add").is_empty() {
         h.extra
             .insert("GroupAdd".into(), serde_json::json!(m.values("group-add")));
@@ -977,6 +992,108 @@ pub async fn attach(ctx: &Ctx, m: Matches) -> CmdResult {
         sig_proxy: !m.has("sig-proxy") || m.flag("sig-proxy"),
     };
     attach_start_wait(&client, id, &o, false, false).await
+}
+
+/// `--security-opt`: as the docker CLI, a seccomp profile file is sent as its content.
+fn security_opts(opts: &[String]) -> Result<Vec<String>, (String, String)> {
+    let mut out = Vec::new();
+    for o in opts {
+        match o.split_once(['=', ':']) {
+            Some(("seccomp", f)) if f != "unconfined" && f != "builtin" => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| (o.clone(), format!("opening seccomp profile ({f}) failed: {e}")))?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| (o.clone(), format!("compacting json for seccomp profile ({f}) failed: {e}")))?;
+                out.push(format!("seccomp={v}"));
+            }
+            _ => out.push(o.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// Resource and isolation flags the daemon reads from `HostConfig` (dockerd's field names).
+fn isolation_flags(
+    m: &Matches,
+    h: &mut berth_api::container::HostConfig,
+) -> Result<(), UsageError> {
+    use serde_json::{Value, json};
+    let x = &mut h.extra;
+    let bytes = |flag: &str, v: &str| {
+        crate::format::ram_in_bytes(v).map_err(|e| m.bad_value(flag, v, &e))
+    };
+    let int = |flag: &str, v: &str| v.parse::<i64>().map_err(|_| m.bad_value(flag, v, "invalid number"));
+    for (flag, key) in [
+        ("cgroup-parent", "CgroupParent"),
+        ("cgroupns", "CgroupnsMode"),
+        ("cpuset-mems", "CpusetMems"),
+        ("userns", "UsernsMode"),
+    ] {
+        if let Some(v) = m.value(flag) {
+            x.insert(key.into(), json!(v));
+        }
+    }
+    if let Some(v) = m.value("memory-reservation") {
+        x.insert("MemoryReservation".into(), json!(bytes("memory-reservation", v)?));
+    }
+    for (flag, key) in [("blkio-weight", "BlkioWeight"), ("oom-score-adj", "OomScoreAdj")] {
+        if let Some(v) = m.value(flag) {
+            x.insert(key.into(), json!(int(flag, v)?));
+        }
+    }
+    if let Some(v) = m.value("cpu-period") {
+        h.cpu_period = int("cpu-period", v)?;
+    }
+    if let Some(v) = m.value("cpu-quota") {
+        h.cpu_quota = int("cpu-quota", v)?;
+    }
+    let x = &mut h.extra;
+    if m.flag("oom-kill-disable") {
+        x.insert("OomKillDisable".into(), json!(true));
+    }
+    let mut ulimits = Vec::new();
+    for u in m.values("ulimit") {
+        let bad = || m.bad_value("ulimit", u, &format!("invalid ulimit argument: {u}"));
+        let (name, lim) = u.split_once('=').ok_or_else(bad)?;
+        let (soft, hard) = lim.split_once(':').unwrap_or((lim, lim));
+        let (soft, hard): (i64, i64) = (soft.parse().map_err(|_| bad())?, hard.parse().map_err(|_| bad())?);
+        ulimits.push(json!({"Name": name, "Soft": soft, "Hard": hard}));
+    }
+    if !ulimits.is_empty() {
+        x.insert("Ulimits".into(), Value::Array(ulimits));
+    }
+    let mut devices = Vec::new();
+    for d in m.values("device") {
+        let parts: Vec<&str> = d.split(':').collect();
+        let (host, inside, perms) = match parts.as_slice() {
+            [h] => (*h, *h, "rwm"),
+            [h, p] if p.chars().all(|c| "rwm".contains(c)) => (*h, *h, *p),
+            [h, c] => (*h, *c, "rwm"),
+            [h, c, p] => (*h, *c, *p),
+            _ => return Err(m.bad_value("device", d, &format!("invalid device specification: {d}"))),
+        };
+        devices.push(json!({"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": perms}));
+    }
+    if !devices.is_empty() {
+        x.insert("Devices".into(), Value::Array(devices));
+    }
+    if !m.values("device-cgroup-rule").is_empty() {
+        x.insert("DeviceCgroupRules".into(), json!(m.values("device-cgroup-rule")));
+    }
+    for (flag, key) in [("device-read-bps", "BlkioDeviceReadBps"), ("device-write-bps", "BlkioDeviceWriteBps")] {
+        let mut list = Vec::new();
+        for t in m.values(flag) {
+            let (path, rate) = t
+                .rsplit_once(':')
+                .ok_or_else(|| m.bad_value(flag, t, &format!("bad format: {t}")))?;
+            let rate = crate::format::ram_in_bytes(rate).map_err(|e| m.bad_value(flag, t, &e))?;
+            list.push(json!({"Path": path, "Rate": rate}));
+        }
+        if !list.is_empty() {
+            x.insert(key.into(), Value::Array(list));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
