@@ -874,16 +874,8 @@ impl Run<'_> {
             empty_layer: true,
         });
         let bytes = serde_json::to_vec(&cfg).map_err(|e| BuildError::Backend(e.to_string()))?;
-        let sum = self.b.store.add_image(
-            &bytes,
-            &mut |_| {
-                Err(berth_image::Error::Internal(
-                    "metadata step without layers".into(),
-                ))
-            },
-            &[],
-        )?;
-        let id = ImageId::parse(&sum.id)?;
+        // With its parent recorded, so it is an intermediate image (not a dangling `<none>`).
+        let id = self.b.store.add_config_image(Some(&st.image), &bytes)?;
         self.b
             .cache
             .insert(&key, id.as_str(), st.image.as_str(), &created_by, 0)?;

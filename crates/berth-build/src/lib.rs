@@ -20,7 +20,7 @@
 //! * Metadata steps (ENV, ARG, LABEL, CMD, ENTRYPOINT, EXPOSE, VOLUME, USER, STOPSIGNAL, HEALTHCHECK,
 //!   SHELL, ONBUILD, MAINTAINER, and WORKDIR when the directory exists) make a new image config with a
 //!   history entry `/bin/sh -c #(nop)  CMD ["sh"]`, `empty_layer: true`, through
-//!   [`berth_image::ImageStore::add_image`]; no container.
+//!   [`berth_image::ImageStore::add_config_image`] (parent recorded); no container.
 //! * RUN: the builder prepares a container layer (`ImageStore::prepare_container_layer(id, image)`),
 //!   prints ` ---> Running in <id>`, calls [`builder::BuildBackend::run`] with a
 //!   [`builder::RunSpec`], commits the layer with `ImageStore::commit` (`created_by`
@@ -71,9 +71,6 @@
 //!    untagged and unused); `GET /system/df` → `BuildCache: cache.du().map(|(k, r)| r.to_api(&k))`.
 //!
 //! # Known gaps
-//! * Metadata-only images are added without a parent record (berth-image's `add_image` has no
-//!   parent argument), so `docker images` lists such intermediates as `<none>` until a
-//!   layer-making child links them; `docker image prune` may remove them (the cache then misses).
 //! * ADD of URLs and git contexts; `RUN --mount=type=secret|ssh` (no BuildKit session to carry
 //!   them); `COPY --parents`; `COPY --exclude` patterns match paths relative to the context root.
 //! * `RUN <<EOF` scripts starting with `#!` are bind-mounted at `/dev/pipes/EOF` and executed, as in

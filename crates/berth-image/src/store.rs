@@ -1007,6 +1007,22 @@ impl ImageStore {
         self.finish_image(pending, &[])
     }
 
+    /// Adds an image whose layers are all in the store (a build step that changed only metadata),
+    /// recording `parent` so that it is an intermediate image (hidden by `images`, named by
+    /// `history`) rather than a dangling one. Errors: InvalidArgument (config), Internal (a layer
+    /// is missing).
+    pub fn add_config_image(
+        &self,
+        parent: Option<&ImageId>,
+        config_json: &[u8],
+    ) -> Result<ImageId> {
+        let config: ImageConfig = serde_json::from_slice(config_json)
+            .map_err(|e| Error::invalid(format!("invalid image config: {e}")))?;
+        let mut st = self.lock();
+        let parent = parent.filter(|p| st.images.contains_key(*p)).cloned();
+        self.commit_image_bytes(&mut st, config_json, config, parent, std::iter::empty())
+    }
+
     /// Starts adding an image from its config JSON (the ID is its digest) for a pull: the caller unpacks
     /// each of [`PendingImage::missing_layers`] with [`ImageStore::unpack_pending_layer`] (from several
     /// threads at once if it likes), then calls [`ImageStore::finish_image`]. Nothing is visible before
@@ -1700,8 +1716,8 @@ impl ImageStore {
         }
     }
 
-    /// `docker history`: one item per config history entry, newest first; the top one carries the
-    /// image ID and tags, the others `<missing>` (as for images without a local parent chain).
+    /// `docker history`: one item per config history entry, newest first; the newest carry the IDs
+    /// and tags of the image and its local parents, the others `<missing>`.
     /// Errors: NotFound, InvalidArgument.
     pub fn history(&self, name_or_id: &str) -> Result<Vec<HistoryItem>> {
         let st = self.lock();
@@ -1734,9 +1750,15 @@ impl ImageStore {
             })
             .collect();
         items.reverse();
-        if let Some(top) = items.first_mut() {
-            top.id = id.to_string();
-            top.tags = Self::tags_and_digests(&st, &id).0;
+        // As dockerd: the newest entries are named by the image and its local parent chain (one
+        // build step, one history entry), the rest stay `<missing>`.
+        let mut cur = Some(id.clone());
+        for item in items.iter_mut() {
+            let Some(i) = cur.take() else { break };
+            let Some(img) = st.images.get(&i) else { break };
+            item.id = i.to_string();
+            item.tags = Self::tags_and_digests(&st, &i).0;
+            cur = img.record.parent.clone();
         }
         Ok(items)
     }

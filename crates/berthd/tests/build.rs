@@ -362,6 +362,10 @@ fn cache_hits_and_exact_invalidation() {
         assert_eq!(count(&o.stdout, " ---> Using cache"), 6, "{}", o.stdout);
         assert_eq!(count(&o.stdout, " ---> Running in"), 0, "{}", o.stdout);
     }
+    // Every history entry is named by an image of the local parent chain, as with dockerd.
+    let ids = d.ok(&["history", "--format", "{{.ID}}", "cached"]);
+    assert_eq!(ids.lines().count(), 3, "{ids}");
+    assert!(!ids.contains("<missing>"), "{ids}");
     // Changing two.txt re-runs exactly COPY two.txt, the RUN after it and the final COPY --from.
     std::fs::write(ctx.join("two.txt"), "22").unwrap();
     let o = build_cmd(&d, Cli::Berth, &["-t", "cached", "."], &ctx, None);
