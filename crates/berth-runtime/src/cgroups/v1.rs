@@ -316,6 +316,8 @@ mod tests {
         cg.create().unwrap();
         let leaf = |h: &str| root.path().join(h).join("berth/abc");
         std::fs::write(leaf("memory").join("memory.memsw.limit_in_bytes"), "").unwrap();
+        // The weight file only exists with a proportional I/O scheduler.
+        std::fs::write(leaf("blkio").join("blkio.weight"), "").unwrap();
         assert_eq!(
             std::fs::read_to_string(leaf("cpuset").join("cpuset.cpus")).unwrap(),
             "0-1"

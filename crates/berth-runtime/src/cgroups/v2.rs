@@ -132,6 +132,19 @@ impl CgroupManager for CgroupV2 {
                 let w = 1 + (u64::from(w).clamp(10, 1000) - 10) * 9999 / 990;
                 write(d, "io.weight", format!("default {w}"))?;
             }
+            // Throttles: one `io.max` line per device, as runc writes them.
+            let lists = [
+                ("rbps", b.throttle_read_bps_device()),
+                ("wbps", b.throttle_write_bps_device()),
+                ("riops", b.throttle_read_iops_device()),
+                ("wiops", b.throttle_write_iops_device()),
+            ];
+            for (key, list) in lists {
+                for t in list.iter().flatten() {
+                    let v = format!("{}:{} {key}={}", t.major(), t.minor(), t.rate());
+                    write(d, "io.max", v)?;
+                }
+            }
         }
         for (k, v) in r.unified().iter().flatten() {
             if k.contains('/') || k.contains("..") {
@@ -237,5 +250,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cg.oom_kill_count(), 1);
+
+        // Reservation, cpuset, block I/O weight and throttles.
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": {"reservation": 33554432},
+            "cpu": {"cpus": "0-1", "mems": "0"},
+            "blockIO": {"weight": 1000,
+                        "throttleWriteBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}]},
+        }))
+        .unwrap();
+        cg.apply(&r).unwrap();
+        assert_eq!(rd("memory.low"), "33554432");
+        assert_eq!(rd("cpuset.cpus"), "0-1");
+        assert_eq!(rd("cpuset.mems"), "0");
+        assert_eq!(rd("io.weight"), "default 10000");
+        assert_eq!(rd("io.max"), "8:0 wbps=1048576");
     }
 }

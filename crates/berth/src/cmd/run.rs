@@ -1000,10 +1000,18 @@ fn security_opts(opts: &[String]) -> Result<Vec<String>, (String, String)> {
     for o in opts {
         match o.split_once(['=', ':']) {
             Some(("seccomp", f)) if f != "unconfined" && f != "builtin" => {
-                let text = std::fs::read_to_string(f)
-                    .map_err(|e| (o.clone(), format!("opening seccomp profile ({f}) failed: {e}")))?;
-                let v: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|e| (o.clone(), format!("compacting json for seccomp profile ({f}) failed: {e}")))?;
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    (
+                        o.clone(),
+                        format!("opening seccomp profile ({f}) failed: {e}"),
+                    )
+                })?;
+                let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    (
+                        o.clone(),
+                        format!("compacting json for seccomp profile ({f}) failed: {e}"),
+                    )
+                })?;
                 out.push(format!("seccomp={v}"));
             }
             _ => out.push(o.clone()),
@@ -1019,10 +1027,12 @@ fn isolation_flags(
 ) -> Result<(), UsageError> {
     use serde_json::{Value, json};
     let x = &mut h.extra;
-    let bytes = |flag: &str, v: &str| {
-        crate::format::ram_in_bytes(v).map_err(|e| m.bad_value(flag, v, &e))
+    let bytes =
+        |flag: &str, v: &str| crate::format::ram_in_bytes(v).map_err(|e| m.bad_value(flag, v, &e));
+    let int = |flag: &str, v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| m.bad_value(flag, v, "invalid number"))
     };
-    let int = |flag: &str, v: &str| v.parse::<i64>().map_err(|_| m.bad_value(flag, v, "invalid number"));
     for (flag, key) in [
         ("cgroup-parent", "CgroupParent"),
         ("cgroupns", "CgroupnsMode"),
@@ -1034,9 +1044,15 @@ fn isolation_flags(
         }
     }
     if let Some(v) = m.value("memory-reservation") {
-        x.insert("MemoryReservation".into(), json!(bytes("memory-reservation", v)?));
+        x.insert(
+            "MemoryReservation".into(),
+            json!(bytes("memory-reservation", v)?),
+        );
     }
-    for (flag, key) in [("blkio-weight", "BlkioWeight"), ("oom-score-adj", "OomScoreAdj")] {
+    for (flag, key) in [
+        ("blkio-weight", "BlkioWeight"),
+        ("oom-score-adj", "OomScoreAdj"),
+    ] {
         if let Some(v) = m.value(flag) {
             x.insert(key.into(), json!(int(flag, v)?));
         }
@@ -1056,7 +1072,10 @@ fn isolation_flags(
         let bad = || m.bad_value("ulimit", u, &format!("invalid ulimit argument: {u}"));
         let (name, lim) = u.split_once('=').ok_or_else(bad)?;
         let (soft, hard) = lim.split_once(':').unwrap_or((lim, lim));
-        let (soft, hard): (i64, i64) = (soft.parse().map_err(|_| bad())?, hard.parse().map_err(|_| bad())?);
+        let (soft, hard): (i64, i64) = (
+            soft.parse().map_err(|_| bad())?,
+            hard.parse().map_err(|_| bad())?,
+        );
         ulimits.push(json!({"Name": name, "Soft": soft, "Hard": hard}));
     }
     if !ulimits.is_empty() {
@@ -1070,17 +1089,31 @@ fn isolation_flags(
             [h, p] if p.chars().all(|c| "rwm".contains(c)) => (*h, *h, *p),
             [h, c] => (*h, *c, "rwm"),
             [h, c, p] => (*h, *c, *p),
-            _ => return Err(m.bad_value("device", d, &format!("invalid device specification: {d}"))),
+            _ => {
+                return Err(m.bad_value(
+                    "device",
+                    d,
+                    &format!("invalid device specification: {d}"),
+                ));
+            }
         };
-        devices.push(json!({"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": perms}));
+        devices.push(
+            json!({"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": perms}),
+        );
     }
     if !devices.is_empty() {
         x.insert("Devices".into(), Value::Array(devices));
     }
     if !m.values("device-cgroup-rule").is_empty() {
-        x.insert("DeviceCgroupRules".into(), json!(m.values("device-cgroup-rule")));
+        x.insert(
+            "DeviceCgroupRules".into(),
+            json!(m.values("device-cgroup-rule")),
+        );
     }
-    for (flag, key) in [("device-read-bps", "BlkioDeviceReadBps"), ("device-write-bps", "BlkioDeviceWriteBps")] {
+    for (flag, key) in [
+        ("device-read-bps", "BlkioDeviceReadBps"),
+        ("device-write-bps", "BlkioDeviceWriteBps"),
+    ] {
         let mut list = Vec::new();
         for t in m.values(flag) {
             let (path, rate) = t
