@@ -618,7 +618,7 @@ fn login_push_pull_share_docker_config() {
     );
     assert_eq!(
         ok(&d.run(&["logout", &host]), "logout twice"),
-        format!("Not logged in to {host}\n")
+        format!("Removing login credentials for {host}\n")
     );
     ok(&d.run(&["rmi", &image]), "rmi");
     let o = d.docker(&["pull", &image]);
@@ -824,4 +824,42 @@ fn stats_and_events_stream() {
     );
     let e = out(&events.wait_with_output().unwrap());
     assert_eq!(e, "start later\n");
+}
+
+#[test]
+fn errors_match_docker() {
+    let Some(d) = setup() else { return };
+    ok(
+        &d.run(&["run", "-d", "--name", "up", "bb:1", "sleep", "1000"]),
+        "run",
+    );
+    ok(&d.run(&["run", "--name", "down", "bb:1", "true"]), "run");
+    for args in [
+        "pause down",
+        "unpause up",
+        "rename nosuch x",
+        "rename up down",
+        "commit nosuch",
+        "history nosuch",
+        "diff nosuch",
+        "top down",
+        "top nosuch",
+        "port nosuch",
+        "update --memory 10m nosuch",
+        "save nosuch",
+        "volume inspect nosuch",
+        "exec down true",
+        "wait nosuch",
+        "restart nosuch",
+        "image inspect nosuch",
+        "inspect --type image nosuch",
+        "events --since bogus",
+        "cp down:/nope -",
+        "logout 1.2.3.4:1",
+    ] {
+        let a: Vec<&str> = args.split(' ').collect();
+        let (b, dk) = (d.run(&a), d.docker(&a));
+        assert_eq!((code(&b), err(&b)), (code(&dk), err(&dk)), "{args}");
+        assert_eq!(out(&b), out(&dk), "{args}");
+    }
 }

@@ -663,10 +663,11 @@ pub async fn inspect(ctx: &Ctx, m: Matches, forced: Option<&str>) -> CmdResult {
                 }
             }
         }
+        let mut image_404 = None;
         if got.is_none() && kind != Some("container") {
             match client.get_value(&format!("/images/{}/json", q(name))).await {
                 Ok(v) => got = Some(v),
-                Err(e) if e.is_not_found() => {}
+                Err(e) if e.is_not_found() => image_404 = Some(e.to_string()),
                 Err(e) => {
                     errors.push(e.to_string());
                     continue;
@@ -675,11 +676,13 @@ pub async fn inspect(ctx: &Ctx, m: Matches, forced: Option<&str>) -> CmdResult {
         }
         match got {
             Some(v) => found.push(v),
-            None => errors.push(match (forced, kind) {
+            None => errors.push(match (kind, forced) {
                 (Some("container"), _) => {
                     format!("Error response from daemon: No such container: {name}")
                 }
-                (Some("image"), _) => format!("Error response from daemon: No such image: {name}"),
+                (Some("image"), _) => image_404.unwrap_or_else(|| {
+                    format!("Error response from daemon: No such image: {name}")
+                }),
                 _ => format!("Error: No such object: {name}"),
             }),
         }

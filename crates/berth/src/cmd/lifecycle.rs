@@ -237,10 +237,17 @@ pub async fn rename(ctx: &Ctx, m: Matches) -> CmdResult {
         ));
     }
     let client = ctx.client().await?;
-    client
+    match client
         .post_empty(&format!("/containers/{}/rename?name={}", q(old), q(new)))
-        .await?;
-    Ok(0)
+        .await
+    {
+        Ok(()) => Ok(0),
+        Err(e @ crate::client::ClientError::Connect(_)) => Err(e.into()),
+        Err(e) => Err(CliError::Msg(
+            format!("{e}\nError: failed to rename container named {old}"),
+            1,
+        )),
+    }
 }
 
 /// `berth top`.
@@ -776,7 +783,9 @@ pub async fn events(ctx: &Ctx, m: Matches) -> CmdResult {
     let mut path = "/events?".to_string();
     for key in ["since", "until"] {
         if let Some(s) = m.value(key) {
-            let ts = super::container::parse_timestamp(s).map_err(|e| CliError::Msg(e, 1))?;
+            // docker's events reports the bare parse error (logs prefixes the flag name).
+            let ts = super::container::parse_timestamp(s)
+                .map_err(|e| CliError::Msg(e.replace("invalid value for \"since\": ", ""), 1))?;
             path.push_str(&format!("{key}={}&", q(&ts)));
         }
     }

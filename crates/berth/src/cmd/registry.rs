@@ -326,12 +326,11 @@ pub async fn logout(_ctx: &Ctx, m: Matches) -> CmdResult {
     let auths = object_mut(&mut cfg, "auths");
     let before = auths.len();
     auths.retain(|(k, _)| server_key(k) != key);
-    if auths.len() == before {
-        println!("Not logged in to {key}");
-        return Ok(0);
-    }
+    // docker 28 says this whether or not there was a login, and rewrites the file only if there was.
     println!("Removing login credentials for {key}");
-    save_config(&cfg)?;
+    if auths.len() != before {
+        save_config(&cfg)?;
+    }
     Ok(0)
 }
 

@@ -56,7 +56,8 @@ impl Daemon {
             return None;
         }
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let dir = PathBuf::from(format!("/tmp/bcm-{}-{n}", std::process::id()));
+        // Short: <exec-root>/containers/<64 hex>/shim.sock must fit a unix socket path (107 bytes).
+        let dir = PathBuf::from(format!("/tmp/b{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("d.sock");
@@ -64,7 +65,7 @@ impl Daemon {
         let log = std::fs::File::create(dir.join("berthd.log")).unwrap();
         let child = Command::new(&berthd)
             .args(["--data-root", dir.join("data").to_str().unwrap()])
-            .args(["--exec-root", dir.join("exec").to_str().unwrap()])
+            .args(["--exec-root", dir.join("e").to_str().unwrap()])
             .args(["-H", &host])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
