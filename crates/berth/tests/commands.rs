@@ -863,3 +863,44 @@ fn errors_match_docker() {
         assert_eq!(out(&b), out(&dk), "{args}");
     }
 }
+
+#[test]
+fn pull_draws_progress_on_a_terminal_and_plain_lines_elsewhere() {
+    if !have("docker-registry") {
+        eprintln!("skipping: docker-registry missing");
+        return;
+    }
+    let Some(src) = setup() else { return };
+    let reg = Registry::start(&src.dir, None);
+    let image = format!("{}/p/bb:1", reg.host());
+    ok(&src.run(&["tag", "bb:1", &image]), "tag");
+    ok(&src.run(&["push", &image]), "push");
+
+    // A fresh daemon pulls through a terminal: docker's cursor movements and per-layer lines.
+    let Some(a) = Daemon::start() else { return };
+    let (rc, shown) = pty_run(&a, &["pull", &image], &[]);
+    assert_eq!(rc, 0, "{shown}");
+    assert!(shown.contains("1: Pulling from p/bb"), "{shown}");
+    assert!(
+        shown.contains("\x1b[1A") && shown.contains("\x1b[2K"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("Pull complete"), "{shown}");
+    assert!(shown.trim_end().ends_with(&image), "{shown}");
+
+    // Another fresh daemon pulls into a pipe: plain lines, no bars, no escapes.
+    let Some(b) = Daemon::start() else { return };
+    let p = ok(&b.run(&["pull", &image]), "pull");
+    assert!(!p.contains('\x1b') && !p.contains("=>"), "{p:?}");
+    assert!(p.starts_with("1: Pulling from p/bb\n"), "{p}");
+    assert!(
+        p.contains(": Pull complete\n") && p.contains("\nDigest: sha256:"),
+        "{p}"
+    );
+    assert!(
+        p.ends_with(&format!(
+            "Status: Downloaded newer image for {image}\n{image}\n"
+        )),
+        "{p}"
+    );
+}
