@@ -169,6 +169,7 @@ impl Daemon {
         for c in &loaded {
             let c = c.clone();
             if c.snapshot().running() {
+                crate::exec::restore(self, &c.id).await;
                 crate::container::wait::adopt(self.clone(), c).await;
             } else {
                 // A shim left from a start that never completed (daemon killed mid-start).

@@ -68,12 +68,127 @@ pub fn create(d: &Arc<Daemon>, c: &Arc<Ctr>, cfg: ExecConfig) -> Result<String> 
             state: Mutex::new(ExecState::default()),
         }),
     );
+    if let Ok(e) = find(d, &id) {
+        persist(d, &e);
+    }
     d.events.container(
         &rec,
         &format!("exec_create: {cmd}"),
         &[("execID", id.clone())],
     );
     Ok(id)
+}
+
+/// An exec as kept on disk (`<bundle>/execs/<id>.json`), so a restarted daemon still knows the
+/// exec instances of the containers it adopts: `exec inspect` keeps answering and the exit code
+/// of a process that ran across the restart is learned from the shim.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    container_id: String,
+    config: ExecConfig,
+    started: bool,
+    exit_code: Option<i64>,
+}
+
+fn saved_path(d: &Daemon, container_id: &str, id: &str) -> std::path::PathBuf {
+    d.paths(container_id)
+        .bundle
+        .join("execs")
+        .join(format!("{id}.json"))
+}
+
+/// Writes an exec's record (best effort: the exec works without it, only a daemon restart
+/// would forget it).
+fn persist(d: &Daemon, e: &Exec) {
+    let st = e.state.lock().expect("exec").clone();
+    let s = Saved {
+        container_id: e.container_id.clone(),
+        config: e.config.clone(),
+        started: st.started,
+        exit_code: st.exit_code,
+    };
+    let p = saved_path(d, &e.container_id, &e.id);
+    let res = std::fs::create_dir_all(p.parent().unwrap_or(&p))
+        .and_then(|_| crate::util::write_atomic(&p, &serde_json::to_vec(&s).unwrap_or_default()));
+    if let Err(err) = res {
+        tracing::warn!(exec = %e.id, "saving exec: {err}");
+    }
+}
+
+/// Asks the shim about a started exec: (running, pid, exit code).
+async fn shim_state(d: &Daemon, e: &Exec) -> Option<(bool, i64, Option<i64>)> {
+    let sock = d.paths(&e.container_id).shim_sock();
+    let v = shim::call(&sock, json!({"op":"exec-state","id":e.id}))
+        .await
+        .ok()?;
+    let running = v.get("status").and_then(Value::as_str) == Some("running");
+    Some((
+        running,
+        v.get("pid").and_then(Value::as_i64).unwrap_or(0),
+        v.get("exit_code").and_then(Value::as_i64),
+    ))
+}
+
+/// After a daemon restart: loads the exec instances of an adopted container.
+pub async fn restore(d: &Arc<Daemon>, container_id: &str) {
+    let dir = d.paths(container_id).bundle.join("execs");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for ent in rd.flatten() {
+        let Some(id) = ent
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let Some(s) = std::fs::read(ent.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())
+        else {
+            continue;
+        };
+        let e = Arc::new(Exec {
+            id: id.clone(),
+            container_id: s.container_id,
+            config: s.config,
+            state: Mutex::new(ExecState {
+                started: s.started,
+                running: false,
+                exit_code: s.exit_code,
+                pid: 0,
+            }),
+        });
+        if s.started && s.exit_code.is_none() {
+            match shim_state(d, &e).await {
+                Some((true, pid, _)) => set_state(&e, |st| {
+                    st.running = true;
+                    st.pid = pid;
+                }),
+                Some((false, _, code)) => set_state(&e, |st| st.exit_code = code),
+                None => {}
+            }
+        }
+        d.execs.lock().expect("execs").insert(id, e);
+    }
+}
+
+/// Brings a running exec's state up to date from the shim (for one restored after a daemon
+/// restart, no session is there to record its end).
+pub async fn refresh(d: &Daemon, e: &Exec) {
+    if !e.state.lock().expect("exec").running {
+        return;
+    }
+    if let Some((false, _, code)) = shim_state(d, e).await {
+        set_state(e, |st| {
+            st.running = false;
+            st.pid = 0;
+            st.exit_code = code.or(st.exit_code);
+        });
+        persist(d, e);
+    }
 }
 
 /// Finds an exec.
@@ -206,6 +321,7 @@ async fn record_exit(d: &Daemon, e: &Exec) {
         s.pid = 0;
         s.exit_code = Some(code.unwrap_or(137));
     });
+    persist(d, e);
     if let Ok(c) = d.find(&e.container_id) {
         d.events.container(
             &c.snapshot(),
@@ -265,6 +381,7 @@ pub async fn run<C>(
         s.running = true;
         s.pid = pid;
     });
+    persist(&d, &e);
     if let Ok(c) = d.find(&e.container_id) {
         let cmd = cfg.cmd.clone().unwrap_or_default().join(" ");
         d.events.container(

@@ -562,7 +562,10 @@ async fn exec_route(
     }
     let e = crate::exec::find(d, id)?;
     match (method, rest) {
-        (&Method::GET, ["json"]) => Ok(json(200, &crate::exec::inspect(&e))),
+        (&Method::GET, ["json"]) => {
+            crate::exec::refresh(d, &e).await;
+            Ok(json(200, &crate::exec::inspect(&e)))
+        }
         (&Method::POST, ["resize"]) => {
             let h = q.int("h")?.unwrap_or(0);
             let w = q.int("w")?.unwrap_or(0);

@@ -327,6 +327,29 @@ fn restart_policies_across_daemon_restarts() {
         "-c",
         "sleep 2; echo done > /tmp/exec-done",
     ]);
+    // Exec instances through the API: one running across the restart, one created, not started.
+    let mk_exec = |cmd: &str| {
+        let r = d
+            .raw(
+                "POST",
+                "/containers/steady/exec",
+                Some(&format!(r#"{{"Cmd":["sh","-c","{cmd}"]}}"#)),
+            )
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        v["Id"].as_str().unwrap().to_string()
+    };
+    let across = mk_exec("sleep 3; exit 5");
+    let r = d
+        .raw(
+            "POST",
+            &format!("/exec/{across}/start"),
+            Some(r#"{"Detach":true}"#),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let later = mk_exec("exit 6");
     d.ok(&["stop", "-t", "1", "us", "al"]);
     let steady_pid = inspect(&d, &steady, "{{.State.Pid}}");
     // Runs while the daemon is away and exits then: its restart is pending when berthd returns.
@@ -356,6 +379,29 @@ fn restart_policies_across_daemon_restarts() {
         d.docker(&["exec", "steady", "cat", "/tmp/exec-done"])
             .stdout
             == "done\n"
+    });
+    // The exec instances are still known: the one that ran across the restart reports its exit
+    // code, the other starts now.
+    let exec_json = |id: &str| -> serde_json::Value {
+        let r = d.raw("GET", &format!("/exec/{id}/json"), None).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    };
+    until(Duration::from_secs(15), "exec exit code", || {
+        let v = exec_json(&across);
+        v["Running"] == false && v["ExitCode"] == 5
+    });
+    assert_eq!(exec_json(&later)["Running"], false);
+    let r = d
+        .raw(
+            "POST",
+            &format!("/exec/{later}/start"),
+            Some(r#"{"Detach":true}"#),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    until(Duration::from_secs(10), "second exec", || {
+        exec_json(&later)["ExitCode"] == 6
     });
     // Nothing duplicated: one run per start.
     std::thread::sleep(Duration::from_millis(500));
