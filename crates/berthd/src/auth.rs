@@ -206,6 +206,74 @@ async fn bearer_token(
 mod tests {
     use super::*;
 
+    /// A stand-in registry with a bearer token endpoint: `/v2/` wants `Bearer T`, `/token` gives `T`
+    /// for alice:secret only.
+    async fn token_registry() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let realm = format!("{base}/token");
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let realm = realm.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                    let good_basic = "authorization: basic ".to_string()
+                        + &base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            "alice:secret",
+                        )
+                        .to_lowercase();
+                    let (status, extra, body) = if req.starts_with("get /token") {
+                        if req.contains(&good_basic) {
+                            ("200 OK", String::new(), r#"{"token":"t"}"#)
+                        } else {
+                            ("401 Unauthorized", String::new(), "{}")
+                        }
+                    } else if req.contains("authorization: bearer t") {
+                        ("200 OK", String::new(), "{}")
+                    } else {
+                        (
+                            "401 Unauthorized",
+                            format!(
+                                "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\"\r\n"
+                            ),
+                            "{}",
+                        )
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn bearer_login() {
+        let base = token_registry().await;
+        let http = reqwest::Client::new();
+        assert!(try_endpoint(&http, &base, "alice", "secret").await.is_ok());
+        let e = try_endpoint(&http, &base, "alice", "wrong")
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), 401);
+        assert_eq!(
+            e.to_string(),
+            "unauthorized: incorrect username or password"
+        );
+        let e = try_endpoint(&http, &base, "", "").await.unwrap_err();
+        assert_eq!(e.status(), 401);
+    }
+
     #[test]
     fn hostnames_like_docker() {
         assert_eq!(hostname_of("https://index.docker.io/v1/"), "docker.io");
