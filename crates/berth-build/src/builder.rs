@@ -759,7 +759,15 @@ impl Run<'_> {
             self.resolve_image(&base, platform.as_deref(), self.opts.pull)?
         };
         self.say(format!(" ---> {}\n", short(image.as_str())));
-        let config = self.b.store.config(&image)?;
+        let mut config = self.b.store.config(&image)?;
+        // As dockerd's initializeStage: a base without PATH gets the default one, so every
+        // later step (and the result) has it.
+        let cc = config.config.get_or_insert_with(Default::default);
+        if !cc.env.iter().any(|e| e.starts_with("PATH=")) {
+            cc.env.push(
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            );
+        }
         let mut st = Stage {
             image,
             config,
@@ -846,7 +854,13 @@ impl Run<'_> {
 
     /// A metadata-only step: a new config with an `empty_layer` history entry, no container.
     fn commit_meta(&mut self, st: &mut Stage, cc: ContainerConfig, comment: &str) -> Result<()> {
-        let created_by = format!("{} #(nop)  {}", st.shell().join(" "), comment);
+        // SHELL's own entry already shows the new shell, as in dockerd.
+        let shell = cc
+            .shell
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| st.shell());
+        let created_by = format!("{} #(nop)  {}", shell.join(" "), comment);
         let key = cache_key(
             st.image.as_str(),
             &format!(
@@ -1050,9 +1064,12 @@ impl Run<'_> {
                     };
                     for port in a..=b {
                         map.insert(format!("{port}/{proto}"), serde_json::json!({}));
+                        words.push(format!("{port}/{proto}"));
                     }
-                    words.push(p);
                 }
+                // dockerd lists the parsed ports, sorted as strings.
+                words.sort();
+                words.dedup();
                 self.commit_meta(st, cc, &format!("EXPOSE {}", words.join(" ")))
             }
             Instruction::Volume(vols) => {
@@ -1176,7 +1193,13 @@ impl Run<'_> {
                 });
                 cc.working_dir = dir.clone();
                 let comment = format!("WORKDIR {dir}");
-                let created_by = format!("{} #(nop)  {}", st.shell().join(" "), comment);
+                // SHELL's own entry already shows the new shell, as in dockerd.
+                let shell = cc
+                    .shell
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| st.shell());
+                let created_by = format!("{} #(nop)  {}", shell.join(" "), comment);
                 let key = cache_key(
                     st.image.as_str(),
                     &format!(
@@ -1601,8 +1624,14 @@ impl Run<'_> {
                 (1, _) => "file",
                 _ => "multi",
             };
+            // dockerd writes `--chown=u:g` glued to the source (`--chown=1:2file:<sha>`).
+            let chown_comment = chown
+                .as_deref()
+                .filter(|c| !c.is_empty())
+                .map(|c| format!("--chown={c}"))
+                .unwrap_or_default();
             let created_by = format!(
-                "{} #(nop) {kw} {kind}:{hash} in {dest_raw} ",
+                "{} #(nop) {kw} {chown_comment}{kind}:{hash} in {dest_raw} ",
                 st.shell().join(" ")
             );
             let key = cache_key(

@@ -635,3 +635,325 @@ fn berth_cli_contexts_and_flags() {
         o.stdout
     );
 }
+
+fn have(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn docker_compose_and_docker_py_build() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let ctx = ctx_dir(&d, "compose");
+    write_tree(
+        &ctx,
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:local\nARG MSG=default\nRUN echo \"$MSG\" > /msg\nCMD [\"cat\", \"/msg\"]\n",
+            ),
+            (
+                "docker-compose.yml",
+                "version: \"3\"\nservices:\n  app:\n    build:\n      context: .\n      args:\n        MSG: from-compose\n    image: composed:latest\n",
+            ),
+        ],
+    );
+    let host = format!("unix://{}", d.sock.display());
+    if have("docker-compose") {
+        let mut c = Command::new("docker-compose");
+        c.arg("build")
+            .current_dir(&ctx)
+            .env("DOCKER_HOST", &host)
+            .env("DOCKER_CONFIG", d.dir.join("docker-config"));
+        let o = run_with_timeout(c, None, Duration::from_secs(120));
+        assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+        assert_eq!(d.ok(&["run", "--rm", "composed:latest"]), "from-compose\n");
+    } else {
+        eprintln!("docker-compose not installed: skipping that part");
+    }
+    let py = format!(
+        "import docker\nc = docker.DockerClient(base_url={host:?})\nimg, logs = c.images.build(path={ctx:?}, tag='pybuilt:1', buildargs={{'MSG': 'from-py'}}, rm=True)\nprint(img.id)\nprint(''.join(l.get('stream', '') for l in logs))\n",
+        ctx = ctx.display().to_string()
+    );
+    let mut c = Command::new("python3");
+    c.args(["-c", &py]);
+    let o = run_with_timeout(c, None, Duration::from_secs(120));
+    if o.stderr.contains("No module named 'docker'") {
+        eprintln!("docker-py not installed: skipping that part");
+        return;
+    }
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.starts_with("sha256:"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("Successfully tagged pybuilt:1"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(d.ok(&["run", "--rm", "pybuilt:1"]), "from-py\n");
+}
+
+/// A private Debian dockerd (no bridge, no iptables), stopped and cleaned on drop.
+struct Dockerd {
+    dir: PathBuf,
+    sock: PathBuf,
+    child: std::process::Child,
+}
+
+impl Dockerd {
+    fn start(tag: &str) -> Option<Dockerd> {
+        if !have("dockerd") {
+            return None;
+        }
+        let dir = PathBuf::from(format!("/tmp/bd-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("d.sock");
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("x"))
+            .arg("--pidfile")
+            .arg(dir.join("pid"))
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .ok()?;
+        let d = Dockerd { dir, sock, child };
+        for _ in 0..150 {
+            if d.docker(&["version"]).code == 0 {
+                return Some(d);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "dockerd did not start: {}",
+            std::fs::read_to_string(d.dir.join("dockerd.log")).unwrap_or_default()
+        );
+        None
+    }
+
+    fn docker(&self, args: &[&str]) -> Out {
+        let mut c = Command::new(common::docker_bin());
+        c.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_BUILDKIT", "0")
+            .env("DOCKER_CONFIG", self.dir.join("cfg"))
+            .env_remove("DOCKER_CONTEXT");
+        run_with_timeout(c, None, Duration::from_secs(120))
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let prefix = self.dir.display().to_string();
+        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut mps: Vec<String> = info
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+                .filter(|m| m.starts_with(&prefix))
+                .collect();
+            mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mps {
+                let _ = berth_runtime::unmount(Path::new(&m));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `path mode uid:gid size sha` of every entry of a container export (mtimes differ by design).
+fn tree_of(docker: &dyn Fn(&[&str]) -> Out, image: &str, scratch: &Path) -> Vec<String> {
+    let id = docker(&["create", image, "true"]);
+    assert_eq!(id.code, 0, "{}", id.stderr);
+    let id = id.stdout.trim().to_string();
+    let tar = scratch.join(format!("{}.tar", &id[..12]));
+    let o = docker(&["export", "-o", tar.to_str().unwrap(), &id]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    docker(&["rm", &id]);
+    let mut out = Vec::new();
+    let mut a = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let path = e.path().unwrap().display().to_string();
+        let path = path.trim_end_matches('/').trim_start_matches("./");
+        // The engines' container init layers (mount points, /etc files) are not the image.
+        let init = [".", ".dockerenv", "dev", "proc", "sys"];
+        let etc = ["etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"];
+        if init.contains(&path) || path.starts_with("dev/") || etc.contains(&path) {
+            continue;
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        let link = h
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
+        out.push(format!(
+            "{} {:o} {}:{} {} {:?} {} {}",
+            path,
+            h.mode().unwrap_or(0) & 0o7777,
+            h.uid().unwrap_or(0),
+            h.gid().unwrap_or(0),
+            data.len(),
+            h.entry_type(),
+            link,
+            data.iter().fold(0xcbf2_9ce4_8422_2325u64, |x, b| {
+                (x ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+            })
+        ));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn same_image_as_dockerd() {
+    if !can_run() {
+        return;
+    }
+    let Some(dd) = Dockerd::start("cmp") else {
+        eprintln!("skipping: Debian's dockerd is not available or did not start");
+        return;
+    };
+    let d = TestDaemon::start();
+    let bb = common::busybox_tar(&d.dir);
+    d.ok(&["import", bb.to_str().unwrap(), "busybox:local"]);
+    let o = dd.docker(&["import", bb.to_str().unwrap(), "busybox:local"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let ctx = ctx_dir(&d, "cmp");
+    write_tree(
+        &ctx,
+        &[
+            ("app/main.txt", "main"),
+            ("app/lib/util.txt", "util"),
+            ("conf.ini", "[x]\n"),
+            ("skip.log", "no"),
+            (".dockerignore", "*.log\n"),
+            (
+                "Dockerfile",
+                "FROM busybox:local AS build\nARG V=1\nWORKDIR /work\nCOPY app/ ./app/\nRUN echo \"v$V\" > /work/version && mkdir -p /work/out && cp -r app /work/out/\n\nFROM busybox:local\nLABEL org.example.name=\"demo\" version=2\nENV PATH=/opt/bin:$PATH APP_HOME=/srv\nWORKDIR $APP_HOME\nCOPY --from=build /work/out/ /srv/\nCOPY --from=build /work/version /srv/version\nCOPY --chown=65534:65534 conf.ini /etc/app/\nADD conf.ini /etc/app/added.ini\nRUN adduser -D -u 1234 svc 2>/dev/null || echo 'svc:x:1234:1234::/home/svc:/bin/sh' >> /etc/passwd\nUSER 1234\nEXPOSE 8080/tcp 53/udp\nVOLUME [\"/data\"]\nSTOPSIGNAL SIGTERM\nHEALTHCHECK --interval=5s --timeout=2s CMD true\nSHELL [\"/bin/sh\", \"-ec\"]\nONBUILD RUN echo child\nENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"cat /srv/version\"]\n",
+            ),
+        ],
+    );
+    let args = [
+        "build",
+        "--network",
+        "none",
+        "--build-arg",
+        "V=7",
+        "-t",
+        "cmp:1",
+        ctx.to_str().unwrap(),
+    ];
+    let o = dd.docker(&args);
+    assert_eq!(o.code, 0, "dockerd build: {}{}", o.stdout, o.stderr);
+    let ob = build_cmd(&d, Cli::Docker, &args[1..], &ctx, None);
+    assert_eq!(ob.code, 0, "berthd build: {}{}", ob.stdout, ob.stderr);
+    // Same classic-builder step lines (IDs aside).
+    let steps = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("Step ") || l == &" ---> Using cache")
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(steps(&ob.stdout), steps(&o.stdout));
+    let inspect = |out: Out| -> serde_json::Value {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+    };
+    let di = inspect(dd.docker(&["image", "inspect", "cmp:1"]));
+    let bi = inspect(d.docker(&["image", "inspect", "cmp:1"]));
+    for k in [
+        "Cmd",
+        "Entrypoint",
+        "Env",
+        "WorkingDir",
+        "User",
+        "Labels",
+        "ExposedPorts",
+        "Volumes",
+        "StopSignal",
+        "Healthcheck",
+        "Shell",
+        "OnBuild",
+        "ArgsEscaped",
+    ] {
+        assert_eq!(bi["Config"][k], di["Config"][k], "Config.{k}");
+    }
+    for k in ["Architecture", "Os", "Author"] {
+        assert_eq!(bi[k], di[k], "{k}");
+    }
+    assert_eq!(
+        bi["RootFS"]["Layers"].as_array().map(Vec::len),
+        di["RootFS"]["Layers"].as_array().map(Vec::len),
+        "layer count"
+    );
+    // History: same created_by lines and empty/non-empty layers (sizes of metadata steps 0).
+    let hist = |out: Out| -> Vec<String> {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| {
+                let (cb, size) = l.rsplit_once('|').unwrap();
+                format!("{cb} {}", size == "0B")
+            })
+            .collect()
+    };
+    let fmt = "{{.CreatedBy}}|{{.Size}}";
+    let dh = hist(dd.docker(&["history", "--no-trunc", "--format", fmt, "cmp:1"]));
+    let bh = hist(d.docker(&["history", "--no-trunc", "--format", fmt, "cmp:1"]));
+    // COPY/ADD lines carry content hashes computed the same way only where the tar metadata
+    // agrees; compare their shape (instruction and destination).
+    let shape = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|l| {
+                // dockerd before 25 prints HEALTHCHECK without StartInterval (one "0s" less).
+                let l = l.replace("\"0s\" \"0s\" '", "\"0s\" '");
+                let mut w: Vec<&str> = l.split_whitespace().collect();
+                for x in w.iter_mut() {
+                    if let Some(i) = x.find("file:").or_else(|| x.find("dir:")) {
+                        *x = x[..i + 4].trim_end_matches(':');
+                    }
+                }
+                w.join(" ")
+            })
+            .collect()
+    };
+    assert_eq!(shape(&bh), shape(&dh), "history");
+    // File trees of the results.
+    let scratch = d.dir.join("exports");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let dt = tree_of(&|a| dd.docker(a), "cmp:1", &scratch);
+    let bt = tree_of(&|a| d.docker(a), "cmp:1", &scratch);
+    let only_d: Vec<_> = dt.iter().filter(|x| !bt.contains(x)).collect();
+    let only_b: Vec<_> = bt.iter().filter(|x| !dt.contains(x)).collect();
+    assert!(
+        only_d.is_empty() && only_b.is_empty(),
+        "file trees differ:\nonly dockerd: {only_d:#?}\nonly berth: {only_b:#?}"
+    );
+}

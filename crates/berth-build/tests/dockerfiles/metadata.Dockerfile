@@ -15,7 +15,7 @@
 # config: /config/OnBuild=["RUN echo triggered"]
 # config: /author="someone"
 # history: /bin/sh -c #(nop)  LABEL version=1.0 beta multi=a b
-# history: /bin/sh -c #(nop)  EXPOSE 80 53/udp 8000-8001
+# history: /bin/sh -c #(nop)  EXPOSE 53/udp 80/tcp 8000/tcp 8001/tcp
 # history: /bin/sh -c #(nop)  VOLUME [/data]
 FROM busybox:local
 LABEL version="1.0 beta" multi=a\ b
