@@ -658,6 +658,7 @@ pub async fn stats(ctx: &Ctx, m: Matches) -> CmdResult {
     let tty = crate::tty::stdout_is_tty();
     let mut first = true;
     loop {
+        let round = std::time::Instant::now();
         // (id, name shown, given) for this round: listed anew each time, as containers come and go.
         let targets: Vec<(String, String)> = if m.args.is_empty() {
             let list: J = client
@@ -708,7 +709,7 @@ pub async fn stats(ctx: &Ctx, m: Matches) -> CmdResult {
         first = false;
         let text = fmt.render(&rows, &stats_header())?;
         if stream && tty {
-            print!("\x1b[2J\x1b[H{text}");
+            print!("{}", redraw(&text));
         } else {
             print!("{text}");
         }
@@ -716,8 +717,25 @@ pub async fn stats(ctx: &Ctx, m: Matches) -> CmdResult {
         if !stream {
             return Ok(0);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // One redraw a second, as docker: a round's one-shot stats already take about that long.
+        let spent = round.elapsed();
+        if spent < std::time::Duration::from_secs(1) {
+            tokio::time::sleep(std::time::Duration::from_secs(1) - spent).await;
+        }
     }
+}
+
+/// One redraw of the streaming `stats` table on a terminal, byte for byte as docker 28 writes it: cursor
+/// home and the table, then cursor home again and every line followed by an erase-to-end-of-line (so a
+/// shorter line leaves nothing behind), then erase below (fewer containers than before).
+pub fn redraw(text: &str) -> String {
+    let mut s = format!("\x1b[H{text}\x1b[H");
+    for line in text.split('\n') {
+        s.push_str(line);
+        s.push_str(" \x1b[K\n");
+    }
+    s.push_str("\x1b[J");
+    s
 }
 
 /// Awaits all futures concurrently (a tiny `join_all` without a futures dependency).
@@ -866,6 +884,14 @@ mod tests {
             "{l}"
         );
         assert_eq!(join_host_port("::", "80"), "[::]:80");
+    }
+
+    #[test]
+    fn stats_redraw_like_docker() {
+        assert_eq!(
+            redraw("A\nB\n"),
+            "\x1b[HA\nB\n\x1b[HA \x1b[K\nB \x1b[K\n \x1b[K\n\x1b[J"
+        );
     }
 
     #[test]
