@@ -904,3 +904,30 @@ fn pull_draws_progress_on_a_terminal_and_plain_lines_elsewhere() {
         "{p}"
     );
 }
+
+#[test]
+fn archives_are_never_written_to_a_terminal() {
+    let Some(d) = setup() else { return };
+    ok(
+        &d.run(&["create", "--name", "ex", "bb:1", "true"]),
+        "create",
+    );
+    for (args, msg) in [
+        (
+            vec!["save", "bb:1"],
+            "cowardly refusing to save to a terminal. Use the -o flag or redirect",
+        ),
+        (
+            vec!["export", "ex"],
+            "cowardly refusing to save to a terminal. Use the -o flag or redirect",
+        ),
+        (
+            vec!["load"],
+            "requested load from stdin, but stdin is empty",
+        ),
+    ] {
+        let (rc, shown) = pty_run(&d, &args, &[]);
+        assert_eq!(rc, 1, "{args:?}: {shown}");
+        assert_eq!(shown.trim_end(), msg, "{args:?}");
+    }
+}
