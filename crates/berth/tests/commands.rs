@@ -106,6 +106,19 @@ fn interactive_exec_through_a_pseudo_terminal() {
     );
     assert!(shown.contains("/dev/pts/"), "{shown}");
     assert_eq!(rc, 3, "{shown}");
+    // The exec's terminal starts at the client's size and follows its resizes.
+    let (rc, shown) = pty_run(
+        &d,
+        &["exec", "-it", "box", "sh"],
+        &[
+            ("# ", "stty size\r"),
+            ("30 100", "@resize 40 120"),
+            ("", "stty size\r"),
+            ("40 120", "exit\r"),
+        ],
+    );
+    assert_eq!(rc, 0, "{shown}");
+    assert!(!shown.contains("MISSING"), "{shown}");
     // Detach keys leave the exec running and exit 0.
     let (rc, shown) = pty_run(
         &d,

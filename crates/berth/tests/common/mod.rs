@@ -343,15 +343,17 @@ impl Drop for Registry {
     }
 }
 
-/// Runs berth in a pseudo-terminal (python3's pty), sends `input` after `wait_for` appears, then
-/// waits (bounded) for the exit; returns (exit code, everything the terminal showed).
+/// Runs berth in a pseudo-terminal (python3's pty, 30x100), and for each step waits for its text then
+/// sends its input (`@resize ROWS COLS` resizes the terminal instead); then waits (bounded) for the
+/// exit; returns (exit code, everything the terminal showed).
 pub fn pty_run(d: &Daemon, args: &[&str], steps: &[(&str, &str)]) -> (i32, String) {
     let script = r##"
-import os, pty, sys, time, select, json
+import os, pty, sys, time, select, json, fcntl, termios, struct
 steps = json.loads(sys.argv[1])
 args = sys.argv[2:]
 pid, fd = pty.fork()
 if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     os.execv(args[0], args)
 buf = b""
 def read_until(pat, timeout=20):
@@ -371,7 +373,12 @@ def read_until(pat, timeout=20):
 for wait, send in steps:
     if not read_until(wait.encode()):
         sys.stdout.write("MISSING %r\n" % wait)
-    os.write(fd, send.encode())
+    if send.startswith("@resize "):
+        rows, cols = map(int, send.split()[1:3])
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        time.sleep(0.5)
+    else:
+        os.write(fd, send.encode())
 status = None
 end = time.time() + 20
 while status is None and time.time() < end:
