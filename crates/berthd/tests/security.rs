@@ -46,17 +46,31 @@ fn import_image(d: &TestDaemon, outside: &Path) {
     assert_eq!(o.code, 0, "import: {}", o.stderr);
 }
 
+/// The built-in runtime's OCI CLI (`berth-runc`), built next to berthd when missing.
+fn berth_runc() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_berthd")).with_file_name("berth-runc");
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "berth-runtime", "--bin", "berth-runc"])
+            .status()
+            .expect("cargo build berth-runc");
+        assert!(st.success());
+    }
+    p
+}
+
 /// A daemon whose config knows `runc` as an extra runtime (unused by the built-in runs).
 fn daemon(runtime: Option<&str>) -> TestDaemon {
     let mut d = TestDaemon::start();
     if runtime.is_none() {
         return d;
     }
-    std::fs::write(
-        d.dir.join("daemon.json"),
-        r#"{"runtimes": {"runc": {"path": "/usr/sbin/runc", "runtimeArgs": []}}}"#,
-    )
-    .unwrap();
+    let conf = serde_json::json!({"runtimes": {
+        "runc": {"path": "/usr/sbin/runc", "runtimeArgs": []},
+        "berth-runc": {"path": berth_runc()},
+    }});
+    std::fs::write(d.dir.join("daemon.json"), conf.to_string()).unwrap();
     d.kill9();
     d.spawn();
     d
@@ -362,4 +376,14 @@ fn escapes_fail_runc_runtime() {
         return;
     }
     escapes(Some("runc"));
+}
+
+/// The same escapes with the built-in runtime behind its OCI CLI (`berth-runc`), driven by the
+/// shim exactly as runc is: the same bundle runs under both.
+#[test]
+fn escapes_fail_berth_runc_cli() {
+    if !can_run() {
+        return;
+    }
+    escapes(Some("berth-runc"));
 }

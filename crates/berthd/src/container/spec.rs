@@ -1250,6 +1250,11 @@ pub fn validate_host_config(hc: &berth_api::container::HostConfig) -> Result<()>
             )));
         }
     }
+    // User namespaces (daemon `userns-remap`) are not implemented: only the host's.
+    match extra_str(hc, "UsernsMode") {
+        "" | "host" => {}
+        m => return Err(Error::invalid(format!("invalid USER mode: {m}"))),
+    }
     for (what, mode) in [("IPC", &hc.ipc_mode), ("PID", &hc.pid_mode)] {
         let ok = matches!(
             mode.as_str(),
