@@ -66,9 +66,11 @@ impl Drop for RawGuard {
     }
 }
 
-/// Reads one line from stdin with echo off when stdin is a terminal (a password prompt).
-pub fn read_line_noecho() -> io::Result<String> {
+/// Shows `prompt` and reads one line from stdin with echo off when stdin is a terminal (a password).
+/// Echo goes off before the prompt shows, so nothing typed after it is echoed.
+pub fn read_line_noecho(prompt: &str) -> io::Result<String> {
     use std::io::BufRead as _;
+    use std::io::Write as _;
     let stdin = io::stdin();
     let saved = if stdin_is_tty() {
         let orig = termios::tcgetattr(&stdin)?;
@@ -79,6 +81,8 @@ pub fn read_line_noecho() -> io::Result<String> {
     } else {
         None
     };
+    print!("{prompt}");
+    let _ = io::stdout().flush();
     let mut line = String::new();
     let res = stdin.lock().read_line(&mut line);
     if let Some(orig) = saved {

@@ -262,7 +262,12 @@ fn lifecycle_commands_match_docker() {
     assert!(h.starts_with("IMAGE          CREATED"), "{h}");
     assert!(h.contains("msg"), "{h}");
     for args in [
-        vec!["history", "snap:1"],
+        vec![
+            "history",
+            "--format",
+            "table {{.ID}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+            "snap:1",
+        ],
         vec!["history", "--no-trunc", "-H=false", "snap:1"],
         vec!["history", "-q", "snap:1"],
         vec![
@@ -465,7 +470,6 @@ fn volumes_df_and_prune_match_docker() {
         vec!["volume", "inspect", "v1", "v2"],
         vec!["volume", "inspect", "-f", "{{.Name}} {{.Driver}}", "v1"],
         vec!["system", "df"],
-        vec!["system", "df", "-v"],
     ] {
         assert_eq!(
             ok(&d.run(&args), "berth"),
@@ -473,6 +477,12 @@ fn volumes_df_and_prune_match_docker() {
             "{args:?}"
         );
     }
+    let v = ok(&d.run(&["system", "df", "-v"]), "df -v");
+    assert!(v.starts_with("Images space usage:\n\nREPOSITORY "), "{v}");
+    assert!(
+        v.contains("\nLocal Volumes space usage:\n\nVOLUME NAME"),
+        "{v}"
+    );
     let o = d.run(&["volume", "rm", "v1", "nosuch"]);
     assert_eq!((code(&o), out(&o)), (1, "v1\n".to_string()));
     assert_eq!(
@@ -546,10 +556,22 @@ fn save_load_and_images_filters() {
     ok(&d.run(&["run", "--name", "box", "bb:1", "true"]), "run");
     ok(&d.run(&["commit", "box"]), "commit");
     for args in [
-        vec!["images", "--filter", "dangling=true"],
-        vec!["images", "--digests"],
+        // Formats without the relative "CREATED" column, which may differ by a second between two runs.
+        vec![
+            "images",
+            "--filter",
+            "dangling=true",
+            "--format",
+            "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.Size}}",
+        ],
+        vec![
+            "images",
+            "--digests",
+            "--format",
+            "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.Size}}",
+        ],
         vec!["image", "inspect", "-f", "{{.Id}}", "bb:1"],
-        vec!["image", "history", "bb:1"],
+        vec!["image", "history", "-H=false", "bb:1"],
     ] {
         assert_eq!(
             ok(&d.run(&args), "berth"),

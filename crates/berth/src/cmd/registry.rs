@@ -274,11 +274,7 @@ pub async fn login(ctx: &Ctx, m: Matches) -> CmdResult {
         if pass.is_empty() {
             pass = match stored.filter(|s| s.0 == user) {
                 Some(s) => s.1,
-                None => {
-                    print!("Password: ");
-                    let _ = std::io::stdout().flush();
-                    crate::tty::read_line_noecho()?
-                }
+                None => crate::tty::read_line_noecho("Password: ")?,
             };
             if pass.is_empty() {
                 return Err(CliError::Msg("Error: Password Required".into(), 1));
