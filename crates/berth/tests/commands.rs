@@ -808,7 +808,8 @@ fn attach_and_start_ai() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Time for the CLI to attach and install its signal handlers.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -845,7 +846,7 @@ fn stats_and_events_stream() {
         &d.run(&["run", "-d", "--name", "later", "bb:1", "true"]),
         "run later",
     );
-    std::thread::sleep(std::time::Duration::from_millis(3000));
+    std::thread::sleep(std::time::Duration::from_millis(4500));
     for c in [&stats, &events] {
         std::process::Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
