@@ -20,6 +20,9 @@ pub const PATH_ANNOTATION: &str = "io.berth.runtime.path";
 /// Spec annotation holding the runtime's extra arguments (a JSON array of strings).
 pub const ARGS_ANNOTATION: &str = "io.berth.runtime.args";
 
+/// How long `create` may take before the shim gives up (berthd waits 60 s for the shim).
+const CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// An external OCI runtime, with its state kept under the bundle.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -121,9 +124,31 @@ impl Runtime {
             None
         };
         c.arg(id);
+        // Bounded: a runtime that never returns must not hang the shim (and berthd's start).
         let status = c
-            .status()
-            .map_err(|e| format!("exec {}: {e}", self.path.display()));
+            .spawn()
+            .map_err(|e| format!("exec {}: {e}", self.path.display()))
+            .and_then(|mut child| {
+                let deadline = std::time::Instant::now() + CREATE_TIMEOUT;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(st)) => return Ok(st),
+                        Ok(None) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                        Ok(None) => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            return Err(format!(
+                                "{} create did not finish in {:?}",
+                                self.path.display(),
+                                CREATE_TIMEOUT
+                            ));
+                        }
+                        Err(e) => return Err(format!("wait for {}: {e}", self.path.display())),
+                    }
+                }
+            });
         // Our copies of the container's pipe ends are closed by now (moved into `c`).
         drop(c);
         let status = status?;
