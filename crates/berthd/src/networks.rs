@@ -296,6 +296,7 @@ pub struct StartedNet {
 /// Container start, before the spec is written: sets up the endpoints and records them; puts the
 /// namespace path into `rec` (the spec reads `BerthNetNsPath`).
 pub async fn on_start(d: &Arc<Daemon>, c: &Arc<Ctr>, rec: &mut Record) -> Result<StartedNet> {
+    settle(Some(&c.id)).await;
     if mode_network(&rec.host_config.network_mode).is_none() {
         return Ok(StartedNet::default());
     }
@@ -344,7 +345,9 @@ pub async fn on_start(d: &Arc<Daemon>, c: &Arc<Ctr>, rec: &mut Record) -> Result
             .unwrap_or_default(),
         dns: hc.dns.iter().filter_map(|s| s.parse().ok()).collect(),
     };
+    let t0 = std::time::Instant::now();
     let cn = blocking(d, move |n| n.setup(&req)).await?;
+    tracing::debug!(id = %rec.id, elapsed = ?t0.elapsed(), "network setup");
     if let Some(p) = &cn.netns_path {
         rec.host_config
             .extra
@@ -421,10 +424,24 @@ pub async fn on_stop(d: &Arc<Daemon>, c: &Arc<Ctr>) {
             network_event(d, "disconnect", &n, Some(&c.id));
         }
     }
-    let id = c.id.clone();
-    if let Err(e) = blocking(d, move |n| n.teardown(&id)).await {
-        tracing::warn!(id = %c.id, "network teardown: {e}");
+    // Deleting a veth waits for the kernel's RCU grace periods (~20 ms): done off the exit/remove path.
+    // Whatever needs the endpoint gone (a new start, network removal, shutdown) waits in `settle`.
+    let mut pending = PENDING.lock().expect("pending");
+    if !pending.contains_key(&c.id) {
+        let (d2, id) = (d.clone(), c.id.clone());
+        let h = tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
+            let id2 = id.clone();
+            if let Err(e) = blocking(&d2, move |n| n.teardown(&id2)).await {
+                tracing::warn!(id = %id, "network teardown: {e}");
+            }
+            tracing::debug!(id = %id, elapsed = ?t0.elapsed(), "network teardown");
+            // Done: nobody needs to wait any more (a later stop only comes after a start that settled).
+            PENDING.lock().expect("pending").remove(&id);
+        });
+        pending.insert(c.id.clone(), h);
     }
+    drop(pending);
     c.update(|r| {
         for ep in r.network.endpoints.values_mut() {
             *ep = stopped_endpoint(ep);
@@ -445,6 +462,25 @@ fn stopped_endpoint(ep: &EndpointSettings) -> EndpointSettings {
     }
 }
 
+/// Teardowns still running in the background, by container ID.
+static PENDING: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Waits for the background teardown of container `id` (or of all containers) to finish.
+pub async fn settle(id: Option<&str>) {
+    let hs: Vec<tokio::task::JoinHandle<()>> = {
+        let mut p = PENDING.lock().expect("pending");
+        match id {
+            Some(id) => p.remove(id).into_iter().collect(),
+            None => p.drain().map(|(_, h)| h).collect(),
+        }
+    };
+    for h in hs {
+        let _ = h.await;
+    }
+}
+
 /// Daemon start: releases what dead containers held, restores the live ones' endpoints.
 pub async fn reconcile(d: &Arc<Daemon>, running: Vec<String>) -> Result<()> {
     let r = blocking(d, move |n| n.reconcile(&running)).await?;
@@ -455,6 +491,7 @@ pub async fn reconcile(d: &Arc<Daemon>, running: Vec<String>) -> Result<()> {
 /// Daemon shutdown: with no container running, nothing of the daemon stays in the kernel (bridges,
 /// veths, the nftables table); the next start re-creates them. Otherwise all stays for the live ones.
 pub async fn on_shutdown(d: &Arc<Daemon>) {
+    settle(None).await;
     if d.all().iter().any(|c| c.snapshot().state.running) {
         return;
     }
@@ -571,7 +608,8 @@ fn network_event(d: &Daemon, action: &str, n: &NetworkResource, container: Optio
 const PREDEFINED: &[&str] = &["bridge", "host", "none"];
 
 /// `GET /networks`.
-pub fn list(d: &Arc<Daemon>, f: &Filters) -> Result<Vec<NetworkResource>> {
+pub async fn list(d: &Arc<Daemon>, f: &Filters) -> Result<Vec<NetworkResource>> {
+    settle(None).await;
     f.validate(&["name", "id", "driver", "label", "type", "dangling", "scope"])
         .map_err(Error::Invalid)?;
     for t in f.get("type") {
@@ -646,7 +684,8 @@ fn used_networks(d: &Arc<Daemon>) -> std::collections::HashSet<String> {
 }
 
 /// `GET /networks/{id}`.
-pub fn inspect(d: &Arc<Daemon>, key: &str) -> Result<NetworkResource> {
+pub async fn inspect(d: &Arc<Daemon>, key: &str) -> Result<NetworkResource> {
+    settle(None).await;
     d.network.inspect_network(key).map_err(net_err)
 }
 
@@ -664,6 +703,7 @@ pub async fn create(d: &Arc<Daemon>, req: NetworkCreateRequest) -> Result<Value>
 
 /// `DELETE /networks/{id}`.
 pub async fn remove(d: &Arc<Daemon>, key: &str) -> Result<()> {
+    settle(None).await;
     let n = d.network.inspect_network(key).map_err(net_err)?;
     if PREDEFINED.contains(&n.name.as_str()) {
         return Err(Error::Forbidden(format!(
@@ -689,6 +729,7 @@ pub async fn remove(d: &Arc<Daemon>, key: &str) -> Result<()> {
 
 /// `POST /networks/prune`.
 pub async fn prune(d: &Arc<Daemon>, f: &Filters) -> Result<Value> {
+    settle(None).await;
     f.validate(&["label", "label!", "until"])
         .map_err(Error::Invalid)?;
     let mut deleted = Vec::new();
@@ -737,6 +778,7 @@ pub struct DisconnectRequest {
 
 /// `POST /networks/{id}/connect`.
 pub async fn connect(d: &Arc<Daemon>, key: &str, req: ConnectRequest) -> Result<()> {
+    settle(None).await;
     let n = d.network.inspect_network(key).map_err(net_err)?;
     let c = d.find(&req.container)?;
     let rec = c.snapshot();
@@ -781,6 +823,7 @@ pub async fn connect(d: &Arc<Daemon>, key: &str, req: ConnectRequest) -> Result<
 
 /// `POST /networks/{id}/disconnect`.
 pub async fn disconnect(d: &Arc<Daemon>, key: &str, req: DisconnectRequest) -> Result<()> {
+    settle(None).await;
     let n = d.network.inspect_network(key).map_err(net_err)?;
     let c = match d.find(&req.container) {
         Ok(c) => c,

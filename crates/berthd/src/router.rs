@@ -108,7 +108,7 @@ async fn route(
         (&Method::POST, ["build"]) => crate::build::build(d, req).await,
         (&Method::POST, ["build", "prune"]) => Ok(json(200, &crate::build::prune(d, &q).await?)),
         (_, ["exec", id, rest @ ..]) => exec_route(d, &method, id, rest, &q, req).await,
-        (&Method::GET, ["networks"]) => Ok(json(200, &crate::networks::list(d, &q.filters()?)?)),
+        (&Method::GET, ["networks"]) => Ok(json(200, &crate::networks::list(d, &q.filters()?).await?)),
         (&Method::POST, ["networks", "create"]) => {
             let body = read_json(req).await?;
             Ok(json(201, &crate::networks::create(d, body).await?))
@@ -116,7 +116,7 @@ async fn route(
         (&Method::POST, ["networks", "prune"]) => {
             Ok(json(200, &crate::networks::prune(d, &q.filters()?).await?))
         }
-        (&Method::GET, ["networks", id]) => Ok(json(200, &crate::networks::inspect(d, id)?)),
+        (&Method::GET, ["networks", id]) => Ok(json(200, &crate::networks::inspect(d, id).await?)),
         (&Method::DELETE, ["networks", id]) => {
             crate::networks::remove(d, id).await?;
             Ok(empty(204))
