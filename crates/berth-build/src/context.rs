@@ -108,7 +108,7 @@ impl BuildContext {
             .tempdir_in(tmp_parent)
             .map_err(|e| BuildError::io("create context dir", e))?;
         let root = tmp.path().to_path_buf();
-        let mut r = BufReader::new(body);
+        let mut r = BufReader::with_capacity(256 * 1024, body);
         let gz = r
             .fill_buf()
             .map(|b| b.starts_with(&[0x1f, 0x8b]))
@@ -411,6 +411,22 @@ fn remove_existing(p: &Path) -> io::Result<()> {
     }
 }
 
+/// `io::copy` with a large buffer: big context files in few syscalls.
+fn copy_big(r: &mut impl Read, w: &mut impl io::Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = match r.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..k])?;
+        n += k as u64;
+    }
+}
+
 /// Unpacks a tar into `root` without following symlinks or accepting paths outside it. Ownership is
 /// not kept (COPY makes files root's unless `--chown`); modes are.
 pub fn unpack_safely(input: impl Read, root: &Path) -> Result<()> {
@@ -447,7 +463,7 @@ pub fn unpack_safely(input: impl Read, root: &Path) -> Result<()> {
                     .create_new(true)
                     .open(&full)
                     .map_err(io_err)?;
-                io::copy(&mut entry, &mut f).map_err(io_err)?;
+                copy_big(&mut entry, &mut f).map_err(io_err)?;
                 fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(io_err)?;
             }
             tar::EntryType::Symlink => {

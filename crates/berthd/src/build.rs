@@ -173,7 +173,9 @@ pub async fn build(d: &Arc<Daemon>, req: Request<Incoming>) -> Result<Resp> {
         let r = builder.build(&ctx, &opts, &mut |m| {
             let _ = mtx.send(m);
         });
-        drop(ctx);
+        // Removing a big unpacked context takes a while: not on the client's time (a leftover
+        // is emptied with build/tmp at the next start).
+        std::thread::spawn(move || drop(ctx));
         r
     });
     // Errors before the first line (a Dockerfile syntax error, an unknown target) are HTTP
