@@ -142,7 +142,12 @@ fn half_a_cpu_is_about_half_a_core() {
         .find_map(|l| l.strip_prefix("nr_throttled "))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    assert!(throttled > 0, "{stat}");
+    // On a machine too busy to give the loop its whole quota the kernel never needed to throttle it;
+    // whenever it did get close to half a core, the quota must have been what stopped it.
+    assert!(
+        throttled > 0 || share < 0.45,
+        "share {share:.3} without throttling: {stat}"
+    );
     assert_eq!(
         read_u64(&format!("/sys/fs/cgroup/cpu/berth/{id}/cpu.cfs_quota_us")),
         50_000
