@@ -23,12 +23,35 @@ struct Writer<W: Write> {
     links: HashMap<(u64, u64), PathBuf>,
 }
 
+/// The daemon's user namespace remap: (uid start, gid start, size).
+static REMAPPED: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+
+/// Declares the host ids of the daemon's remapped user namespace (`userns-remap`): ids in
+/// `start..start+size` found in an upper dir are written to layer tars as the container's own
+/// (`id - start`), so a commit of a remapped container has the image's ids. Set once.
+pub fn set_remapped_ids(uid_start: u32, gid_start: u32, size: u32) {
+    let _ = REMAPPED.set((uid_start, gid_start, size));
+}
+
+/// `id` as the container sees it, if it lies in the remapped range starting at `start`.
+fn unmap(id: u32, start: u32, size: u32) -> u32 {
+    if id >= start && id - start < size {
+        id - start
+    } else {
+        id
+    }
+}
+
 fn header_from(meta: &fs::Metadata, kind: EntryType) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(meta.mode() & 0o7777);
-    h.set_uid(meta.uid().into());
-    h.set_gid(meta.gid().into());
+    let (uid, gid) = match REMAPPED.get() {
+        Some(&(u, g, n)) => (unmap(meta.uid(), u, n), unmap(meta.gid(), g, n)),
+        None => (meta.uid(), meta.gid()),
+    };
+    h.set_uid(uid.into());
+    h.set_gid(gid.into());
     h.set_mtime(meta.mtime().max(0) as u64);
     h.set_size(0);
     h

@@ -42,6 +42,7 @@ mod store;
 mod unpack;
 
 pub use config::{ContainerConfig, History, ImageConfig, RootFs};
+pub use diff::set_remapped_ids;
 pub use digest::{ChainId, DiffId, Digest, ImageId, chain_ids};
 pub use error::{Error, ErrorKind, Result};
 pub use reference::Reference;

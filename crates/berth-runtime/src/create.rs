@@ -119,6 +119,7 @@ fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
         LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
         LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
         LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
         other => {
             return Err(RuntimeError::InvalidSpec(format!(
                 "namespace {other:?} is not supported"
@@ -180,6 +181,12 @@ pub fn create_in(
         let flag = ns_flag(ns.typ())?;
         match ns.path() {
             Some(p) if flag == CloneFlags::CLONE_NEWPID => pid_join = Some(p.clone()),
+            Some(p) if flag == CloneFlags::CLONE_NEWUSER => {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "joining user namespace {} is not supported",
+                    p.display()
+                )));
+            }
             Some(p) if flag == CloneFlags::CLONE_NEWNS => {
                 return Err(RuntimeError::InvalidSpec(format!(
                     "joining mount namespace {} is not supported",
@@ -222,6 +229,17 @@ pub fn create_in(
         }
     }
 
+    // Like runc: on cgroup v2 the container's root owns its cgroup (it may make sub-cgroups
+    // in its cgroup namespace). Cgroup v1 directories stay the host root's.
+    if clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
+        if let Some(dir) = cgroup.clone_into_dir() {
+            if let Err(e) = chown_cgroup(dir, linux) {
+                let _ = cgroup.delete();
+                return Err(e);
+            }
+        }
+    }
+
     let (parent_sock, child_sock) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -230,6 +248,34 @@ pub fn create_in(
     )
     .map_err(|e| RuntimeError::sys("socketpair", e))?;
 
+    // A new user namespace owns the namespaces cloned with it; the ones to join (a network
+    // namespace prepared by the daemon, owned by the host's user namespace) cannot be joined from
+    // inside it, so the parent joins them for the clone and the child inherits them.
+    let userns = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
+    let mut restore_joins = Vec::new();
+    let mut sysfs = None;
+    if userns {
+        for (flag, path) in std::mem::take(&mut joins) {
+            match enter_ns(&path, flag) {
+                Ok(own) => restore_joins.push((own, flag)),
+                Err(e) => {
+                    for (own, flag) in restore_joins {
+                        let _ = nix::sched::setns(own, flag);
+                    }
+                    let _ = cgroup.delete();
+                    return Err(e);
+                }
+            }
+        }
+        // Nor can the container mount a sysfs for a network namespace it does not own: a
+        // detached one is made here, in that namespace, and attached by the init.
+        if restore_joins
+            .iter()
+            .any(|(_, f)| *f == CloneFlags::CLONE_NEWNET)
+        {
+            sysfs = sys::fsmount_sysfs().ok();
+        }
+    }
     // Joining a pid namespace applies to children: switch for the clone, then switch back.
     let restore_pidns = match &pid_join {
         Some(p) => Some(enter_pidns(p)?),
@@ -252,6 +298,9 @@ pub fn create_in(
     if let Some(own) = restore_pidns {
         let _ = nix::sched::setns(own, CloneFlags::CLONE_NEWPID);
     }
+    for (own, flag) in restore_joins {
+        let _ = nix::sched::setns(own, flag);
+    }
     let pid = match cloned {
         Err(e) => {
             let _ = cgroup.delete();
@@ -267,12 +316,15 @@ pub fn create_in(
                 joins,
                 new_cgroupns,
                 seccomp,
+                userns,
+                sysfs,
             })
         }
         Ok(Some(pid)) => pid,
     };
     drop(child_sock);
     drop(stdio);
+    drop(sysfs);
 
     let fail = |e: RuntimeError| {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -280,6 +332,14 @@ pub fn create_in(
         let _ = cgroup.delete();
         e
     };
+    if userns {
+        if let Err(e) = write_id_maps(pid, linux) {
+            return Err(fail(e));
+        }
+        if let Err(e) = sys::send_msg(&parent_sock, b"U", None) {
+            return Err(fail(RuntimeError::sys("signal container init", e)));
+        }
+    }
     if !joined {
         if let Err(e) = cgroup.add_pid(pid.as_raw()) {
             return Err(fail(e));
@@ -310,6 +370,96 @@ pub fn create_in(
             "container init exited during setup".into(),
         ))),
     }
+}
+
+/// Writes the init's `uid_map` and `gid_map` from the spec's mappings (`setgroups` stays
+/// `allow`: the maps are written by a privileged parent, and the container may need
+/// `setgroups(2)` for its supplementary groups).
+fn write_id_maps(pid: Pid, linux: Option<&oci_spec::runtime::Linux>) -> Result<()> {
+    let fmt = |m: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
+        m.into_iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
+    if uid.is_empty() || gid.is_empty() {
+        return Err(RuntimeError::InvalidSpec(
+            "a user namespace needs linux.uidMappings and linux.gidMappings".into(),
+        ));
+    }
+    for (file, map) in [("uid_map", uid), ("gid_map", gid)] {
+        let p = format!("/proc/{pid}/{file}");
+        std::fs::write(&p, map.as_bytes())
+            .map_err(|e| RuntimeError::io(format!("write {p}"), e))?;
+    }
+    Ok(())
+}
+
+/// The host id of container id 0 in `maps`.
+fn root_host_id(maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> Option<u32> {
+    maps.into_iter()
+        .flatten()
+        .find(|m| m.container_id() == 0)
+        .map(|m| m.host_id())
+}
+
+/// Gives a cgroup v2 directory and its delegation files to the container's mapped root.
+fn chown_cgroup(dir: &Path, linux: Option<&oci_spec::runtime::Linux>) -> Result<()> {
+    let uid = root_host_id(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = root_host_id(linux.and_then(|l| l.gid_mappings().as_ref()));
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.subtree_control",
+        "cgroup.threads",
+    ] {
+        let p = if f.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(f)
+        };
+        match std::os::unix::fs::chown(&p, uid, gid) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::io(format!("chown {}", p.display()), e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Joins the namespace at `path` (of kind `flag`) and returns a descriptor of the one left.
+fn enter_ns(path: &Path, flag: CloneFlags) -> Result<OwnedFd> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    let name = match flag {
+        CloneFlags::CLONE_NEWNET => "net",
+        CloneFlags::CLONE_NEWIPC => "ipc",
+        CloneFlags::CLONE_NEWUTS => "uts",
+        CloneFlags::CLONE_NEWCGROUP => "cgroup",
+        _ => {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "cannot join {} with a new user namespace",
+                path.display()
+            )));
+        }
+    };
+    let own = open(
+        format!("/proc/self/ns/{name}").as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RuntimeError::sys(format!("open own {name} namespace"), e))?;
+    let target = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| RuntimeError::sys(format!("open {}", path.display()), e))?;
+    nix::sched::setns(&target, flag)
+        .map_err(|e| RuntimeError::sys(format!("setns {}", path.display()), e))?;
+    Ok(own)
 }
 
 fn enter_pidns(path: &Path) -> Result<OwnedFd> {

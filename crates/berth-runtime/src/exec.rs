@@ -30,15 +30,18 @@ impl Execed {
     }
 }
 
-/// Namespaces joined by `exec`, in order (the mount namespace last: `/proc` paths are opened
+/// Namespaces joined by `exec`, in order (the mount namespace after the others: `/proc` paths are opened
 /// before).
-const NAMESPACES: [(&str, CloneFlags); 6] = [
+const NAMESPACES: [(&str, CloneFlags); 7] = [
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
     ("pid", CloneFlags::CLONE_NEWPID),
     ("mnt", CloneFlags::CLONE_NEWNS),
+    // Last: joined from the host's user namespace, every other one can be entered (a network
+    // namespace owned by the host's user namespace could not be from inside the container's).
+    ("user", CloneFlags::CLONE_NEWUSER),
 ];
 
 /// Starts `process` inside the container whose init is `container_pid`: joins its cgroups and

@@ -31,6 +31,11 @@ pub(crate) struct InitConfig<'a> {
     pub joins: Vec<(CloneFlags, PathBuf)>,
     pub new_cgroupns: bool,
     pub seccomp: Option<(Vec<crate::seccomp::Insn>, u32)>,
+    /// Cloned into a new user namespace: wait for the parent's id maps, then become its root.
+    pub userns: bool,
+    /// A detached sysfs mount of the joined network namespace, made by the parent (see
+    /// `create`), attached where the spec mounts sysfs.
+    pub sysfs: Option<OwnedFd>,
 }
 
 type R<T = ()> = std::result::Result<T, String>;
@@ -106,6 +111,18 @@ struct Ready {
 fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
     let spec = cfg.spec;
     let process = spec.process().as_ref().ok_or("no process")?;
+    if cfg.userns {
+        // Until the maps are written our ids are unmapped (no file can be created): wait, then
+        // become the namespace's root (the host's range start) with no supplementary groups.
+        match sys::recv_msg(sock) {
+            Ok((m, _)) if m.first() == Some(&b'U') => {}
+            _ => sys::exit_now(1),
+        }
+        let root = (Gid::from_raw(0), Uid::from_raw(0));
+        nix::unistd::setresgid(root.0, root.0, root.0).ctx(|| "setresgid 0 in userns".into())?;
+        nix::unistd::setresuid(root.1, root.1, root.1).ctx(|| "setresuid 0 in userns".into())?;
+        nix::unistd::setgroups(&[]).ctx(|| "setgroups in userns".into())?;
+    }
     // CVE-2019-5736: the init is the shim's binary until execve; non-dumpable, its
     // /proc/<pid>/exe cannot be opened (for writing the host binary) from the container.
     nix::sys::prctl::set_dumpable(false).ctx(|| "set non-dumpable".into())?;
@@ -141,7 +158,7 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
         }
         Ok(())
     };
-    prepare_rootfs(spec, cfg.rootfs, terminal, &mut joined)?;
+    prepare_rootfs(spec, cfg.rootfs, terminal, cfg.sysfs, &mut joined)?;
     pivot_root(cfg.rootfs)?;
 
     // Terminal or stdio.
@@ -383,7 +400,13 @@ fn set_rlimit(t: PosixRlimitType, soft: u64, hard: u64) -> R {
     setrlimit(r, soft, hard).ctx(|| format!("setrlimit {t}"))
 }
 
-fn prepare_rootfs(spec: &Spec, rootfs: &Path, terminal: bool, joined: &mut dyn FnMut() -> R) -> R {
+fn prepare_rootfs(
+    spec: &Spec,
+    rootfs: &Path,
+    terminal: bool,
+    mut sysfs: Option<OwnedFd>,
+    joined: &mut dyn FnMut() -> R,
+) -> R {
     let linux = spec.linux().as_ref();
     let prop = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         Some("shared") | Some("rshared") => MsFlags::MS_SHARED | MsFlags::MS_REC,
@@ -417,6 +440,12 @@ fn prepare_rootfs(spec: &Spec, rootfs: &Path, terminal: bool, joined: &mut dyn F
         }
         if dest == Path::new("/dev/pts") {
             pts_mounted = true;
+        }
+        if m.typ().as_deref() == Some("sysfs") {
+            if let Some(fd) = sysfs.take() {
+                attach_sysfs(rootfs, m, fd)?;
+                continue;
+            }
         }
         if m.typ().as_deref() != Some("cgroup") {
             do_mount(rootfs, m)?;
@@ -516,6 +545,22 @@ fn do_mount(rootfs: &Path, m: &oci_spec::runtime::Mount) -> R {
     for p in &opts.propagation {
         mount(None::<&str>, &dest, None::<&str>, *p, None::<&str>)
             .ctx(|| format!("propagation of {}", m.destination().display()))?;
+    }
+    Ok(())
+}
+
+/// Attaches the parent's detached sysfs mount (already nosuid, nodev, noexec) at the mount's
+/// destination, read-only when asked.
+fn attach_sysfs(rootfs: &Path, m: &oci_spec::runtime::Mount, fd: OwnedFd) -> R {
+    use std::os::unix::ffi::OsStrExt;
+    let dest = secure_join(rootfs, m.destination())
+        .ctx(|| format!("resolve {}", m.destination().display()))?;
+    mkdir_all(&dest)?;
+    let c = CString::new(dest.as_os_str().as_bytes()).ctx(|| "sysfs destination".into())?;
+    sys::move_mount_to(&fd, &c).ctx(|| format!("attach sysfs on {}", m.destination().display()))?;
+    let opts = parse_options(m.options().as_deref().unwrap_or_default());
+    if opts.flags.contains(MsFlags::MS_RDONLY) {
+        remount_ro(&dest)?;
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ pub use cgroups::{CgroupManager, delete_cgroups};
 pub use create::{ContainerStdio, Created, Started, create, create_in, default_cgroups_path};
 pub use error::{ExecErrorKind, RuntimeError};
 pub use exec::{Execed, exec};
-pub use mount::{is_mountpoint, mount_overlay, unmount};
+pub use mount::{is_mountpoint, mount_overlay, mount_overlay_idmapped, unmount};
 pub use oci_spec;
 pub use sys::{
     ExitStatus, ForkResult, daemonize_setsid, fork, kill, openpty, set_child_subreaper, set_winsize,

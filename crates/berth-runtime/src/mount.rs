@@ -124,6 +124,58 @@ pub fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Pat
     .map_err(|e| RuntimeError::sys(format!("mount overlay on {}", target.display()), e))
 }
 
+/// [`mount_overlay`] with each lower dir id-mapped through the user namespace `userns` (a
+/// `/proc/<pid>/ns/user` descriptor): the store's root-owned layers show as owned by the
+/// namespace's root, and stay shared with unmapped containers. The mapped copies are attached
+/// under `staging` (created, emptied and removed again) only while the overlay is mounted.
+pub fn mount_overlay_idmapped(
+    target: &Path,
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    userns: impl std::os::fd::AsFd,
+    staging: &Path,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| RuntimeError::InvalidSpec(format!("NUL in {}", p.display())))
+    };
+    std::fs::create_dir_all(staging)
+        .map_err(|e| RuntimeError::io(format!("create {}", staging.display()), e))?;
+    let mut staged: Vec<PathBuf> = Vec::new();
+    let cleanup = |staged: &[PathBuf]| {
+        for p in staged {
+            let _ = nix::mount::umount2(p, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(p);
+        }
+        let _ = std::fs::remove_dir(staging);
+    };
+    let mut result = Ok(());
+    for (i, lower) in lowers.iter().enumerate() {
+        let dst = staging.join(i.to_string());
+        let step = (|| {
+            std::fs::create_dir_all(&dst)
+                .map_err(|e| RuntimeError::io(format!("create {}", dst.display()), e))?;
+            let tree = crate::sys::open_tree_idmapped(&c(lower)?, userns.as_fd()).map_err(|e| {
+                RuntimeError::sys(format!("id-mapped mount of {}", lower.display()), e)
+            })?;
+            crate::sys::move_mount_to(&tree, &c(&dst)?)
+                .map_err(|e| RuntimeError::sys(format!("move mount to {}", dst.display()), e))
+        })();
+        staged.push(dst);
+        if let Err(e) = step {
+            result = Err(e);
+            break;
+        }
+    }
+    if result.is_ok() {
+        result = mount_overlay(target, &staged, upper, work);
+    }
+    cleanup(&staged);
+    result
+}
+
 fn escape_overlay(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace(':', "\\:")

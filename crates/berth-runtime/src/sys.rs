@@ -197,6 +197,115 @@ pub(crate) fn mount_overlay_fsconfig(
     .map(|_| ())
 }
 
+/// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`), id-mapped through the
+/// user namespace `userns` (`mount_setattr(MOUNT_ATTR_IDMAP)`): files owned by uid N on disk show
+/// as the namespace's mapping of N.
+pub(crate) fn open_tree_idmapped(path: &std::ffi::CStr, userns: impl AsFd) -> nix::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; open_tree returns a new
+    // descriptor.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_fd().as_raw_fd() as u64,
+    };
+    // SAFETY: `attr` is a valid mount_attr of the size passed and outlives the call; the empty
+    // path is a NUL-terminated literal; `tree` is an open detached mount.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(tree)
+}
+
+/// A new, detached sysfs mount (`fsopen`/`fsmount`, nosuid, nodev, noexec) showing the calling
+/// thread's network namespace, for a container whose user namespace does not own the network
+/// namespace it joins (sysfs can only be mounted with `CAP_SYS_ADMIN` over the latter).
+pub(crate) fn fsmount_sysfs() -> nix::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_NOSUID_NODEV_NOEXEC: libc::c_uint = 0x2 | 0x4 | 0x8;
+    fn check(r: libc::c_long) -> nix::Result<libc::c_long> {
+        if r < 0 { Err(Errno::last()) } else { Ok(r) }
+    }
+    // SAFETY: the name is a NUL-terminated string literal; fsopen returns a new descriptor.
+    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, c"sysfs".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: fsopen returned a fresh descriptor that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    // SAFETY: a create command on an open filesystem context; no pointers are passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount on the created context returns a new mount descriptor.
+    let mnt = check(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID_NODEV_NOEXEC,
+        )
+    })?;
+    // SAFETY: fsmount returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as RawFd) })
+}
+
+/// Attaches the detached mount `mnt` at `target` (`move_mount(MOVE_MOUNT_F_EMPTY_PATH)`).
+pub(crate) fn move_mount_to(mnt: impl AsFd, target: &std::ffi::CStr) -> nix::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    // SAFETY: the empty path and the target are NUL-terminated strings that outlive the call;
+    // `mnt` is an open mount descriptor.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
 /// Installs a seccomp BPF filter on the calling thread (`seccomp(SECCOMP_SET_MODE_FILTER)`).
 pub(crate) fn install_seccomp(prog: &[crate::seccomp::Insn], flags: u32) -> nix::Result<()> {
     let filter: Vec<libc::sock_filter> = prog

@@ -36,6 +36,9 @@ pub struct Flags {
     /// A registry to speak plain HTTP to (repeatable).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// User namespace remapping: `default` (user `berthremap`) or `user[:group]`.
+    #[arg(long = "userns-remap")]
+    pub userns_remap: Option<String>,
 }
 
 /// Default socket.
@@ -55,6 +58,7 @@ const KNOWN_KEYS: &[&str] = &[
     "pidfile",
     "insecure-registries",
     "runtimes",
+    "userns-remap",
 ];
 
 /// An OCI runtime of the config file's `runtimes` map (as dockerd's).
@@ -116,6 +120,7 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
     let mut insecure = flags.insecure_registries.clone();
     let mut network = crate::networks::NetSettings::default();
     let mut runtimes = default_runtimes();
+    let mut userns_remap = flags.userns_remap.clone();
     if let Some((name, text)) = file {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| format!("unable to configure the Docker daemon with file {name}: {e}"))?;
@@ -193,6 +198,15 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
                 runtimes.insert(k, rt);
             }
         }
+        if let Some(v) = obj.get("userns-remap") {
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("invalid \"userns-remap\" in {name}: not a string"))?;
+            if let Some(f) = &flags.userns_remap {
+                conflicts.push(format!("userns-remap: (from flag: {f}, from file: {s})"));
+            }
+            userns_remap = Some(s.to_string());
+        }
         if let Some(dv) = obj.get("debug") {
             let b = dv
                 .as_bool()
@@ -225,6 +239,7 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
         debug,
         insecure_registries: insecure,
         runtimes,
+        userns_remap: userns_remap.filter(|s| !s.is_empty()),
     })
 }
 

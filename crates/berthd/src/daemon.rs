@@ -26,6 +26,8 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// OCI runtimes selectable with `--runtime` (the config file's `runtimes`, plus `runc`).
     pub runtimes: std::collections::BTreeMap<String, crate::config::RuntimeConf>,
+    /// `--userns-remap` / `userns-remap` (see [`crate::userns`]).
+    pub userns_remap: Option<String>,
 }
 
 /// The daemon.

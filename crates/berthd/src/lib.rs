@@ -20,6 +20,7 @@ pub mod router;
 pub mod shim;
 pub mod signal;
 pub mod system;
+pub mod userns;
 pub mod util;
 pub mod volumes;
 pub mod volumes_from;

@@ -51,6 +51,11 @@ async fn run(settings: berthd::Settings) -> anyhow::Result<()> {
     }
     std::fs::write(&pidfile, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pidfile.display()))?;
+    if let Some(r) =
+        berthd::userns::init(settings.userns_remap.as_deref()).map_err(|e| anyhow!(e))?
+    {
+        tracing::info!(uid = r.uid, gid = r.gid, "user namespace remapping enabled");
+    }
     let d = berthd::Daemon::open(settings)?;
     d.restore().await?;
     berthd::build::init(&d).await?;

@@ -176,7 +176,9 @@ pub async fn info(d: &Arc<Daemon>) -> Info {
         live_restore_enabled: true,
         isolation: String::new(),
         init_binary: String::new(),
-        security_options: vec!["name=seccomp,profile=builtin".into()],
+        security_options: std::iter::once("name=seccomp,profile=builtin".to_string())
+            .chain(crate::userns::remap().map(|_| "name=userns".to_string()))
+            .collect(),
         warnings: vec![],
     }
 }

@@ -294,6 +294,9 @@ pub fn build_spec(rec: &Record, inp: &SpecInputs<'_>) -> Result<Value> {
     let linux = obj.entry("linux").or_insert_with(|| json!({}));
     linux["cgroupsPath"] = json!(format!("/berth/{}", rec.id));
     apply_host_config(&mut spec, rec, inp.volumes_root, inp.rootfs)?;
+    if let Some(r) = crate::userns::for_host_config(&rec.host_config) {
+        crate::userns::apply_spec(&mut spec, r);
+    }
     Ok(spec)
 }
 
@@ -1250,11 +1253,12 @@ pub fn validate_host_config(hc: &berth_api::container::HostConfig) -> Result<()>
             )));
         }
     }
-    // User namespaces (daemon `userns-remap`) are not implemented: only the host's.
+    // User namespaces: the daemon's `userns-remap` one, or the host's (`--userns host`).
     match extra_str(hc, "UsernsMode") {
         "" | "host" => {}
         m => return Err(Error::invalid(format!("invalid USER mode: {m}"))),
     }
+    crate::userns::validate(hc)?;
     for (what, mode) in [("IPC", &hc.ipc_mode), ("PID", &hc.pid_mode)] {
         let ok = matches!(
             mode.as_str(),

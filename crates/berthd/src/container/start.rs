@@ -253,8 +253,7 @@ fn prepare(
     let _ = std::fs::remove_file(p.shim_sock());
     let _ = std::fs::remove_file(p.exit_file());
     if !berth_runtime::is_mountpoint(&rootfs).unwrap_or(false) {
-        let l = &rec.layer;
-        berth_runtime::mount_overlay(&rootfs, &l.lowers, &l.upper, &l.work)
+        crate::userns::mount_rootfs(rec, &rootfs, &p.bundle.join("lowers"))
             .map_err(|e| Error::internal(format!("mount rootfs: {e}")))?;
     }
     let volumes_root = volumes_root.to_path_buf();
@@ -285,6 +284,11 @@ fn prepare(
             volumes_root: &volumes_root,
         },
     )?;
+    crate::userns::prepare_files(
+        rec,
+        &volumes_root,
+        &[&hostname_path, &hosts_path, &resolv_path],
+    );
     if let Some((exec_root, shim)) = init {
         let dir = super::init::prepare_dir(&exec_root, &shim)?;
         super::init::apply(&mut spec, &dir);
