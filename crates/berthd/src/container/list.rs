@@ -250,7 +250,8 @@ pub fn select(
             .and_then(|t| t.timestamp_nanos_opt())
             .unwrap_or(0)
     };
-    recs.sort_by(|a, b| key(b).cmp(&key(a)).then(b.id.cmp(&a.id)));
+    // Newest first; each creation time parsed once (not once per comparison).
+    recs.sort_by_cached_key(|r| (std::cmp::Reverse(key(r)), std::cmp::Reverse(r.id.clone())));
     let f = &opts.filters;
     let find = |k: &str| {
         recs.iter()
