@@ -108,7 +108,9 @@ async fn route(
         (&Method::POST, ["build"]) => crate::build::build(d, req).await,
         (&Method::POST, ["build", "prune"]) => Ok(json(200, &crate::build::prune(d, &q).await?)),
         (_, ["exec", id, rest @ ..]) => exec_route(d, &method, id, rest, &q, req).await,
-        (&Method::GET, ["networks"]) => Ok(json(200, &crate::networks::list(d, &q.filters()?).await?)),
+        (&Method::GET, ["networks"]) => {
+            Ok(json(200, &crate::networks::list(d, &q.filters()?).await?))
+        }
         (&Method::POST, ["networks", "create"]) => {
             let body = read_json(req).await?;
             Ok(json(201, &crate::networks::create(d, body).await?))
