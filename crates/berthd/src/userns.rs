@@ -260,6 +260,18 @@ pub fn apply_spec(spec: &mut Value, r: Remap) {
     }
     linux["uidMappings"] = json!([{"containerID": 0, "hostID": r.uid, "size": SIZE}]);
     linux["gidMappings"] = json!([{"containerID": 0, "hostID": r.gid, "size": SIZE}]);
+    // An external runtime cannot mount sysfs for the network namespace it joins (owned by the
+    // host's user namespace; the built-in one has its parent make it): it binds the host's
+    // /sys read-only instead, as runc does without a network namespace of its own.
+    if spec["annotations"].get("io.berth.runtime.path").is_some() {
+        if let Some(mounts) = spec["mounts"].as_array_mut() {
+            for m in mounts.iter_mut().filter(|m| m["type"] == "sysfs") {
+                m["type"] = json!("bind");
+                m["source"] = json!("/sys");
+                m["options"] = json!(["rbind", "nosuid", "noexec", "nodev", "ro"]);
+            }
+        }
+    }
 }
 
 /// A user namespace with the remap's mappings, for id-mapped mounts: made once by a helper

@@ -27,7 +27,13 @@ fn remapped_root_is_unprivileged_on_host() {
         return;
     }
     let mut d = TestDaemon::start();
-    std::fs::write(d.dir.join("daemon.json"), r#"{"userns-remap":"default"}"#).unwrap();
+    let runc = std::path::Path::new("/usr/sbin/runc").exists();
+    let conf = if runc {
+        r#"{"userns-remap":"default","runtimes":{"runc":{"path":"/usr/sbin/runc"}}}"#
+    } else {
+        r#"{"userns-remap":"default"}"#
+    };
+    std::fs::write(d.dir.join("daemon.json"), conf).unwrap();
     d.kill9();
     d.spawn();
     // (TestDaemon's drop kills the containers it started, even after a failed assertion.)
@@ -146,6 +152,41 @@ fn remapped_root_is_unprivileged_on_host() {
     ]);
     let words: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(words, vec!["0", "0", &start.to_string(), "65536"], "{out}");
+
+    // The same spec under Debian's runc (driven by the shim): remapped too.
+    if runc {
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "uns-runc",
+            "--runtime",
+            "runc",
+            "busybox:local",
+            "sleep",
+            "300",
+        ]);
+        let pid = d.ok(&["inspect", "-f", "{{.State.Pid}}", "uns-runc"]);
+        let o = Command::new("ps")
+            .args(["-o", "uid=", "-p", pid.trim()])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), start.to_string());
+        let out = d.ok(&[
+            "exec",
+            "uns-runc",
+            "sh",
+            "-c",
+            "id -u; stat -c %u /bin/busybox; cat /proc/self/uid_map",
+        ]);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(
+            words,
+            vec!["0", "0", "0", &start.to_string(), "65536"],
+            "{out}"
+        );
+        d.ok(&["rm", "-f", "uns-runc"]);
+    }
 
     // --userns host: the host's root, as without remapping.
     let out = d.ok(&[
