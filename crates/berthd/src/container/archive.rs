@@ -216,10 +216,12 @@ pub async fn get(
         } else {
             b.append_path_with_name(&host, &name)
         };
+        // Thaw (or unmount) before the archive's end reaches the client: once `docker cp` is
+        // done, the container runs again.
+        drop(r);
         if let Err(e) = res.and_then(|_| b.finish()) {
             tracing::debug!("archive of {path}: {e}");
         }
-        drop(r);
     });
     let hdr = hdr_rx
         .await
