@@ -876,7 +876,9 @@ mod tests {
         .unwrap();
         let s = NetSettings::from_config(v.as_object().unwrap()).unwrap();
         assert_eq!(s.bridge.as_deref(), Some("bx0"));
-        let c = network_config(Path::new("/tmp/x/data"), Path::new("/tmp/x/exec"), &s);
+        let dir = std::env::temp_dir().join(format!("berthd-netcfg-{}", std::process::id()));
+        let c = network_config(&dir.join("data"), &dir.join("exec"), &s);
+        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(c.bridge_name, "bx0");
         assert_eq!(c.nft_table, "t1");
         assert_eq!(c.bip.to_string(), "10.213.9.1/24");
