@@ -109,7 +109,7 @@ fn persist(d: &Daemon, e: &Exec) {
     };
     let p = saved_path(d, &e.container_id, &e.id);
     let res = std::fs::create_dir_all(p.parent().unwrap_or(&p))
-        .and_then(|_| crate::util::write_atomic(&p, &serde_json::to_vec(&s).unwrap_or_default()));
+        .and_then(|_| crate::util::write_replace(&p, &serde_json::to_vec(&s).unwrap_or_default()));
     if let Err(err) = res {
         tracing::warn!(exec = %e.id, "saving exec: {err}");
     }

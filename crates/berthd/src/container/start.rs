@@ -294,7 +294,7 @@ fn prepare(
         super::init::apply(&mut spec, &dir);
     }
     let data = serde_json::to_vec_pretty(&spec).map_err(|e| Error::internal(e.to_string()))?;
-    crate::util::write_atomic(&p.bundle.join("config.json"), &data)
+    crate::util::write_replace(&p.bundle.join("config.json"), &data)
         .map_err(|e| io("write config.json", e))?;
     Ok(())
 }
