@@ -28,35 +28,40 @@ def daemon():
         [os.path.join(BIN, "berthd"), "-H", f"unix://{sock}", "--data-root", f"{tmp}/d",
          "--exec-root", f"{tmp}/x", "--pidfile", f"{tmp}/pid"],
         stdout=open(f"{tmp}/log", "w"), stderr=subprocess.STDOUT)
-    for _ in range(200):
-        if os.path.exists(sock):
-            break
-        time.sleep(0.05)
-    rootfs = f"{tmp}/rootfs"
-    os.makedirs(f"{rootfs}/bin")
-    os.makedirs(f"{rootfs}/etc")
-    os.makedirs(f"{rootfs}/www")
-    shutil.copy("/bin/busybox", f"{rootfs}/bin/busybox")
-    subprocess.run(["chroot", rootfs, "/bin/busybox", "--install", "-s", "/bin"], check=True)
-    with open(f"{rootfs}/etc/passwd", "w") as f:
-        f.write("root:x:0:0:root:/root:/bin/sh\n")
-    with open(f"{rootfs}/www/index.html", "w") as f:
-        f.write("hello from berth\n")
-    tar = subprocess.run(["tar", "-C", rootfs, "-c", "."], check=True, capture_output=True).stdout
-    client = docker.DockerClient(base_url=f"unix://{sock}", timeout=60)
-    client.api.import_image_from_data(tar, repository="busybox", tag="local")
-    yield {"sock": sock, "tmp": tmp, "client": client}
-    for c in client.containers.list(all=True):
-        c.remove(force=True)
-    client.close()
-    proc.send_signal(signal.SIGTERM)
+    client = None
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    subprocess.run(f"grep -o ' {tmp}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l", shell=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        rootfs = f"{tmp}/rootfs"
+        os.makedirs(f"{rootfs}/bin")
+        os.makedirs(f"{rootfs}/etc")
+        os.makedirs(f"{rootfs}/www")
+        shutil.copy("/bin/busybox", f"{rootfs}/bin/busybox")
+        subprocess.run(["chroot", rootfs, "/bin/busybox", "--install", "-s", "/bin"], check=True)
+        with open(f"{rootfs}/etc/passwd", "w") as f:
+            f.write("root:x:0:0:root:/root:/bin/sh\n")
+        with open(f"{rootfs}/www/index.html", "w") as f:
+            f.write("hello from berth\n")
+        tar = subprocess.run(["tar", "-C", rootfs, "-c", "."], check=True, capture_output=True).stdout
+        client = docker.DockerClient(base_url=f"unix://{sock}", timeout=60)
+        client.api.import_image_from_data(tar, repository="busybox", tag="local")
+        yield {"sock": sock, "tmp": tmp, "client": client}
+    finally:
+        # Runs even when the set-up above failed, so no daemon, mount or table outlives the module.
+        if client is not None:
+            for c in client.containers.list(all=True):
+                c.remove(force=True)
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        subprocess.run(f"grep -o ' {tmp}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l", shell=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_docker_py_container_lifecycle(daemon):
