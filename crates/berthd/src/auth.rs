@@ -76,10 +76,10 @@ pub async fn handle(d: &Daemon, req: hyper::Request<hyper::body::Incoming>) -> R
 pub async fn login(d: &Daemon, req: AuthRequest) -> Result<AuthOk> {
     let domain = hostname_of(&req.serveraddress);
     let (user, pass) = user_pass(&req);
-    let endpoints = d.registry_client.endpoints(&domain);
+    let endpoints = d.registry_client()?.endpoints(&domain);
     let mut last = None;
     for (i, base) in endpoints.iter().enumerate() {
-        let insecure = base.starts_with("https://") && d.registry_client.is_insecure(&domain);
+        let insecure = base.starts_with("https://") && d.registry_client()?.is_insecure(&domain);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .danger_accept_invalid_certs(insecure)

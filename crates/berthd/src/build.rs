@@ -531,7 +531,11 @@ impl BuildBackend for DaemonBackend {
             platform: platform.map(str::to_string),
             credentials: self.credentials(reference),
         };
-        let client = self.d.registry_client.clone();
+        let client = self
+            .d
+            .registry_client()
+            .map_err(|e| BuildError::Backend(e.to_string()))?
+            .clone();
         let s2 = store.clone();
         let r2 = reference.to_string();
         let handle = self

@@ -49,8 +49,9 @@ pub struct Daemon {
     pub events: crate::events::Events,
     /// Exec instances.
     pub execs: crate::exec::Execs,
-    /// The registry client (pull, push).
-    pub registry_client: berth_registry::RegistryClient,
+    /// The registry client (pull, push, login), made on first use: its TLS roots and connection pool
+    /// cost megabytes that an idle daemon should not hold.
+    registry_client: std::sync::OnceLock<berth_registry::RegistryClient>,
 }
 
 impl Daemon {
@@ -74,11 +75,6 @@ impl Daemon {
             }
         };
         let images = Images::open(&settings.data_root)?;
-        let registry_client = berth_registry::RegistryClient::new(berth_registry::RegistryConfig {
-            insecure_registries: settings.insecure_registries.clone(),
-            ..Default::default()
-        })
-        .map_err(|e| Error::internal(format!("registry client: {e}")))?;
         let network =
             crate::networks::open(&settings.data_root, &settings.exec_root, &settings.network)?;
         Ok(Arc::new(Daemon {
@@ -90,8 +86,21 @@ impl Daemon {
             id,
             events: crate::events::Events::default(),
             execs: Default::default(),
-            registry_client,
+            registry_client: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The registry client, made on first use.
+    pub fn registry_client(&self) -> Result<&berth_registry::RegistryClient> {
+        if let Some(c) = self.registry_client.get() {
+            return Ok(c);
+        }
+        let c = berth_registry::RegistryClient::new(berth_registry::RegistryConfig {
+            insecure_registries: self.settings.insecure_registries.clone(),
+            ..Default::default()
+        })
+        .map_err(|e| Error::internal(format!("registry client: {e}")))?;
+        Ok(self.registry_client.get_or_init(|| c))
     }
 
     /// Paths of container `id`.

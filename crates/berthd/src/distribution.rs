@@ -145,7 +145,7 @@ pub async fn pull(
         };
         let store = d2.images.store();
         match d2
-            .registry_client
+            .registry_client()?
             .pull(store, &reference, &opts, sink)
             .await
         {
@@ -179,7 +179,7 @@ pub async fn push(d: &Arc<Daemon>, reference: String, creds: Option<Credentials>
         let opts = PushOptions { credentials: creds };
         let store = d2.images.store();
         let tags = d2
-            .registry_client
+            .registry_client()?
             .push(store, &reference, &opts, sink)
             .await
             .map_err(reg_err)?;
