@@ -91,6 +91,16 @@ impl Drop for Daemon {
                 let _ = self.run(&["rm", "-f", id]);
             }
         }
+        // SIGTERM first: with no container left, berthd removes its bridge and nftables table.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_secs(5)
+            && matches!(self.child.try_wait(), Ok(None))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Shims (and their containers) outlive berthd by design: end the ones this daemon started.
