@@ -30,7 +30,13 @@ pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -
             if !force {
                 return Err(running_err(&rec.name));
             }
-            super::stop::kill_and_wait(d, c, 9, Duration::from_secs(10)).await?;
+            match super::stop::kill_and_wait(d, c, 9, Duration::from_secs(10)).await {
+                // It ended by itself between the look and the kill: look again.
+                Ok(_) | Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+            // An exit just now may have queued a restart by policy; removal ends it.
+            super::restart::cancel(d, c).await;
         }
         let _op = c.op.lock().await;
         if c.events.borrow().removed {
