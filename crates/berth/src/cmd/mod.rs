@@ -357,3 +357,40 @@ where
     }
     Ok(if failed { 1 } else { 0 })
 }
+
+/// `inspect` of objects found at `<prefix><name>` (networks, volumes): a JSON array indented like docker's,
+/// or one `--format` line per object; a name that is not found is reported and makes the exit code 1.
+pub async fn inspect_each(ctx: &Ctx, m: &Matches, prefix: &str) -> CmdResult {
+    let client = ctx.client().await?;
+    let tmpl = match m.value("format") {
+        Some(f) if !f.is_empty() && f != "json" => Some(crate::template::Template::parse(f)?),
+        _ => None,
+    };
+    let mut found = Vec::new();
+    let mut failed = false;
+    for a in &m.args {
+        match client
+            .get_value(&format!("{prefix}{}", crate::client::q(a)))
+            .await
+        {
+            Ok(v) => found.push(v),
+            Err(e @ ClientError::Connect(_)) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    match tmpl {
+        Some(t) => {
+            for v in &found {
+                println!("{}", t.execute(v)?);
+            }
+        }
+        None => println!(
+            "{}",
+            crate::value::Value::Array(found).to_json_indent("    ")
+        ),
+    }
+    Ok(if failed { 1 } else { 0 })
+}

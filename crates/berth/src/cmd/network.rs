@@ -402,32 +402,7 @@ pub async fn ls(ctx: &Ctx, m: Matches) -> CmdResult {
 
 /// `berth network inspect`.
 pub async fn inspect(ctx: &Ctx, m: Matches) -> CmdResult {
-    let client = ctx.client().await?;
-    let tmpl = match m.value("format") {
-        Some(f) if !f.is_empty() && f != "json" => Some(crate::template::Template::parse(f)?),
-        _ => None,
-    };
-    let mut found = Vec::new();
-    let mut failed = false;
-    for a in &m.args {
-        match client.get_value(&format!("/networks/{}", q(a))).await {
-            Ok(v) => found.push(v),
-            Err(e @ crate::client::ClientError::Connect(_)) => return Err(e.into()),
-            Err(e) => {
-                eprintln!("{e}");
-                failed = true;
-            }
-        }
-    }
-    match tmpl {
-        Some(t) => {
-            for v in &found {
-                println!("{}", t.execute(v)?);
-            }
-        }
-        None => println!("{}", Value::Array(found).to_json_indent("    ")),
-    }
-    Ok(if failed { 1 } else { 0 })
+    super::inspect_each(ctx, &m, "/networks/").await
 }
 
 /// `berth network rm`.
