@@ -77,6 +77,59 @@ pub fn parse_options(opts: &[String]) -> MountOptions {
     m
 }
 
+/// Mounts `source` on `target` as mount(8) would with `-t fstype -o options` (a local volume's
+/// `type`/`device`/`o`): `bind`/`rbind` binds, with the other flags applied by a remount.
+pub fn mount_fs(source: &str, target: &Path, fstype: &str, options: &str) -> Result<()> {
+    let opts: Vec<String> = options
+        .split(',')
+        .filter(|o| !o.is_empty())
+        .map(str::to_string)
+        .collect();
+    let m = parse_options(&opts);
+    let what = || {
+        format!(
+            "mount {source}:{}, flags: {:#x}, data: {}",
+            target.display(),
+            m.flags.bits(),
+            m.data
+        )
+    };
+    let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    if m.flags.contains(MsFlags::MS_BIND) {
+        let rec = m.flags & MsFlags::MS_REC;
+        nix::mount::mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | rec,
+            None::<&str>,
+        )
+        .map_err(|e| RuntimeError::sys(what(), e))?;
+        let rest = m.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if !rest.is_empty() {
+            let r = nix::mount::mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                None::<&str>,
+            );
+            if let Err(e) = r {
+                let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
+                return Err(RuntimeError::sys(what(), e));
+            }
+        }
+    } else {
+        nix::mount::mount(Some(source), target, Some(fstype), m.flags, data)
+            .map_err(|e| RuntimeError::sys(what(), e))?;
+    }
+    for p in &m.propagation {
+        nix::mount::mount(None::<&str>, target, None::<&str>, *p, None::<&str>)
+            .map_err(|e| RuntimeError::sys(format!("propagation of {}", target.display()), e))?;
+    }
+    Ok(())
+}
+
 /// Mounts an overlay filesystem at `target`; `lowers` are given topmost first.
 pub fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<()> {
     if lowers.is_empty() {

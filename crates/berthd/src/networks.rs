@@ -294,9 +294,11 @@ pub struct StartedNet {
 }
 
 /// Container start, before the spec is written: sets up the endpoints and records them; puts the
-/// namespace path into `rec` (the spec reads `BerthNetNsPath`).
+/// namespace path into `rec` (the spec reads `BerthNetNsPath`). Also mounts the container's
+/// local volumes that have mount options ([`crate::volumes::acquire`]; [`on_stop`] releases them).
 pub async fn on_start(d: &Arc<Daemon>, c: &Arc<Ctr>, rec: &mut Record) -> Result<StartedNet> {
     settle(Some(&c.id)).await;
+    crate::volumes::acquire(d, rec).await?;
     if mode_network(&rec.host_config.network_mode).is_none() {
         return Ok(StartedNet::default());
     }
@@ -412,8 +414,10 @@ pub fn write_files(rec: &Record, p: &CtrPaths, net: &StartedNet) -> Result<()> {
     Ok(())
 }
 
-/// Container exit, failed start, kill, removal: releases its endpoints (idempotent).
+/// Container exit, failed start, kill, removal: releases its endpoints and mounted volumes
+/// (idempotent).
 pub async fn on_stop(d: &Arc<Daemon>, c: &Arc<Ctr>) {
+    crate::volumes::release(d, c).await;
     let live: Vec<String> = if c.snapshot().network.sandbox_key.is_empty() {
         Vec::new()
     } else {
@@ -481,8 +485,10 @@ pub async fn settle(id: Option<&str>) {
     }
 }
 
-/// Daemon start: releases what dead containers held, restores the live ones' endpoints.
+/// Daemon start: releases what dead containers held (endpoints, volume mounts), restores the live
+/// ones' endpoints.
 pub async fn reconcile(d: &Arc<Daemon>, running: Vec<String>) -> Result<()> {
+    crate::volumes::reconcile(d, &running);
     let r = blocking(d, move |n| n.reconcile(&running)).await?;
     tracing::info!(?r, "networks reconciled");
     Ok(())

@@ -1,13 +1,14 @@
 //! Local volumes: `<data-root>/volumes/<name>/_data`, with `volume.json` beside it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use berth_api::Filters;
 use berth_api::volume::{Volume, VolumeCreateRequest};
 use serde::{Deserialize, Serialize};
 
+use crate::container::{Ctr, Record};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 
@@ -121,6 +122,7 @@ pub fn create(d: &Arc<Daemon>, req: VolumeCreateRequest) -> Result<Volume> {
     if let Some(v) = load(&vr, &name) {
         return Ok(v);
     }
+    validate_opts(&req.driver_opts).map_err(|e| Error::invalid(format!("create {name}: {e}")))?;
     let dir = vr.join(&name);
     std::fs::create_dir_all(dir.join("_data"))
         .map_err(|e| Error::io(format!("create volume {name}"), e))?;
@@ -158,6 +160,13 @@ pub fn remove(d: &Arc<Daemon>, name: &str, force: bool) -> Result<()> {
             ids.join(", ")
         )));
     }
+    // A mounted volume (a user-less leftover) is unmounted first: removing through a bind of a
+    // host directory would delete the host's files.
+    let data = vr.join(name).join("_data");
+    if berth_runtime::is_mountpoint(&data).unwrap_or(false) {
+        berth_runtime::unmount(&data)
+            .map_err(|e| Error::internal(format!("remove {name}: unmount: {e}")))?;
+    }
     std::fs::remove_dir_all(vr.join(name))
         .map_err(|e| Error::io(format!("remove volume {name}"), e))?;
     let mut attrs = BTreeMap::new();
@@ -188,4 +197,186 @@ pub fn prune(d: &Arc<Daemon>, f: &Filters) -> Result<serde_json::Value> {
         "VolumesDeleted": if deleted.is_empty() { serde_json::Value::Null } else { serde_json::json!(deleted) },
         "SpaceReclaimed": 0
     }))
+}
+
+/// The local driver's options, as dockerd's accepts them.
+const VALID_OPTS: [&str; 4] = ["type", "device", "o", "size"];
+
+/// Checks `--opt`s as dockerd's local driver does: known keys only, `type` and `device` together,
+/// `o` only with both; no quota support, so no `size`.
+fn validate_opts(opts: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    if let Some(k) = opts.keys().find(|k| !VALID_OPTS.contains(&k.as_str())) {
+        return Err(format!("invalid option: {k:?}"));
+    }
+    if opts.contains_key("size") {
+        return Err("quota size requested but no quota support".into());
+    }
+    for (opt, needs) in [
+        ("device", &["type"][..]),
+        ("type", &["device"][..]),
+        ("o", &["device", "type"][..]),
+    ] {
+        if opts.contains_key(opt) {
+            if let Some(n) = needs.iter().find(|n| !opts.contains_key(**n)) {
+                return Err(format!("missing required option: {n:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per `_data` path of a volume with mount options: the containers between their start's
+/// [`acquire`] and their stop's [`release`]. With the running containers of the records (the
+/// only users known after a daemon restart) it is the volume's refcount.
+static ACTIVE: LazyLock<Mutex<HashMap<PathBuf, BTreeSet<String>>>> =
+    LazyLock::new(Default::default);
+
+/// The volumes `rec` uses that have mount options: (name, `_data`, options).
+fn mounted_volumes(rec: &Record, vr: &Path) -> Vec<(String, PathBuf, BTreeMap<String, String>)> {
+    let mut out: Vec<(String, PathBuf, BTreeMap<String, String>)> = Vec::new();
+    for m in crate::container::spec::user_mounts(rec, vr).unwrap_or_default() {
+        let Some(name) = m.volume else { continue };
+        let Some(v) = load(vr, &name) else { continue };
+        if v.options.contains_key("device") && !out.iter().any(|(n, ..)| *n == name) {
+            out.push((name, PathBuf::from(v.mountpoint), v.options));
+        }
+    }
+    out
+}
+
+/// Container start: mounts each local volume created with `type`/`device`/`o` on its `_data`
+/// unless another user has it mounted already (dockerd mounts at first use, too).
+pub async fn acquire(d: &Arc<Daemon>, rec: &Record) -> Result<()> {
+    let vr = root(d);
+    let rec = rec.clone();
+    tokio::task::spawn_blocking(move || {
+        let vols = mounted_volumes(&rec, &vr);
+        if vols.is_empty() {
+            return Ok(());
+        }
+        let mut active = ACTIVE.lock().expect("volume users");
+        for (_, data, opts) in vols {
+            active
+                .entry(data.clone())
+                .or_default()
+                .insert(rec.id.clone());
+            if berth_runtime::is_mountpoint(&data).unwrap_or(false) {
+                continue;
+            }
+            let get = |k: &str| opts.get(k).map(String::as_str).unwrap_or("");
+            berth_runtime::mount::mount_fs(get("device"), &data, get("type"), get("o")).map_err(
+                |e| {
+                    Error::internal(format!(
+                        "error while mounting volume '{}': failed to mount local volume: {e}",
+                        data.display()
+                    ))
+                },
+            )?;
+            tracing::debug!(volume = %data.display(), "mounted");
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::internal(e.to_string()))?
+}
+
+/// Container stop (or failed start): unmounts each of its mounted volumes that no other container
+/// uses any more.
+pub async fn release(d: &Arc<Daemon>, c: &Arc<Ctr>) {
+    let vr = root(d);
+    let rec = c.snapshot();
+    let vols = mounted_volumes(&rec, &vr);
+    if vols.is_empty() {
+        return;
+    }
+    // Containers still running keep their volumes mounted (after a restart only they are known).
+    let mut running: BTreeSet<PathBuf> = BTreeSet::new();
+    for o in d.all() {
+        let r = o.snapshot();
+        if r.id != rec.id && r.state.running {
+            running.extend(mounted_volumes(&r, &vr).into_iter().map(|(_, p, _)| p));
+        }
+    }
+    let id = rec.id.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut active = ACTIVE.lock().expect("volume users");
+        for (_, data, _) in vols {
+            let others = active.get_mut(&data).is_some_and(|u| {
+                u.remove(&id);
+                !u.is_empty()
+            });
+            if others || running.contains(&data) {
+                continue;
+            }
+            active.remove(&data);
+            unmount_data(&data);
+        }
+    })
+    .await;
+}
+
+fn unmount_data(data: &Path) {
+    if berth_runtime::is_mountpoint(data).unwrap_or(false) {
+        match berth_runtime::unmount(data) {
+            Ok(()) => tracing::debug!(volume = %data.display(), "unmounted"),
+            Err(e) => tracing::warn!("unmount volume {}: {e}", data.display()),
+        }
+    }
+}
+
+/// Daemon start: volumes left mounted that no adopted (`live`) container uses are unmounted.
+pub fn reconcile(d: &Arc<Daemon>, live: &[String]) {
+    let vr = root(d);
+    let mut used: BTreeSet<PathBuf> = BTreeSet::new();
+    for c in d.all() {
+        if live.contains(&c.id) {
+            used.extend(
+                mounted_volumes(&c.snapshot(), &vr)
+                    .into_iter()
+                    .map(|(_, p, _)| p),
+            );
+        }
+    }
+    for e in std::fs::read_dir(&vr).into_iter().flatten().flatten() {
+        let data = e.path().join("_data");
+        if !used.contains(&data) {
+            unmount_data(&data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_checked_like_dockerd() {
+        assert!(validate_opts(&opts(&[])).is_ok());
+        assert!(
+            validate_opts(&opts(&[
+                ("type", "tmpfs"),
+                ("device", "tmpfs"),
+                ("o", "size=1m")
+            ]))
+            .is_ok()
+        );
+        assert_eq!(
+            validate_opts(&opts(&[("foo", "1")])).unwrap_err(),
+            "invalid option: \"foo\""
+        );
+        assert_eq!(
+            validate_opts(&opts(&[("type", "tmpfs")])).unwrap_err(),
+            "missing required option: \"device\""
+        );
+        assert_eq!(
+            validate_opts(&opts(&[("o", "size=1m"), ("device", "tmpfs")])).unwrap_err(),
+            "missing required option: \"type\""
+        );
+    }
 }
