@@ -160,6 +160,12 @@ fn setup(cfg: InitConfig<'_>, sock: &OwnedFd) -> R<Ready> {
     };
     prepare_rootfs(spec, cfg.rootfs, terminal, cfg.sysfs, &mut joined)?;
     pivot_root(cfg.rootfs)?;
+    // The new `/` gets the asked propagation only now: before pivot_root it would reach the host's.
+    let prop = root_propagation(spec);
+    if prop != (MsFlags::MS_PRIVATE | MsFlags::MS_REC) {
+        mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
+            .ctx(|| "set rootfs propagation".into())?;
+    }
 
     // Terminal or stdio.
     let master = setup_stdio(cfg.stdio, process, true)?;
@@ -407,21 +413,14 @@ fn prepare_rootfs(
     mut sysfs: Option<OwnedFd>,
     joined: &mut dyn FnMut() -> R,
 ) -> R {
-    let linux = spec.linux().as_ref();
-    let prop = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
-        Some("shared") | Some("rshared") => MsFlags::MS_SHARED | MsFlags::MS_REC,
-        Some("slave") | Some("rslave") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        _ => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-    };
-    // Private first, so that nothing we mount leaks to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(|| "make / private".into())?;
+    let prop = root_propagation(spec);
+    // Private unless a bind needs the host's propagation, so that nothing we mount leaks to the
+    // host; under a shared `/` the rootfs's own mount is made private instead.
+    mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
+        .ctx(|| "set / propagation".into())?;
+    if prop.contains(MsFlags::MS_SHARED) {
+        crate::mount::make_mount_private(rootfs).ctx(|| "make rootfs mount private".into())?;
+    }
     mount(
         Some(rootfs),
         rootfs,
@@ -461,11 +460,12 @@ fn prepare_rootfs(
             do_mount(rootfs, m)?;
         }
     }
-    if prop != (MsFlags::MS_PRIVATE | MsFlags::MS_REC) {
-        mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
-            .ctx(|| "set rootfs propagation".into())?;
-    }
     Ok(())
+}
+
+fn root_propagation(spec: &Spec) -> MsFlags {
+    let linux = spec.linux().as_ref();
+    crate::mount::root_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()))
 }
 
 fn mkdir_all(p: &Path) -> R {

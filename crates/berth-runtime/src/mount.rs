@@ -130,6 +130,51 @@ pub fn mount_fs(source: &str, target: &Path, fstype: &str, options: &str) -> Res
     Ok(())
 }
 
+/// The propagation of a spec's `rootfsPropagation` (rprivate when unset or unknown). The init gives
+/// it to `/` of the container's mount namespace before mounting anything, and again after
+/// pivot_root: a bind asking for slave or shared propagation needs its source to stay a slave or a
+/// peer of the host's mount, which a private `/` would cut.
+pub fn root_propagation(rootfs_propagation: Option<&str>) -> MsFlags {
+    match rootfs_propagation {
+        Some("shared") => MsFlags::MS_SHARED,
+        Some("rshared") => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        Some("slave") => MsFlags::MS_SLAVE,
+        Some("rslave") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        Some("private") => MsFlags::MS_PRIVATE,
+        _ => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+    }
+}
+
+/// Makes the mount holding `path` private (not recursively), so that what is mounted on or under
+/// it does not propagate to the host; needed (and pivot_root requires it) under a shared `/`.
+pub fn make_mount_private(path: &Path) -> Result<()> {
+    let (mp, _) = source_mount(path)?;
+    nix::mount::mount(
+        None::<&str>,
+        Path::new(&mp),
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| RuntimeError::sys(format!("make {mp} private"), e))
+}
+
+/// The mount point holding `path` (after symlinks), with that mount's propagation fields of
+/// mountinfo (`shared:N`, `master:N`; empty for a private mount).
+pub fn source_mount(path: &Path) -> Result<(String, String)> {
+    let path = std::fs::canonicalize(path)
+        .map_err(|e| RuntimeError::io(format!("resolve {}", path.display()), e))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| RuntimeError::io("read mountinfo", e))?;
+    mountinfo(&info)
+        .into_iter()
+        .filter(|m| path.starts_with(&m.mount_point))
+        // The last of the longest: a mount over another hides it.
+        .max_by_key(|m| m.mount_point.len())
+        .map(|m| (m.mount_point, m.optional))
+        .ok_or_else(|| RuntimeError::InvalidSpec(format!("no mount holds {}", path.display())))
+}
+
 /// Mounts an overlay filesystem at `target`; `lowers` are given topmost first.
 pub fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<()> {
     if lowers.is_empty() {
@@ -256,6 +301,8 @@ pub fn is_mountpoint(path: &Path) -> Result<bool> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MountInfo {
     pub mount_point: String,
+    /// Optional fields: propagation (`shared:N`, `master:N`, ...), space-separated.
+    pub optional: String,
     pub fstype: String,
     pub super_options: String,
 }
@@ -265,12 +312,14 @@ pub(crate) fn mountinfo(text: &str) -> Vec<MountInfo> {
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
             let mount_point = unescape_octal(left.split(' ').nth(4)?);
+            let optional = left.split(' ').skip(6).collect::<Vec<_>>().join(" ");
             let mut r = right.split(' ');
             let fstype = r.next()?.to_string();
             let _source = r.next()?;
             let super_options = r.next().unwrap_or("").to_string();
             Some(MountInfo {
                 mount_point,
+                optional,
                 fstype,
                 super_options,
             })
@@ -328,11 +377,14 @@ mod tests {
         assert_eq!(m[0].fstype, "cgroup");
         assert_eq!(m[0].super_options, "rw,memory");
         assert_eq!(m[1].mount_point, "/a b");
+        assert_eq!(m[0].optional, "shared:10");
+        assert_eq!(m[1].optional, "");
     }
 
     #[test]
     fn root_is_a_mountpoint() {
         assert!(is_mountpoint(Path::new("/")).unwrap());
+        assert_eq!(source_mount(Path::new("/")).unwrap().0, "/");
     }
 
     #[test]
