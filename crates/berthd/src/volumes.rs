@@ -7,7 +7,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use berth_api::Filters;
 use berth_api::volume::{Volume, VolumeCreateRequest};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use crate::container::spec::UserMount;
 use crate::container::{Ctr, Record};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
@@ -343,6 +345,53 @@ pub fn reconcile(d: &Arc<Daemon>, live: &[String]) {
             unmount_data(&data);
         }
     }
+}
+
+/// Bind propagation as dockerd applies it: a `shared`/`rshared` bind needs its source on a shared
+/// mount, a `slave`/`rslave` one on a shared or slave mount (refused otherwise, with dockerd's
+/// messages); the spec's `rootfsPropagation` then becomes `shared` or `rslave` so that the
+/// runtime keeps the host's propagation to the source.
+pub fn apply_propagation(spec: &mut Value, mounts: &[UserMount]) -> Result<()> {
+    let mut root = spec["linux"]["rootfsPropagation"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    for m in mounts.iter().filter(|m| m.kind == "bind") {
+        let shared = m.options.iter().any(|o| o == "shared" || o == "rshared");
+        let slave = m.options.iter().any(|o| o == "slave" || o == "rslave");
+        if !shared && !slave {
+            continue;
+        }
+        let (mp, fields) = berth_runtime::mount::source_mount(Path::new(&m.source))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let is_shared = fields.split(' ').any(|f| f.starts_with("shared:"));
+        let is_slave = fields.split(' ').any(|f| f.starts_with("master:"));
+        if shared {
+            if !is_shared {
+                return Err(Error::internal(format!(
+                    "path {} is mounted on {mp} but it is not a shared mount",
+                    m.source
+                )));
+            }
+            if !root.ends_with("shared") {
+                root = "shared".into();
+            }
+        } else {
+            if !is_shared && !is_slave {
+                return Err(Error::internal(format!(
+                    "path {} is mounted on {mp} but it is not a shared or slave mount",
+                    m.source
+                )));
+            }
+            if !root.ends_with("shared") && !root.ends_with("slave") {
+                root = "rslave".into();
+            }
+        }
+    }
+    if !root.is_empty() {
+        spec["linux"]["rootfsPropagation"] = Value::String(root);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

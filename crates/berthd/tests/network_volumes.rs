@@ -365,3 +365,138 @@ fn local_volume_mount_options() {
     d.terminate();
     assert_eq!(mounts_under(&d.dir), Vec::<String>::new(), "leaked mounts");
 }
+
+/// Runs `mount` with `args`, asserting success.
+fn mount(args: &[&str], path: &Path) {
+    let st = Command::new("mount").args(args).arg(path).status().unwrap();
+    assert!(st.success(), "mount {args:?} {}", path.display());
+}
+
+#[test]
+fn bind_propagation() {
+    if !can_run() {
+        return;
+    }
+    let mut d = TestDaemon::start();
+    d.import_busybox();
+    let src = d.dir.join("shared-src");
+    let private = d.dir.join("private-src");
+    for p in [&src, &private] {
+        std::fs::create_dir_all(p).unwrap();
+        mount(&["--bind", &p.display().to_string()], p);
+    }
+    mount(&["--make-shared"], &src);
+    mount(&["--make-private"], &private);
+    // Refused as dockerd refuses them.
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/p:rshared", private.display()),
+        BB,
+        "true",
+    ]);
+    assert_eq!(o.code, 125);
+    let want = format!(
+        "path {0} is mounted on {0} but it is not a shared mount",
+        private.display()
+    );
+    assert!(o.stderr.contains(&want), "{}", o.stderr);
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--mount",
+        &format!(
+            "type=bind,src={},dst=/p,bind-propagation=rslave",
+            private.display()
+        ),
+        BB,
+        "true",
+    ]);
+    assert!(
+        o.stderr.contains("but it is not a shared or slave mount"),
+        "{}",
+        o.stderr
+    );
+    // rslave (-v), rshared (--mount) and rprivate binds of the shared mount.
+    let s = src.display().to_string();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slave",
+        "-v",
+        &format!("{s}:/s:rslave"),
+        BB,
+        "sleep",
+        "300",
+    ]);
+    let shared = format!("type=bind,src={s},dst=/s,bind-propagation=rshared");
+    d.ok(&[
+        "run",
+        "-d",
+        "--privileged",
+        "--name",
+        "shared",
+        "--mount",
+        &shared,
+        BB,
+        "sleep",
+        "300",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "private",
+        "-v",
+        &format!("{s}:/s:rprivate"),
+        BB,
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(
+        d.ok(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Propagation}}{{end}}",
+            "slave"
+        ]),
+        "rslave\n"
+    );
+    // A tmpfs mounted on the host after the containers started.
+    let sub = src.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    mount(&["-t", "tmpfs", "tmpfs"], &sub);
+    std::fs::write(sub.join("x"), "from host\n").unwrap();
+    for c in ["slave", "shared"] {
+        assert_eq!(d.ok(&["exec", c, "cat", "/s/sub/x"]), "from host\n", "{c}");
+    }
+    let o = d.docker(&["exec", "private", "cat", "/s/sub/x"]);
+    assert_ne!(o.code, 0, "rprivate saw the host's mount: {}", o.stdout);
+    // rshared goes both ways: a mount made in the container shows on the host.
+    d.ok(&[
+        "exec",
+        "shared",
+        "sh",
+        "-c",
+        "mkdir -p /s/back && mount -t tmpfs none /s/back && echo c > /s/back/y",
+    ]);
+    assert_eq!(std::fs::read_to_string(src.join("back/y")).unwrap(), "c\n");
+    // Nothing else of the containers' mounts reached the host.
+    let proc_leaks: Vec<String> = mounts_under(&d.dir.join("data"))
+        .into_iter()
+        .filter(|l| {
+            !l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m.ends_with("/rootfs") || m.ends_with("/merged"))
+        })
+        .collect();
+    assert_eq!(proc_leaks, Vec::<String>::new());
+    d.ok(&["rm", "-f", "slave", "shared", "private"]);
+    for p in [src.join("back"), sub, src.clone(), private] {
+        berth_runtime::unmount(&p).unwrap();
+    }
+    d.terminate();
+    assert_eq!(mounts_under(&d.dir), Vec::<String>::new(), "leaked mounts");
+}

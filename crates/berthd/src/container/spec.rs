@@ -692,6 +692,7 @@ fn apply_host_config(
             }
         }
     }
+    crate::volumes::apply_propagation(spec, &ums)?;
     if let Some(arr) = spec["mounts"].as_array_mut() {
         for um in ums {
             arr.retain(|m| m["destination"] != um.destination.as_str());
