@@ -19,8 +19,21 @@ use crate::{Result, RuntimeError};
 /// Where cgroup hierarchies are mounted on a normal host.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 
+/// One device's count of one kind of block I/O, as the Engine API's `BlkioStatEntry`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlkioEntry {
+    /// Device major number.
+    pub major: u64,
+    /// Device minor number.
+    pub minor: u64,
+    /// `Read`, `Write`, `Sync`, `Async`, `Discard`, `Total` (v1) or `read`, `write` (v2).
+    pub op: String,
+    /// Bytes or operations.
+    pub value: u64,
+}
+
 /// Resource usage of a container's cgroup (what `docker stats` shows). Absent values are 0.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// CPU time used, in nanoseconds.
     pub cpu_usage_ns: u64,
@@ -34,6 +47,60 @@ pub struct Stats {
     pub pids_current: u64,
     /// Task limit (0: none).
     pub pids_limit: u64,
+    /// Bytes transferred per device and direction (`io_service_bytes_recursive`).
+    #[serde(default)]
+    pub io_service_bytes: Vec<BlkioEntry>,
+    /// I/O operations per device and direction (`io_serviced_recursive`).
+    #[serde(default)]
+    pub io_serviced: Vec<BlkioEntry>,
+}
+
+/// Entries of a v1 blkio file (`8:0 Read 4096` lines; the closing `Total N` has no device).
+pub(crate) fn parse_blkio_v1(text: &str) -> Vec<BlkioEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (dev, op, value) = (f.next()?, f.next()?, f.next()?);
+            let (major, minor) = dev.split_once(':')?;
+            Some(BlkioEntry {
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                op: op.to_string(),
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Bytes and operations from v2 `io.stat` (`8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0
+/// dios=0` lines), with dockerd's `read`/`write` ops.
+pub(crate) fn parse_io_stat(text: &str) -> (Vec<BlkioEntry>, Vec<BlkioEntry>) {
+    let (mut bytes, mut ios) = (Vec::new(), Vec::new());
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let Some((major, minor)) = f.next().and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
+            continue;
+        };
+        let kv: Vec<(&str, u64)> = f
+            .filter_map(|x| x.split_once('='))
+            .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+            .collect();
+        let get = |key: &str| kv.iter().find(|(k, _)| *k == key).map_or(0, |(_, v)| *v);
+        let entry = |op: &str, value| BlkioEntry {
+            major,
+            minor,
+            op: op.into(),
+            value,
+        };
+        bytes.push(entry("read", get("rbytes")));
+        bytes.push(entry("write", get("wbytes")));
+        ios.push(entry("read", get("rios")));
+        ios.push(entry("write", get("wios")));
+    }
+    (bytes, ios)
 }
 
 pub(crate) fn num(dir: &Path, file: &str) -> u64 {
@@ -140,5 +207,46 @@ pub(crate) fn rmdir_retry(dir: &Path) -> Result<()> {
                 )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(v: &[BlkioEntry]) -> String {
+        let e: Vec<String> = v
+            .iter()
+            .map(|e| format!("{}:{} {} {}", e.major, e.minor, e.op, e.value))
+            .collect();
+        e.join(", ")
+    }
+
+    #[test]
+    fn parses_blkio_v1() {
+        let text = "254:0 Read 4096\n254:0 Write 5242880\n254:0 Sync 5242880\n\
+                    254:0 Async 4096\n254:0 Discard 0\n254:0 Total 5246976\nTotal 5246976\n";
+        assert_eq!(
+            flat(&parse_blkio_v1(text)),
+            "254:0 Read 4096, 254:0 Write 5242880, 254:0 Sync 5242880, 254:0 Async 4096, \
+             254:0 Discard 0, 254:0 Total 5246976"
+        );
+        assert!(parse_blkio_v1("Total 0\n").is_empty());
+    }
+
+    #[test]
+    fn parses_io_stat() {
+        let text = "8:0 rbytes=1048576 wbytes=5242880 rios=16 wios=40 dbytes=0 dios=0\n\
+                    253:0 rbytes=0 wbytes=4096 rios=0 wios=1 dbytes=0 dios=0\n";
+        let (bytes, ios) = parse_io_stat(text);
+        assert_eq!(
+            flat(&bytes),
+            "8:0 read 1048576, 8:0 write 5242880, 253:0 read 0, 253:0 write 4096"
+        );
+        assert_eq!(
+            flat(&ios),
+            "8:0 read 16, 8:0 write 40, 253:0 read 0, 253:0 write 1"
+        );
+        assert_eq!(parse_io_stat(""), (vec![], vec![]));
     }
 }

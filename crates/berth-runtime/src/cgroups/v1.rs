@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
-use super::{CgroupManager, Stats, keyed, num, read, read_pids, relative, rmdir_retry, write};
+use super::{
+    CgroupManager, Stats, keyed, num, parse_blkio_v1, read, read_pids, relative, rmdir_retry, write,
+};
 use crate::{Result, RuntimeError};
 
 /// The hierarchies (directory names under the root) that containers join.
@@ -274,6 +276,30 @@ impl CgroupManager for CgroupV1 {
             s.pids_current = num(d, "pids.current");
             s.pids_limit = num(d, "pids.max");
         }
+        if let Some(d) = self.dir("blkio") {
+            // containerd's order: CFQ's files where the scheduler keeps them, else the
+            // throttle layer's, which every kernel with blkio has.
+            let first = |names: &[&str]| {
+                names
+                    .iter()
+                    .find_map(|n| {
+                        read(d, n)
+                            .map(|t| parse_blkio_v1(&t))
+                            .filter(|e| !e.is_empty())
+                    })
+                    .unwrap_or_default()
+            };
+            s.io_service_bytes = first(&[
+                "blkio.io_service_bytes_recursive",
+                "blkio.throttle.io_service_bytes_recursive",
+                "blkio.throttle.io_service_bytes",
+            ]);
+            s.io_serviced = first(&[
+                "blkio.io_serviced_recursive",
+                "blkio.throttle.io_serviced_recursive",
+                "blkio.throttle.io_serviced",
+            ]);
+        }
         s
     }
 
@@ -373,5 +399,26 @@ mod tests {
         assert_eq!(st.memory_limit, 67108864);
         assert_eq!(st.memory_inactive_file, 1024);
         assert_eq!((st.pids_current, st.pids_limit), (3, 100));
+        assert!(st.io_service_bytes.is_empty());
+        // Block I/O from the throttle layer when CFQ's files are absent.
+        std::fs::write(
+            leaf("blkio").join("blkio.throttle.io_service_bytes_recursive"),
+            "254:0 Read 0\n254:0 Write 5242880\n254:0 Total 5242880\nTotal 5242880\n",
+        )
+        .unwrap();
+        std::fs::write(
+            leaf("blkio").join("blkio.throttle.io_serviced"),
+            "254:0 Read 0\n254:0 Write 40\n254:0 Total 40\nTotal 40\n",
+        )
+        .unwrap();
+        let st = cg.stats();
+        let w = |v: &[super::super::BlkioEntry]| {
+            v.iter()
+                .find(|e| e.op == "Write")
+                .map(|e| (e.major, e.minor, e.value))
+        };
+        assert_eq!(w(&st.io_service_bytes), Some((254, 0, 5242880)));
+        assert_eq!(w(&st.io_serviced), Some((254, 0, 40)));
+        assert_eq!(st.io_service_bytes.len(), 3);
     }
 }

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
-use super::{CgroupManager, Stats, keyed, num, read, read_pids, relative, rmdir_retry, write};
+use super::{
+    CgroupManager, Stats, keyed, num, parse_io_stat, read, read_pids, relative, rmdir_retry, write,
+};
 use crate::{Result, RuntimeError};
 
 const CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "io", "memory", "pids"];
@@ -185,6 +187,8 @@ impl CgroupManager for CgroupV2 {
 
     fn stats(&self) -> Stats {
         let d = &self.dir;
+        let (io_service_bytes, io_serviced) =
+            parse_io_stat(&read(d, "io.stat").unwrap_or_default());
         Stats {
             cpu_usage_ns: read(d, "cpu.stat")
                 .and_then(|t| keyed(&t, "usage_usec"))
@@ -197,6 +201,8 @@ impl CgroupManager for CgroupV2 {
                 .unwrap_or(0),
             pids_current: num(d, "pids.current"),
             pids_limit: num(d, "pids.max"),
+            io_service_bytes,
+            io_serviced,
         }
     }
 
@@ -250,6 +256,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cg.oom_kill_count(), 1);
+        std::fs::write(
+            cg.dir().join("io.stat"),
+            "254:0 rbytes=8192 wbytes=5242880 rios=2 wios=40 dbytes=0 dios=0\n",
+        )
+        .unwrap();
+        let st = cg.stats();
+        let v = |e: &[super::super::BlkioEntry]| -> Vec<(String, u64)> {
+            e.iter().map(|e| (e.op.clone(), e.value)).collect()
+        };
+        assert_eq!(
+            v(&st.io_service_bytes),
+            [("read".into(), 8192), ("write".into(), 5242880)]
+        );
+        assert_eq!(
+            v(&st.io_serviced),
+            [("read".into(), 2), ("write".into(), 40)]
+        );
 
         // Reservation, cpuset, block I/O weight and throttles.
         let r: LinuxResources = serde_json::from_value(serde_json::json!({

@@ -873,6 +873,19 @@ mod tests {
         assert_eq!(t("NetIO"), "1.5kB / 0B");
         assert_eq!(t("BlockIO"), "0B / 0B");
         assert_eq!(t("PIDs"), "3");
+        // Block I/O: v1's `Read`/`Write` (not `Total`) and v2's `read`/`write`, summed.
+        let mut s = s;
+        s["blkio_stats"] = serde_json::json!({"io_service_bytes_recursive": [
+            {"major": 254, "minor": 0, "op": "Read", "value": 1_200_000u64},
+            {"major": 254, "minor": 0, "op": "Write", "value": 5_242_880u64},
+            {"major": 254, "minor": 0, "op": "Total", "value": 6_442_880u64},
+            {"major": 8, "minor": 0, "op": "write", "value": 1_000u64},
+        ]});
+        let r = stats_row("0123456789abcdef", "web", &s, true);
+        assert_eq!(
+            r.get("BlockIO"),
+            Some(&Value::from("1.2MB / 5.24MB".to_string()))
+        );
     }
 
     #[test]

@@ -249,7 +249,13 @@ async fn sample(id: &str, running: bool) -> Value {
             "limit": limit,
             "stats": {"inactive_file": st.memory_inactive_file}
         },
-        "blkio_stats": {},
+        "blkio_stats": {
+            "io_service_bytes_recursive": st.io_service_bytes,
+            "io_serviced_recursive": st.io_serviced,
+            "io_queue_recursive": null, "io_service_time_recursive": null,
+            "io_wait_time_recursive": null, "io_merged_recursive": null,
+            "io_time_recursive": null, "sectors_recursive": null
+        },
         "networks": {},
     })
 }
