@@ -70,9 +70,13 @@ pub type Resp = Response<Body>;
 
 /// A JSON response.
 pub fn json<T: Serialize>(status: u16, v: &T) -> Resp {
-    let data = serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
-    let mut data = data;
+    let mut data = serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
     data.push(b'\n');
+    json_bytes(status, data)
+}
+
+/// A JSON response from text already serialized.
+pub fn json_bytes(status: u16, data: Vec<u8>) -> Resp {
     let mut r = Response::new(Body::Full(Some(Bytes::from(data))));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     r.headers_mut()

@@ -266,16 +266,38 @@ impl Images {
     /// `POST /images/prune`.
     pub async fn prune(&self, filters: &Filters, in_use: InUse) -> Result<Value> {
         filters
-            .validate(&["dangling", "until", "label"])
+            .validate(&["dangling", "until", "label", "label!"])
             .map_err(Error::Invalid)?;
         let all = matches!(
             filters.get("dangling").first().map(String::as_str),
             Some("false") | Some("0")
         );
+        let until = crate::container::list::prune_until(filters, chrono::Utc::now())?;
+        // Images that `until` or the labels leave out, as dockerd: created after `until`, or
+        // with labels that `label` does not match or `label!` does.
+        let mut kept = std::collections::HashSet::new();
+        if until.is_some() || !filters.get("label").is_empty() || !filters.get("label!").is_empty()
+        {
+            for i in self.list(true, &Filters::default()).await? {
+                let late = until.is_some_and(|u| i.created > u.timestamp());
+                if late || !crate::container::list::prune_labels_match(filters, &i.labels) {
+                    kept.insert(i.id);
+                }
+            }
+        }
         let s = self.store.clone();
         let (items, reclaimed) = blocking(move || {
+            // The store leaves images in use alone (and quietly so when they are the parents of
+            // pruned ones), so the images the filters leave out pass for used.
             let cb = |id: &berth_image::ImageId| {
-                in_use(&id.to_string()).map(|(container_id, running)| ImageUser {
+                let id = id.to_string();
+                if kept.contains(&id) {
+                    return Some(ImageUser {
+                        container_id: String::new(),
+                        running: false,
+                    });
+                }
+                in_use(&id).map(|(container_id, running)| ImageUser {
                     container_id,
                     running,
                 })

@@ -158,7 +158,7 @@ async fn route(
             let r = container::create::create(d, q.get("name"), body).await?;
             Ok(json(201, &r))
         }
-        (&Method::GET, ["containers", "json"]) => containers_list(d, &q).await,
+        (&Method::GET, ["containers", "json"]) => list::handle(d, &q).await,
         (&Method::POST, ["containers", "prune"]) => containers_prune(d, &q).await,
         (&Method::POST, ["images", "prune"]) => {
             let r = d.images.prune(&q.filters()?, in_use_fn(d)).await?;
@@ -205,51 +205,6 @@ fn ping() -> Resp {
     );
     h.insert("Pragma", HeaderValue::from_static("no-cache"));
     r
-}
-
-async fn containers_list(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
-    let filters = q.filters()?;
-    list::validate_filters(&filters)?;
-    let opts = list::ListOptions {
-        all: q.bool("all"),
-        limit: q.int("limit")?.unwrap_or(-1),
-        filters,
-    };
-    // `ancestor`: each reference resolved once to an image ID.
-    let mut ancestors: Vec<(String, Option<String>)> = Vec::new();
-    for a in opts.filters.get("ancestor") {
-        ancestors.push((a.clone(), d.images.resolve(a).await.ok()));
-    }
-    let matches = |a: &str, r: &container::Record| {
-        r.config.image == a
-            || ancestors
-                .iter()
-                .any(|(name, id)| name == a && id.as_deref() == Some(r.image.as_str()))
-    };
-    let recs: Vec<_> = d.all().iter().map(|c| c.snapshot()).collect();
-    let sel = list::select(recs, &opts, &matches);
-    let vr = d.settings.data_root.join("volumes");
-    let mut out: Vec<_> = sel.iter().map(|r| list::summary(r, &vr)).collect();
-    if q.bool("size") {
-        let uppers: Vec<_> = sel.iter().map(|r| r.layer.upper.clone()).collect();
-        let sizes = tokio::task::spawn_blocking(move || {
-            uppers.iter().map(|u| list::dir_size(u)).collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| Error::internal(e.to_string()))?;
-        let image_sizes: std::collections::HashMap<String, i64> = d
-            .images
-            .list(true, &berth_api::Filters::default())
-            .await?
-            .into_iter()
-            .map(|i| (i.id, i.size))
-            .collect();
-        for (s, size) in out.iter_mut().zip(sizes) {
-            s.size_rw = Some(size);
-            s.size_root_fs = Some(size + image_sizes.get(&s.image_id).copied().unwrap_or(0));
-        }
-    }
-    Ok(json(200, &out))
 }
 
 async fn container_route(
@@ -895,15 +850,7 @@ async fn containers_prune(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
     let f = q.filters()?;
     f.validate(&["label", "label!", "until"])
         .map_err(Error::Invalid)?;
-    let now = chrono::Utc::now();
-    let mut until = None;
-    for u in f.get("until") {
-        until = Some(crate::util::parse_until(u, now).ok_or_else(|| {
-            Error::invalid(format!(
-                "failed to parse value as time or duration: \"{u}\""
-            ))
-        })?);
-    }
+    let until = list::prune_until(&f, chrono::Utc::now())?;
     let mut deleted = Vec::new();
     let mut reclaimed = 0i64;
     for c in d.all() {

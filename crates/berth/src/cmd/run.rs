@@ -981,6 +981,12 @@ pub async fn attach(ctx: &Ctx, m: Matches) -> CmdResult {
             1,
         ));
     }
+    if v["State"]["Restarting"] == serde_json::Value::Bool(true) {
+        return Err(CliError::Msg(
+            "You cannot attach to a restarting container, wait until it is running".into(),
+            1,
+        ));
+    }
     let cfg: berth_api::container::Config =
         serde_json::from_value(v["Config"].clone()).unwrap_or_default();
     let o = AttachOpts {

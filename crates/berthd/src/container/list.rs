@@ -1,32 +1,45 @@
 //! `GET /containers/json` and `GET /containers/{id}/json`.
+//!
+//! `ps` is served from a per-container [`Entry`]: the entry's JSON without its time-dependent
+//! `Status`, built once per change of the record (see [`Ctr::summary`]), so listing 1000
+//! containers copies no records and builds no JSON trees.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_api::Filters;
-use berth_api::container::{ContainerInspect, ContainerSummary};
+use berth_api::container::{ContainerInspect, ContainerSummary, State};
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::merge::command_string;
-use super::{CtrPaths, Record};
+use super::{Ctr, CtrPaths, Record};
+use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::http::{Query, Resp};
 
 /// Docker's human status (`Up 3 seconds`, `Exited (0) 5 seconds ago`, `Created`).
 pub fn status_string(rec: &Record, now: DateTime<Utc>) -> String {
     let st = &rec.state;
+    let t = |s: &str| crate::util::parse_time(s);
+    status_of(st, t(&st.started_at), t(&st.finished_at), now)
+}
+
+/// [`status_string`] from a state whose times are parsed.
+fn status_of(
+    st: &State,
+    started: Option<DateTime<Utc>>,
+    finished: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> String {
+    let ago = |t: Option<DateTime<Utc>>| {
+        crate::util::human_duration(t.map(|t| (now - t).num_seconds()).unwrap_or(0))
+    };
     if st.restarting {
-        let ago = crate::util::parse_time(&st.finished_at)
-            .map(|f| (now - f).num_seconds())
-            .unwrap_or(0);
-        return format!(
-            "Restarting ({}) {} ago",
-            st.exit_code,
-            crate::util::human_duration(ago)
-        );
+        return format!("Restarting ({}) {} ago", st.exit_code, ago(finished));
     }
     if st.running {
-        let since = crate::util::parse_time(&st.started_at)
-            .map(|t| (now - t).num_seconds())
-            .unwrap_or(0);
-        let mut s = format!("Up {}", crate::util::human_duration(since));
+        let mut s = format!("Up {}", ago(started));
         if st.paused {
             s.push_str(" (Paused)");
         } else {
@@ -40,17 +53,13 @@ pub fn status_string(rec: &Record, now: DateTime<Utc>) -> String {
     if st.dead {
         return "Dead".into();
     }
-    let Some(_) = crate::util::parse_time(&st.started_at) else {
+    if started.is_none() {
         return "Created".into();
-    };
-    let Some(fin) = crate::util::parse_time(&st.finished_at) else {
+    }
+    if finished.is_none() {
         return String::new();
-    };
-    format!(
-        "Exited ({}) {} ago",
-        st.exit_code,
-        crate::util::human_duration((now - fin).num_seconds())
-    )
+    }
+    format!("Exited ({}) {} ago", st.exit_code, ago(finished))
 }
 
 /// Bytes used by the files under `dir` (not following links, each inode once per walk).
@@ -125,6 +134,18 @@ pub fn mount_points(rec: &Record, volumes_root: &std::path::Path) -> Vec<serde_j
         .collect()
 }
 
+/// `State` as the Engine API shows it: dockerd keeps `Running` true while a restart is pending
+/// (its `SetRestarting`), with `Pid` 0; berthd's record says whether a process runs.
+pub fn api_state(st: &State) -> State {
+    let mut s = st.clone();
+    if s.restarting {
+        s.running = true;
+        s.paused = false;
+        s.pid = 0;
+    }
+    s
+}
+
 /// The inspect output of a container.
 pub fn inspect(rec: &Record, p: &CtrPaths, volumes_root: &std::path::Path) -> ContainerInspect {
     let l = &rec.layer;
@@ -134,7 +155,7 @@ pub fn inspect(rec: &Record, p: &CtrPaths, volumes_root: &std::path::Path) -> Co
         created: rec.created.clone(),
         path: rec.path.clone(),
         args: rec.args.clone(),
-        state: rec.state.clone(),
+        state: api_state(&rec.state),
         image: rec.image.clone(),
         resolv_conf_path: p.data.join("resolv.conf").display().to_string(),
         hostname_path: p.data.join("hostname").display().to_string(),
@@ -238,28 +259,190 @@ pub fn prune_labels_match(
     f.get("label").iter().all(one) && !f.get("label!").iter().any(one)
 }
 
-/// Selects and orders containers for `GET /containers/json`. `image_matches(ancestor, rec)` tells
-/// whether a container descends from an image reference.
+/// A container's `ps` entry as of one version of its record.
+#[derive(Debug)]
+pub struct Entry {
+    /// Creation time in nanoseconds; with the ID, the sort key.
+    created: i64,
+    id: String,
+    name: String,
+    image_id: String,
+    upper: PathBuf,
+    /// What the status line is made of, its times parsed.
+    state: State,
+    started: Option<DateTime<Utc>>,
+    finished: Option<DateTime<Utc>>,
+    /// The entry's JSON object without `Status` and without its closing `}`, ending in `,`.
+    head: String,
+}
+
+impl Entry {
+    /// Builds the entry of `rec`.
+    pub fn new(rec: &Record, volumes_root: &Path) -> Self {
+        let mut v = serde_json::to_value(summary(rec, volumes_root)).unwrap_or_default();
+        if let Value::Object(m) = &mut v {
+            m.remove("Status");
+        }
+        let mut head = v.to_string();
+        head.pop();
+        head.push(',');
+        let st = &rec.state;
+        Entry {
+            created: created_nanos(rec),
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            image_id: rec.image.clone(),
+            upper: rec.layer.upper.clone(),
+            started: crate::util::parse_time(&st.started_at),
+            finished: crate::util::parse_time(&st.finished_at),
+            state: st.clone(),
+            head,
+        }
+    }
+
+    /// The full ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Appends the entry's JSON, with `SizeRw`/`SizeRootFs` when given.
+    fn write(&self, out: &mut Vec<u8>, sizes: Option<(i64, i64)>, now: DateTime<Utc>) {
+        out.extend_from_slice(self.head.as_bytes());
+        if let Some((rw, root)) = sizes {
+            out.extend_from_slice(format!("\"SizeRw\":{rw},\"SizeRootFs\":{root},").as_bytes());
+        }
+        out.extend_from_slice(b"\"Status\":");
+        let status = status_of(&self.state, self.started, self.finished, now);
+        out.extend_from_slice(Value::String(status).to_string().as_bytes());
+        out.push(b'}');
+    }
+}
+
+fn created_nanos(r: &Record) -> i64 {
+    crate::util::parse_time(&r.created)
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(0)
+}
+
+/// The entry of `c`'s current record, `rec` (whose lock the caller holds), built if missing.
+fn entry_of(c: &Ctr, rec: &Record, volumes_root: &Path) -> Arc<Entry> {
+    let mut slot = c.summary.lock().expect("summary lock");
+    slot.get_or_insert_with(|| Arc::new(Entry::new(rec, volumes_root)))
+        .clone()
+}
+
+/// The JSON array of `entries`, with the sizes of `size=1` when given (one per entry).
+pub fn render(entries: &[Arc<Entry>], sizes: Option<&[(i64, i64)]>, now: DateTime<Utc>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.head.len() + 64).sum::<usize>() + 3);
+    out.push(b'[');
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        e.write(&mut out, sizes.and_then(|s| s.get(i).copied()), now);
+    }
+    out.extend_from_slice(b"]\n");
+    out
+}
+
+/// Whether a record passes the filters of a list request other than `before`, `since` and
+/// `limit` (which depend on the order). `names` are the compiled `name` filters.
+fn matches(
+    r: &Record,
+    f: &Filters,
+    names: &[regex::Regex],
+    image_matches: &dyn Fn(&str, &Record) -> bool,
+) -> bool {
+    let ids = f.get("id");
+    if !ids.is_empty() && !ids.iter().any(|i| r.id.starts_with(i.as_str())) {
+        return false;
+    }
+    if !names.is_empty() {
+        let bare = r.name.trim_start_matches('/');
+        if !names
+            .iter()
+            .any(|re| re.is_match(&r.name) || re.is_match(bare))
+        {
+            return false;
+        }
+    }
+    if !labels_match(f.get("label"), &r.config.labels) {
+        return false;
+    }
+    let st = f.get("status");
+    if !st.is_empty() && !st.contains(&r.state.status) {
+        return false;
+    }
+    let ex = f.get("exited");
+    if !ex.is_empty()
+        && (r.state.status != "exited"
+            || !ex
+                .iter()
+                .any(|e| e.parse::<i64>().ok() == Some(r.state.exit_code)))
+    {
+        return false;
+    }
+    let health = f.get("health");
+    if !health.is_empty() {
+        let h = r
+            .state
+            .health
+            .as_ref()
+            .and_then(|h| h["Status"].as_str())
+            .unwrap_or("none");
+        if !health.iter().any(|x| x == h) {
+            return false;
+        }
+    }
+    let nets = f.get("network");
+    if !nets.is_empty() && !nets.contains(&r.host_config.network_mode) {
+        return false;
+    }
+    if !f.get("publish").is_empty() || !f.get("expose").is_empty() {
+        // No published ports yet.
+        return false;
+    }
+    if f.get("is-task").iter().any(|v| v == "true") {
+        return false;
+    }
+    let vols = f.get("volume");
+    if !vols.is_empty() {
+        let mounts = super::spec::user_mounts(r, Path::new("/")).unwrap_or_default();
+        let hit = mounts.iter().any(|m| {
+            vols.iter().any(|v| {
+                m.volume.as_deref() == Some(v.as_str()) || m.destination == *v || m.source == *v
+            })
+        });
+        if !hit {
+            return false;
+        }
+    }
+    let anc = f.get("ancestor");
+    anc.is_empty() || anc.iter().any(|a| image_matches(a, r))
+}
+
+/// Prune's `until` filter (a timestamp or a Go duration before now), as dockerd parses it.
+pub fn prune_until(f: &Filters, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    match f.get("until") {
+        [] => Ok(None),
+        [u] => crate::util::parse_until(u, now).map(Some).ok_or_else(|| {
+            Error::invalid(format!(
+                "failed to parse value as time or duration: \"{u}\""
+            ))
+        }),
+        _ => Err(Error::invalid("more than one until filter specified")),
+    }
+}
+
+/// Selects and orders containers for `GET /containers/json`, newest first. `image_matches(ancestor,
+/// rec)` tells whether a container descends from an image reference.
 pub fn select(
-    mut recs: Vec<Record>,
+    ctrs: &[Arc<Ctr>],
     opts: &ListOptions,
     image_matches: &dyn Fn(&str, &Record) -> bool,
-) -> Vec<Record> {
-    let key = |r: &Record| {
-        crate::util::parse_time(&r.created)
-            .and_then(|t| t.timestamp_nanos_opt())
-            .unwrap_or(0)
-    };
-    // Newest first; each creation time parsed once (not once per comparison).
-    recs.sort_by_cached_key(|r| (std::cmp::Reverse(key(r)), std::cmp::Reverse(r.id.clone())));
+    volumes_root: &Path,
+) -> Vec<Arc<Entry>> {
     let f = &opts.filters;
-    let find = |k: &str| {
-        recs.iter()
-            .find(|r| r.id == k || r.name == format!("/{k}") || r.name == k || r.id.starts_with(k))
-            .map(key)
-    };
-    let before: Option<i64> = f.get("before").first().and_then(|k| find(k));
-    let since: Option<i64> = f.get("since").first().and_then(|k| find(k));
     let names: Vec<regex::Regex> = f
         .get("name")
         .iter()
@@ -267,96 +450,92 @@ pub fn select(
         .collect();
     let all =
         opts.all || opts.limit > 0 || !f.get("status").is_empty() || !f.get("exited").is_empty();
+    let mut cands: Vec<(Arc<Entry>, bool)> = ctrs
+        .iter()
+        .map(|c| {
+            let rec = c.rec.lock().expect("record lock");
+            let pass = (all || rec.state.running || rec.state.restarting)
+                && matches(&rec, f, &names, image_matches);
+            (entry_of(c, &rec, volumes_root), pass)
+        })
+        .collect();
+    cands.sort_unstable_by(|(a, _), (b, _)| (b.created, &b.id).cmp(&(a.created, &a.id)));
+    let find = |k: &str| {
+        cands
+            .iter()
+            .map(|(e, _)| e)
+            .find(|e| {
+                e.id == k
+                    || e.name.strip_prefix('/') == Some(k)
+                    || e.name == k
+                    || e.id.starts_with(k)
+            })
+            .map(|e| e.created)
+    };
+    let before = f.get("before").first().and_then(|k| find(k));
+    let since = f.get("since").first().and_then(|k| find(k));
     let mut out = Vec::new();
-    for r in recs {
-        if !all && !r.state.running && !r.state.restarting {
-            continue;
-        }
-        if let Some(b) = &before {
-            if key(&r) >= *b {
-                continue;
-            }
-        }
-        if let Some(s) = &since {
-            if key(&r) <= *s {
-                continue;
-            }
-        }
-        let ids = f.get("id");
-        if !ids.is_empty() && !ids.iter().any(|i| r.id.starts_with(i.as_str())) {
-            continue;
-        }
-        if !names.is_empty() {
-            let bare = r.name.trim_start_matches('/');
-            if !names
-                .iter()
-                .any(|re| re.is_match(&r.name) || re.is_match(bare))
-            {
-                continue;
-            }
-        }
-        if !labels_match(f.get("label"), &r.config.labels) {
-            continue;
-        }
-        let st = f.get("status");
-        if !st.is_empty() && !st.contains(&r.state.status) {
-            continue;
-        }
-        let ex = f.get("exited");
-        if !ex.is_empty()
-            && (r.state.status != "exited"
-                || !ex
-                    .iter()
-                    .any(|e| e.parse::<i64>().ok() == Some(r.state.exit_code)))
+    for (e, pass) in &cands {
+        if !pass || before.is_some_and(|b| e.created >= b) || since.is_some_and(|s| e.created <= s)
         {
             continue;
         }
-        let health = f.get("health");
-        if !health.is_empty() {
-            let h = r
-                .state
-                .health
-                .as_ref()
-                .and_then(|h| h["Status"].as_str())
-                .unwrap_or("none");
-            if !health.iter().any(|x| x == h) {
-                continue;
-            }
-        }
-        let nets = f.get("network");
-        if !nets.is_empty() && !nets.contains(&r.host_config.network_mode) {
-            continue;
-        }
-        if !f.get("publish").is_empty() || !f.get("expose").is_empty() {
-            // No published ports yet.
-            continue;
-        }
-        if f.get("is-task").iter().any(|v| v == "true") {
-            continue;
-        }
-        let vols = f.get("volume");
-        if !vols.is_empty() {
-            let mounts =
-                super::spec::user_mounts(&r, std::path::Path::new("/")).unwrap_or_default();
-            let hit = mounts.iter().any(|m| {
-                vols.iter().any(|v| {
-                    m.volume.as_deref() == Some(v.as_str()) || m.destination == *v || m.source == *v
-                })
-            });
-            if !hit {
-                continue;
-            }
-        }
-        let anc = f.get("ancestor");
-        if !anc.is_empty() && !anc.iter().any(|a| image_matches(a, &r)) {
-            continue;
-        }
-        out.push(r);
+        out.push(e.clone());
         if opts.limit > 0 && out.len() as i64 >= opts.limit {
             break;
         }
     }
     out
+}
+
+/// `GET /containers/json`.
+pub async fn handle(d: &Arc<Daemon>, q: &Query) -> Result<Resp> {
+    let filters = q.filters()?;
+    validate_filters(&filters)?;
+    let opts = ListOptions {
+        all: q.bool("all"),
+        limit: q.int("limit")?.unwrap_or(-1),
+        filters,
+    };
+    // `ancestor`: each reference resolved once to an image ID.
+    let mut ancestors: Vec<(String, Option<String>)> = Vec::new();
+    for a in opts.filters.get("ancestor") {
+        ancestors.push((a.clone(), d.images.resolve(a).await.ok()));
+    }
+    let image_matches = |a: &str, r: &Record| {
+        r.config.image == a
+            || ancestors
+                .iter()
+                .any(|(name, id)| name == a && id.as_deref() == Some(r.image.as_str()))
+    };
+    let vr = d.settings.data_root.join("volumes");
+    let sel = select(&d.all(), &opts, &image_matches, &vr);
+    let mut sizes = None;
+    if q.bool("size") {
+        let uppers: Vec<_> = sel.iter().map(|e| e.upper.clone()).collect();
+        let rw = tokio::task::spawn_blocking(move || {
+            uppers.iter().map(|u| dir_size(u)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?;
+        let image_sizes: std::collections::HashMap<String, i64> = d
+            .images
+            .list(true, &Filters::default())
+            .await?
+            .into_iter()
+            .map(|i| (i.id, i.size))
+            .collect();
+        let both: Vec<(i64, i64)> = sel
+            .iter()
+            .zip(rw)
+            .map(|(e, rw)| (rw, rw + image_sizes.get(&e.image_id).copied().unwrap_or(0)))
+            .collect();
+        sizes = Some(both);
+    }
+    Ok(crate::http::json_bytes(
+        200,
+        render(&sel, sizes.as_deref(), Utc::now()),
+    ))
 }
 
 #[cfg(test)]
@@ -410,11 +589,12 @@ mod tests {
             rec("bbb", "/db", "2024-01-01T00:00:02Z", false, 3),
             rec("ccc", "/cache", "2024-01-01T00:00:03Z", false, -1),
         ];
+        let ctrs: Vec<_> = recs.into_iter().map(Ctr::new).collect();
         let no = |_: &str, _: &Record| false;
         let ids = |o: &ListOptions| -> Vec<String> {
-            select(recs.clone(), o, &no)
-                .into_iter()
-                .map(|r| r.id)
+            select(&ctrs, o, &no, Path::new("/nonexistent"))
+                .iter()
+                .map(|e| e.id().to_string())
                 .collect()
         };
         assert_eq!(ids(&ListOptions::default()), ["aaa"]);
@@ -493,6 +673,55 @@ mod tests {
                 ..Default::default()
             })
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn rendered_entries_are_summaries_and_follow_updates() {
+        let c = Ctr::new(rec("aaa", "/web", "2024-01-01T00:00:01Z", true, 0));
+        let vr = Path::new("/nonexistent");
+        let now = Utc::now();
+        let list = |c: &Arc<Ctr>| {
+            let opts = ListOptions {
+                all: true,
+                ..Default::default()
+            };
+            let sel = select(std::slice::from_ref(c), &opts, &|_, _| false, vr);
+            serde_json::from_slice::<Vec<ContainerSummary>>(&render(&sel, None, now)).unwrap()
+        };
+        let mut want = summary(&c.snapshot(), vr);
+        want.status = status_string(&c.snapshot(), now);
+        assert_eq!(list(&c), [want]);
+        // A change of the record shows in the next list (the cached entry is dropped).
+        c.update(|r| {
+            r.state.running = false;
+            r.state.status = "exited".into();
+            r.state.exit_code = 7;
+            r.state.finished_at = "2024-01-01T00:00:10Z".into();
+            r.config.labels.insert("k".into(), "v".into());
+        });
+        let got = list(&c);
+        assert_eq!(got[0].state, "exited");
+        assert!(
+            got[0].status.starts_with("Exited (7) "),
+            "{}",
+            got[0].status
+        );
+        assert_eq!(got[0].labels.get("k").map(String::as_str), Some("v"));
+        let sel = select(
+            std::slice::from_ref(&c),
+            &ListOptions {
+                all: true,
+                ..Default::default()
+            },
+            &|_, _| false,
+            vr,
+        );
+        let sized: Vec<ContainerSummary> =
+            serde_json::from_slice(&render(&sel, Some(&[(5, 12)]), now)).unwrap();
+        assert_eq!(
+            (sized[0].size_rw, sized[0].size_root_fs),
+            (Some(5), Some(12))
         );
     }
 

@@ -135,6 +135,8 @@ pub struct Ctr {
     pub pending: Mutex<Vec<PendingAttach>>,
     /// The restart policy's back-off (see [`restart`]).
     pub restart: restart::Backoff,
+    /// The `ps` entry of the current record, built on first use; [`Ctr::update`] drops it.
+    pub summary: Mutex<Option<Arc<list::Entry>>>,
 }
 
 impl Ctr {
@@ -153,6 +155,7 @@ impl Ctr {
             events: watch::channel(sig).0,
             pending: Mutex::new(Vec::new()),
             restart: Default::default(),
+            summary: Mutex::new(None),
         })
     }
 
@@ -163,7 +166,11 @@ impl Ctr {
 
     /// Changes the record under its lock.
     pub fn update<R>(&self, f: impl FnOnce(&mut Record) -> R) -> R {
-        f(&mut self.rec.lock().expect("record lock"))
+        let mut rec = self.rec.lock().expect("record lock");
+        let out = f(&mut rec);
+        // Dropped under the record lock, so a list cannot cache an entry of the old record.
+        *self.summary.lock().expect("summary lock") = None;
+        out
     }
 
     /// Publishes the current state to waiters, counting an exit when `exited`.

@@ -226,6 +226,20 @@ impl TestDaemon {
         run_with_timeout(cmd, stdin, Duration::from_secs(60))
     }
 
+    /// Runs the berth CLI (built next to berthd when missing) against this daemon.
+    pub fn berth(&self, args: &[&str]) -> Out {
+        let p = berthd_bin().with_file_name("berth");
+        if !p.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let st = Command::new(cargo).args(["build", "-p", "berth"]).status();
+            assert!(st.expect("cargo build -p berth").success());
+        }
+        let mut c = Command::new(p);
+        c.args(args)
+            .env("BERTH_HOST", format!("unix://{}", self.sock.display()));
+        run_with_timeout(c, None, Duration::from_secs(60))
+    }
+
     /// Runs docker and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.docker(args);
