@@ -1,7 +1,7 @@
 //! `berth-shim`: the per-container supervisor (see docs/INTERNALS.md).
 //!
 //! `berth-shim --id ID --bundle DIR --log FILE --exit-file FILE [--stdin] [--stdin-once]
-//! [--cgroup-root DIR] [--log-max-size BYTES] [--log-max-file N] [--log-attr K=V]... [--no-log]`
+//! [--cgroup-root DIR] [--log-max-size BYTES] [--log-max-file N] [--log-compress] [--log-attr K=V]... [--no-log]`
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
     let mut log_rotation = Rotation {
         max_size: None,
         max_file: 1,
+        compress: false,
     };
     let (mut log_attrs, mut no_log) = (Vec::new(), false);
     while let Some(a) = it.next() {
@@ -66,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "--log-max-file" => {
                 log_rotation.max_file = val()?.parse().map_err(|e| format!("{a}: {e}"))?
             }
+            "--log-compress" => log_rotation.compress = true,
             "--log-attr" => {
                 let v = val()?;
                 let (k, v) = v.split_once('=').unwrap_or((&v, ""));
@@ -497,7 +499,7 @@ fn finish(shim: &Arc<Shim>, status: ExitStatus, args: &Args, sock: &Path) {
                 .0;
         }
         if let Some(l) = out.log.as_mut() {
-            let _ = l.flush();
+            let _ = l.finish();
         }
     }
     // Reap whatever else ended meanwhile.

@@ -195,6 +195,103 @@ fn log_rotation_drivers_and_details() {
 }
 
 #[test]
+fn log_rotation_compressed() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let opts = ["max-size=1k", "max-file=4", "compress=true"];
+    let mut args = vec!["run", "-d"];
+    for o in &opts {
+        args.extend(["--log-opt", o]);
+    }
+    args.extend([
+        "busybox:local",
+        "sh",
+        "-c",
+        "i=1; while [ $i -le 300 ]; do echo line$i; i=$((i+1)); done",
+    ]);
+    let id = d.ok(&args);
+    let id = id.trim();
+    d.ok(&["wait", id]);
+    let f = |suffix: &str| {
+        d.dir
+            .join(format!("data/containers/{id}/{id}-json.log{suffix}"))
+    };
+    // Rotated files are gzipped as dockerd names them; the current one is plain.
+    until(Duration::from_secs(10), "the compression", || {
+        !f(".1").exists() && f(".1.gz").exists()
+    });
+    assert!(f(".2.gz").exists() && f(".3.gz").exists() && !f(".4.gz").exists());
+    assert!(!f(".2").exists() && !f(".3").exists());
+    let gz = std::fs::read(f(".3.gz")).unwrap();
+    assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+    // `logs` reads them: a consecutive run ending at 300, through docker and berth; --tail
+    // reaches into compressed files.
+    let nums = numbers(&d.ok(&["logs", id]));
+    assert!(nums.len() > 30, "{nums:?}");
+    assert_eq!(*nums.last().unwrap(), 300);
+    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+    let b = d.berth(&["logs", id]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert_eq!(numbers(&b.stdout), nums);
+    let n = nums.len();
+    let tail = numbers(&d.ok(&["logs", "--tail", &(n - 1).to_string(), id]));
+    assert_eq!(tail, nums[1..]);
+    // Nothing left behind by reading (decompressed into unnamed files).
+    let dir = d.dir.join(format!("data/containers/{id}"));
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("json.log"))
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+
+    // Following a container whose log rotates (more slowly than `logs -f` looks).
+    let id2 = d.ok(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=10k",
+        "--log-opt",
+        "max-file=5",
+        "--log-opt",
+        "compress=true",
+        "busybox:local",
+        "sh",
+        "-c",
+        "sleep 0.3; i=1; while [ $i -le 600 ]; do echo line$i; i=$((i+1)); usleep 2000; done",
+    ]);
+    let id2 = id2.trim();
+    let fo = d.docker(&["logs", "-f", id2]);
+    assert_eq!(fo.code, 0, "{}", fo.stderr);
+    let got = numbers(&fo.stdout);
+    assert_eq!(got, (1..=600).collect::<Vec<u32>>());
+
+    // dockerd's refusal without room to rotate into.
+    let o = d.docker(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "compress=true",
+        "busybox:local",
+        "true",
+    ]);
+    assert_eq!(o.code, 125);
+    assert!(
+        o.stderr.contains(
+            "compress cannot be true when max-file is less than 2 or max-size is not set"
+        ),
+        "{}",
+        o.stderr
+    );
+    d.ok(&["rm", id, id2]);
+}
+
+#[test]
 fn restart_backoff_stop_and_manual_start() {
     if !can_run() {
         return;

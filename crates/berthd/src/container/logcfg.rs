@@ -66,7 +66,25 @@ pub fn validate(lc: &LogConfig) -> Result<()> {
             )));
         }
     }
-    rotation(lc).map(|_| ())
+    let (size, files) = rotation(lc)?;
+    if lc.kind == "json-file" && compress(lc)? && (files < 2 || size.is_none()) {
+        return Err(Error::invalid(
+            "compress cannot be true when max-file is less than 2 or max-size is not set",
+        ));
+    }
+    Ok(())
+}
+
+/// json-file's `compress` (Go's `strconv.ParseBool`).
+fn compress(lc: &LogConfig) -> Result<bool> {
+    match lc.config.get("compress").map(String::as_str) {
+        None => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(s) => Err(Error::invalid(format!(
+            "strconv.ParseBool: parsing \"{s}\": invalid syntax"
+        ))),
+    }
 }
 
 /// `(max-size, max-file)` of a json-file configuration.
@@ -145,6 +163,9 @@ pub fn shim_args(rec: &Record) -> Vec<String> {
         a.push(s.to_string());
         a.push("--log-max-file".into());
         a.push(files.to_string());
+        if lc.kind == "json-file" && files > 1 && compress(lc).unwrap_or(false) {
+            a.push("--log-compress".into());
+        }
     }
     for (k, v) in attrs(rec) {
         a.push("--log-attr".into());
@@ -197,6 +218,21 @@ mod tests {
                 .to_string(),
             "max-file cannot be less than 1"
         );
+        assert_eq!(
+            validate(&lc(
+                "json-file",
+                &[("max-size", "1k"), ("compress", "true")]
+            ))
+            .unwrap_err()
+            .to_string(),
+            "compress cannot be true when max-file is less than 2 or max-size is not set"
+        );
+        assert_eq!(
+            validate(&lc("json-file", &[("compress", "yes")]))
+                .unwrap_err()
+                .to_string(),
+            "strconv.ParseBool: parsing \"yes\": invalid syntax"
+        );
         let e = check_readable(&lc("none", &[])).unwrap_err();
         assert_eq!(e.status(), 501);
         assert_eq!(
@@ -219,6 +255,20 @@ mod tests {
                 "1",
                 "--log-attr",
                 "a=1"
+            ]
+        );
+        r.host_config.log_config = lc(
+            "json-file",
+            &[("max-size", "2k"), ("max-file", "3"), ("compress", "true")],
+        );
+        assert_eq!(
+            shim_args(&r),
+            [
+                "--log-max-size",
+                "2000",
+                "--log-max-file",
+                "3",
+                "--log-compress"
             ]
         );
         r.host_config.log_config = lc("none", &[]);

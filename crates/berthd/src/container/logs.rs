@@ -208,19 +208,75 @@ pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The log's files, oldest first: `<log>.N` … `<log>.1` (rotated by the shim), then `<log>`.
+fn gz_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(".gz");
+    PathBuf::from(s)
+}
+
+/// The log's files, oldest first: `<log>.N` … `<log>.1` (rotated by the shim; `<log>.N.gz`
+/// with `compress`), then `<log>`.
 pub fn log_files(path: &Path) -> Vec<PathBuf> {
     let mut rotated = Vec::new();
     for n in 1.. {
         let p = rotated_path(path, n);
-        if !p.exists() {
+        let gz = gz_path(&p);
+        if gz.exists() {
+            rotated.push(gz);
+        } else if p.exists() {
+            rotated.push(p);
+        } else {
             break;
         }
-        rotated.push(p);
     }
     rotated.reverse();
     rotated.push(path.to_path_buf());
     rotated
+}
+
+/// An unnamed file in `dir` (removed once closed).
+fn scratch_file(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmpfile = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
+        .open(dir);
+    if let Ok(f) = tmpfile {
+        return Ok(f);
+    }
+    // Filesystems without O_TMPFILE: a named file, unlinked at once.
+    let name = dir.join(format!(
+        ".log-read-{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&name)?;
+    std::fs::remove_file(&name)?;
+    Ok(f)
+}
+
+/// Opens one of [`log_files`]: a gzipped one decompressed into a scratch file beside it (as
+/// dockerd does), so that tail and seeks work alike on every file. A `<log>.N` compressed (and
+/// removed) since it was listed is read from its `.gz`.
+fn open_log_file(p: &Path) -> Option<std::fs::File> {
+    let gz = if p.extension().is_some_and(|e| e == "gz") {
+        p.to_path_buf()
+    } else {
+        match std::fs::File::open(p) {
+            Ok(f) => return Some(f),
+            Err(_) => gz_path(p),
+        }
+    };
+    let mut dec = flate2::read::GzDecoder::new(std::fs::File::open(&gz).ok()?);
+    let mut out = scratch_file(gz.parent()?).ok()?;
+    std::io::copy(&mut dec, &mut out).ok()?;
+    out.seek(SeekFrom::Start(0)).ok()?;
+    Some(out)
 }
 
 /// Where the last `n` lines of `files` (oldest first) start: (file index, byte offset).
@@ -374,7 +430,7 @@ fn stream_blocking(
     let mut files: Vec<std::fs::File> = loop {
         let fs: Vec<_> = log_files(path)
             .iter()
-            .filter_map(|p| std::fs::File::open(p).ok())
+            .filter_map(|p| open_log_file(p))
             .collect();
         if !fs.is_empty() {
             break fs;
