@@ -374,11 +374,11 @@ impl ImageStore {
                     pending.config().rootfs.diff_ids.len()
                 )));
             }
-            for i in pending.missing_layers().to_vec() {
+            let unpacked = pending.missing_layers().iter().try_for_each(|&i| {
                 let r = open_reporting(&paths[i], &pending.chain_ids()[i], progress)?;
-                self.unpack_pending_layer(&pending, i, r, None)?;
-            }
-            let sum = self.finish_image(pending, &[])?;
+                self.unpack_pending_layer(&pending, i, r, None).map(drop)
+            });
+            let sum = self.settle_image(pending, unpacked, &[])?;
             push_loaded(&mut out, sum.id, &tags)?;
         }
         Ok(out)
@@ -421,13 +421,14 @@ impl ImageStore {
                     pending.config().rootfs.diff_ids.len()
                 )));
             }
-            for i in pending.missing_layers().to_vec() {
+            let unpacked = pending.missing_layers().iter().try_for_each(|&i| {
                 let l = &manifest.layers[i];
                 let p = spool.resolve(&blob_path_of(&l.digest))?;
                 let r = open_reporting(&p, &pending.chain_ids()[i], progress)?;
-                self.unpack_pending_layer(&pending, i, r, Some(&l.digest))?;
-            }
-            let sum = self.finish_image(pending, &[&mbytes])?;
+                self.unpack_pending_layer(&pending, i, r, Some(&l.digest))
+                    .map(drop)
+            });
+            let sum = self.settle_image(pending, unpacked, &[&mbytes])?;
             push_loaded(&mut out, sum.id, &tags)?;
         }
         Ok(out)

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -302,6 +303,49 @@ struct State {
     containers: BTreeMap<String, ContainerLayer>,
     /// Compressed blobs known per diff ID (`distribution.json`).
     dist: BTreeMap<DiffId, Vec<LayerSource>>,
+    /// Layers held by images being added, and by pulls a crash interrupted.
+    leases: Leases,
+}
+
+/// Leases by key: the chains of an image being added are never garbage-collected.
+type Leases = Arc<Mutex<BTreeMap<u64, Lease>>>;
+
+/// Layers held for one image until it is complete (or abandoned, or expired after a crash).
+#[derive(Debug)]
+struct Lease {
+    image: ImageId,
+    chains: Vec<ChainId>,
+    /// `leases/<file>`: makes the hold outlive a crash, so a re-pull reuses the verified layers.
+    file: PathBuf,
+}
+
+/// `leases/*.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseFile {
+    image: ImageId,
+    chains: Vec<ChainId>,
+}
+
+/// How long the layers of a pull a crash interrupted are kept for a re-pull.
+const LEASE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn lock_leases(l: &Leases) -> MutexGuard<'_, BTreeMap<u64, Lease>> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Releases a lease (memory and file) when the pending image that holds it goes away.
+#[derive(Debug)]
+struct LeaseGuard {
+    leases: Leases,
+    key: u64,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some(l) = lock_leases(&self.leases).remove(&self.key) {
+            let _ = fs::remove_file(&l.file);
+        }
+    }
 }
 
 impl State {
@@ -325,6 +369,9 @@ impl State {
                 .containers
                 .values()
                 .any(|c| c.chain_ids.contains(chain))
+            || lock_leases(&self.leases)
+                .values()
+                .any(|l| l.chains.contains(chain))
     }
 
     fn image_size(&self, img: &Image) -> u64 {
@@ -344,8 +391,11 @@ struct StagedLayer {
     blob_tmp: PathBuf,
 }
 
-/// An image being added by [`ImageStore::begin_image`]; its unpacked layers are discarded on drop unless
-/// [`ImageStore::finish_image`] took them. `Send + Sync`: layers may be unpacked from several threads.
+/// An image being added by [`ImageStore::begin_image`]. Each layer enters the store as soon as it is
+/// unpacked and verified, held by a lease (also on disk, so a re-pull after a crash reuses it); the
+/// image itself appears only at [`ImageStore::finish_image`]. Dropping it releases the lease (the
+/// layers are then collected at the next open; [`ImageStore::abandon_image`] collects them at once).
+/// `Send + Sync`: layers may be unpacked from several threads.
 #[derive(Debug)]
 pub struct PendingImage {
     id: ImageId,
@@ -354,7 +404,7 @@ pub struct PendingImage {
     chains: Vec<ChainId>,
     refs: Vec<Reference>,
     missing: Vec<usize>,
-    staged: Mutex<BTreeMap<usize, StagedLayer>>,
+    _lease: LeaseGuard,
 }
 
 impl PendingImage {
@@ -379,16 +429,6 @@ impl PendingImage {
     }
 }
 
-impl Drop for PendingImage {
-    fn drop(&mut self) {
-        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()));
-        for l in staged.into_values() {
-            let _ = remove_any(&l.tmp_dir);
-            let _ = remove_any(&l.blob_tmp);
-        }
-    }
-}
-
 /// The image store under `<data-root>/image`. `Send + Sync`; share it in an `Arc`.
 #[derive(Debug)]
 pub struct ImageStore {
@@ -396,6 +436,8 @@ pub struct ImageStore {
     state: Mutex<State>,
     created_new: bool,
     repairs: Vec<String>,
+    /// Key of the next lease.
+    next_lease: AtomicU64,
     /// Exclusive `flock` on `<root>/lock`: one process owns a store.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -516,7 +558,7 @@ impl ImageStore {
     pub fn open(data_root: &Path) -> Result<ImageStore> {
         let root = data_root.join("image");
         let created_new = !root.join("images.json").exists();
-        for d in ["blobs/sha256", "layers", "containers", "empty"] {
+        for d in ["blobs/sha256", "layers", "containers", "empty", "leases"] {
             mkdir_all(&root.join(d))?;
         }
         let lock_path = root.join("lock");
@@ -538,6 +580,7 @@ impl ImageStore {
             state: Mutex::new(State::default()),
             created_new,
             repairs: Vec::new(),
+            next_lease: AtomicU64::new(0),
             _lock: lock,
         };
         let (state, repairs) = store.load_and_repair()?;
@@ -587,6 +630,87 @@ impl ImageStore {
 
     fn distribution_json(&self) -> PathBuf {
         self.root.join("distribution.json")
+    }
+
+    fn leases_dir(&self) -> PathBuf {
+        self.root.join("leases")
+    }
+
+    /// Takes a lease on `chains` for `image`, recorded in `leases/` too.
+    fn take_lease(&self, st: &State, image: &ImageId, chains: &[ChainId]) -> Result<LeaseGuard> {
+        let key = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let file = self
+            .leases_dir()
+            .join(format!("{}-{nanos}-{key}.json", image.hex()));
+        let body = LeaseFile {
+            image: image.clone(),
+            chains: chains.to_vec(),
+        };
+        let bytes = serde_json::to_vec(&body).map_err(|e| Error::internal(e.to_string()))?;
+        // No fsync: a lease lost with the page cache only costs a re-download.
+        fs::write(&file, bytes).ctx("write", &file)?;
+        lock_leases(&st.leases).insert(
+            key,
+            Lease {
+                image: image.clone(),
+                chains: chains.to_vec(),
+                file,
+            },
+        );
+        Ok(LeaseGuard {
+            leases: st.leases.clone(),
+            key,
+        })
+    }
+
+    /// Reads the leases a crash left: kept unless expired, unreadable or their image is complete.
+    fn recover_leases(&self, st: &State, repairs: &mut Vec<String>) -> Result<()> {
+        let dir = self.leases_dir();
+        for e in fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let e = e.ctx("read directory", &dir)?;
+            let path = e.path();
+            let age = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            let lease = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LeaseFile>(&b).ok())
+                .filter(|l| age < LEASE_EXPIRY && !st.images.contains_key(&l.image));
+            match lease {
+                Some(l) => {
+                    let kept = l.chains.iter().filter(|c| st.layers.contains_key(*c));
+                    repairs.push(format!(
+                        "kept {} verified layers of interrupted pull of {} for a re-pull",
+                        kept.count(),
+                        l.image
+                    ));
+                    let key = self.next_lease.fetch_add(1, Ordering::Relaxed);
+                    lock_leases(&st.leases).insert(
+                        key,
+                        Lease {
+                            image: l.image,
+                            chains: l.chains,
+                            file: path,
+                        },
+                    );
+                }
+                None => {
+                    remove_any(&path)?;
+                    repairs.push(format!(
+                        "released lease {}",
+                        e.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- open / repair
@@ -716,6 +840,7 @@ impl ImageStore {
         if dirty_refs {
             self.save_refs(&st)?;
         }
+        self.recover_leases(&st, &mut repairs)?;
         // Unreferenced layers and blobs.
         let orphans: Vec<ChainId> = st
             .layers
@@ -1001,10 +1126,15 @@ impl ImageStore {
         references: &[&str],
     ) -> Result<ImageSummary> {
         let pending = self.begin_image(config_json, references)?;
-        for i in pending.missing_layers().to_vec() {
-            self.unpack_pending_layer(&pending, i, open_layer(i)?, None)?;
-        }
-        self.finish_image(pending, &[])
+        let unpacked = pending
+            .missing_layers()
+            .to_vec()
+            .into_iter()
+            .try_for_each(|i| {
+                self.unpack_pending_layer(&pending, i, open_layer(i)?, None)
+                    .map(drop)
+            });
+        self.settle_image(pending, unpacked, &[])
     }
 
     /// Adds an image whose layers are all in the store (a build step that changed only metadata),
@@ -1047,20 +1177,22 @@ impl ImageStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let chains = chain_ids(&config.rootfs.diff_ids);
-        let missing: Vec<usize> = {
-            let st = self.lock();
-            (0..chains.len())
-                .filter(|i| !st.layers.contains_key(&chains[*i]))
-                .collect()
-        };
+        let id = Digest::of_bytes(config_json);
+        let st = self.lock();
+        let missing: Vec<usize> = (0..chains.len())
+            .filter(|i| !st.layers.contains_key(&chains[*i]))
+            .collect();
+        // Held from here on: a concurrent `rmi` must not collect a layer this image is about to use.
+        let lease = self.take_lease(&st, &id, &chains)?;
+        drop(st);
         Ok(PendingImage {
-            id: Digest::of_bytes(config_json),
+            id,
             config_json: config_json.to_vec(),
             config,
             chains,
             refs,
             missing,
-            staged: Mutex::new(BTreeMap::new()),
+            _lease: lease,
         })
     }
 
@@ -1104,35 +1236,26 @@ impl ImageStore {
                 blob.digest
             )));
         }
-        let old = pending
-            .staged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(index, l);
-        if let Some(old) = old {
-            discard(&old);
+        // Verified: into the store now (held by the lease), so a crash before `finish_image` does
+        // not lose it.
+        let mut st = self.lock();
+        let (tmp, blob_tmp) = (l.tmp_dir.clone(), l.blob_tmp.clone());
+        if let Err(e) = self.commit_layer(&mut st, l) {
+            let _ = remove_any(&tmp);
+            let _ = remove_any(&blob_tmp);
+            return Err(e);
         }
         Ok(blob)
     }
 
-    /// Commits a pending image: moves its unpacked layers into place, records the image with its
-    /// references, and keeps `manifests` (the manifest and index bytes it was pulled with) as blobs so
-    /// its `RepoDigests` can be pushed or shown. Errors: Internal (a layer neither unpacked nor present).
+    /// Commits a pending image: records the image (all its layers must be in the store by now) with
+    /// its references, and keeps `manifests` (the manifest and index bytes it was pulled with) as blobs
+    /// so its `RepoDigests` can be pushed or shown; releases the leases on its layers, including those
+    /// of earlier attempts a crash interrupted. On error the layers nothing else uses are collected.
+    /// Errors: Internal (a layer neither unpacked nor present).
     pub fn finish_image(&self, pending: PendingImage, manifests: &[&[u8]]) -> Result<ImageSummary> {
-        let staged = std::mem::take(&mut *pending.staged.lock().unwrap_or_else(|p| p.into_inner()));
         let mut st = self.lock();
-        let mut res = Ok(());
-        for (_, l) in staged {
-            let (tmp, blob_tmp) = (l.tmp_dir.clone(), l.blob_tmp.clone());
-            if res.is_ok() {
-                res = self.commit_layer(&mut st, l);
-            }
-            if res.is_err() {
-                let _ = remove_any(&tmp);
-                let _ = remove_any(&blob_tmp);
-            }
-        }
-        let res = res.and_then(|()| {
+        let res = (|| {
             let id = self.commit_image_bytes(
                 &mut st,
                 &pending.config_json,
@@ -1146,11 +1269,51 @@ impl ImageStore {
                 self.set_ref(&mut st, r.clone(), &id)?;
             }
             Ok(id)
-        });
+        })();
+        let chains = pending.chains.clone();
+        let image = pending.id.clone();
+        drop(pending);
         match res {
-            Ok(id) => Ok(self.summary(&st, &id)),
+            Ok(id) => {
+                lock_leases(&st.leases).retain(|_, l| {
+                    let done = l.image == image;
+                    if done {
+                        let _ = fs::remove_file(&l.file);
+                    }
+                    !done
+                });
+                Ok(self.summary(&st, &id))
+            }
             Err(e) => {
-                self.gc_layers(&mut st, &pending.chains)?;
+                self.gc_layers(&mut st, &chains)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives up a pending image: releases its lease and deletes the layers it added that nothing else
+    /// uses.
+    pub fn abandon_image(&self, pending: PendingImage) -> Result<()> {
+        let mut st = self.lock();
+        let chains = pending.chains.clone();
+        drop(pending);
+        self.gc_layers(&mut st, &chains)?;
+        Ok(())
+    }
+
+    /// [`ImageStore::finish_image`] if `unpacked` is `Ok`, else [`ImageStore::abandon_image`] and the
+    /// error.
+    pub fn settle_image(
+        &self,
+        pending: PendingImage,
+        unpacked: Result<()>,
+        manifests: &[&[u8]],
+    ) -> Result<ImageSummary> {
+        match unpacked {
+            Ok(()) => self.finish_image(pending, manifests),
+            Err(e) => {
+                // The first error is the one to report; what a failed collection leaves, `open` takes.
+                let _ = self.abandon_image(pending);
                 Err(e)
             }
         }

@@ -1029,3 +1029,51 @@ fn slow_gzip_stream_is_detected() {
     );
     assert_eq!(s.layer_blobs(&id).unwrap()[0].digest, Digest::of_bytes(&gz));
 }
+
+#[test]
+fn a_crash_mid_pull_keeps_verified_layers_for_the_next_attempt() {
+    let d = tempfile::tempdir().unwrap();
+    let a = TarMaker::new().file("a", b"a").build();
+    let b = TarMaker::new().file("b", b"b").build();
+    let config = format!(
+        r#"{{"os":"linux","rootfs":{{"type":"layers","diff_ids":["{}","{}"]}}}}"#,
+        Digest::of_bytes(&a),
+        Digest::of_bytes(&b)
+    );
+    let chains = chain_ids(&[Digest::of_bytes(&a), Digest::of_bytes(&b)]);
+    {
+        let s = ImageStore::open(d.path()).unwrap();
+        let p = s.begin_image(config.as_bytes(), &["x:1"]).unwrap();
+        s.unpack_pending_layer(&p, 0, &a[..], None).unwrap();
+        assert!(s.has_layer(&chains[0]));
+        // The process dies here: nothing runs the pending image's drop.
+        std::mem::forget(p);
+    }
+    let s = ImageStore::open(d.path()).unwrap();
+    assert!(s.list(true).is_empty(), "no half image");
+    assert!(s.has_layer(&chains[0]), "{:?}", s.repairs());
+    let p = s.begin_image(config.as_bytes(), &["x:1"]).unwrap();
+    assert_eq!(p.missing_layers(), &[1]);
+    s.unpack_pending_layer(&p, 1, &b[..], None).unwrap();
+    s.finish_image(p, &[]).unwrap();
+    assert_eq!(fs::read_dir(s.root().join("leases")).unwrap().count(), 0);
+    drop(s);
+    let s = ImageStore::open(d.path()).unwrap();
+    assert!(s.repairs().is_empty(), "{:?}", s.repairs());
+    assert_eq!(names(&s, false), vec![vec!["x:1".to_string()]]);
+
+    // An abandoned attempt takes its layers with it.
+    let c = TarMaker::new().file("c", b"c").build();
+    let config2 = format!(
+        r#"{{"os":"linux","rootfs":{{"type":"layers","diff_ids":["{}","{}"]}}}}"#,
+        Digest::of_bytes(&c),
+        Digest::of_bytes(b"missing")
+    );
+    let p = s.begin_image(config2.as_bytes(), &[]).unwrap();
+    s.unpack_pending_layer(&p, 0, &c[..], None).unwrap();
+    let c_chain = chain_ids(&[Digest::of_bytes(&c)]).remove(0);
+    assert!(s.has_layer(&c_chain));
+    s.abandon_image(p).unwrap();
+    assert!(!s.has_layer(&c_chain));
+    assert_eq!(fs::read_dir(s.root().join("leases")).unwrap().count(), 0);
+}

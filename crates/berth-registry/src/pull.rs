@@ -608,7 +608,16 @@ impl RegistryClient {
                 while Arc::strong_count(&pending) > 1 && std::time::Instant::now() < deadline {
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
-                let _ = tokio::task::spawn_blocking(move || drop(pending)).await;
+                // The layers this pull added and nothing else uses go (dockerd releases them too).
+                let store = store.clone();
+                let _ = tokio::task::spawn_blocking(move || match Arc::try_unwrap(pending) {
+                    Ok(p) => store.abandon_image(p),
+                    Err(p) => {
+                        drop(p);
+                        Ok(())
+                    }
+                })
+                .await;
                 return Err(e);
             }
         }

@@ -2,9 +2,14 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_image::Digest;
 use common::{TestDaemon, can_run};
 
 struct Registry {
@@ -94,4 +99,331 @@ fn push_then_pull_and_run() {
         "{}",
         o.stderr
     );
+}
+
+/// A TCP proxy in front of the registry that counts the bytes it returns and can stall the response
+/// to one blob after its first bytes: a pull through it stays in flight for as long as the test likes.
+struct StallProxy {
+    port: u16,
+    stall: Arc<Mutex<Option<String>>>,
+    served: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Bytes of a stalled response that still get through.
+const STALL_AFTER: u64 = 256 * 1024;
+
+impl StallProxy {
+    fn start(upstream: u16) -> StallProxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let p = StallProxy {
+            port,
+            stall: Arc::new(Mutex::new(None)),
+            served: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (stall, served, stop) = (p.stall.clone(), p.served.clone(), p.stop.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = c else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                // Where the stalled response stops (bytes returned on this connection), once asked.
+                let cut = Arc::new(Mutex::new(None::<u64>));
+                let returned = Arc::new(AtomicU64::new(0));
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (stall, cut2, returned2) = (stall.clone(), cut.clone(), returned.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if let Some(blob) = stall.lock().unwrap().as_deref()
+                            && text.starts_with("GET ")
+                            && text.contains(blob)
+                        {
+                            *cut2.lock().unwrap() =
+                                Some(returned2.load(Ordering::SeqCst) + STALL_AFTER);
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                let (served, stop) = (served.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let limit = *cut.lock().unwrap();
+                        let sent = returned.load(Ordering::SeqCst);
+                        let room = limit.map_or(buf.len() as u64, |l| l.saturating_sub(sent));
+                        if room == 0 {
+                            // Stalled: hold the connection open, silent, until the test ends.
+                            while !stop.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            break;
+                        }
+                        let want = (buf.len() as u64).min(room) as usize;
+                        match s_in.read(&mut buf[..want]) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if c_out.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                returned.fetch_add(n as u64, Ordering::SeqCst);
+                                served.fetch_add(n as u64, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        p
+    }
+}
+
+impl Drop for StallProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Deterministic incompressible bytes (xorshift).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+/// A docker-archive of `tag`: busybox, then one layer per entry of `sizes` with `/lN/data` (that many
+/// random bytes) and `/lN/marker`. Returns the archive and the layers' diff IDs.
+fn multi_layer_archive(
+    dir: &std::path::Path,
+    tag: &str,
+    sizes: &[usize],
+) -> (Vec<u8>, Vec<Digest>) {
+    let mut layers = vec![std::fs::read(common::busybox_tar(dir)).unwrap()];
+    for (i, &n) in sizes.iter().enumerate() {
+        let n_i = i + 1;
+        let data = noise(n, 0x9e37_79b9_7f4a_7c15 ^ n_i as u64);
+        let marker = format!("layer {n_i}\n");
+        layers.push(tar_of(&[
+            (&format!("l{n_i}/data"), &data),
+            (&format!("l{n_i}/marker"), marker.as_bytes()),
+        ]));
+    }
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| Digest::of_bytes(l)).collect();
+    let config = serde_json::json!({
+        "architecture": go_arch(),
+        "os": "linux",
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
+    });
+    let names: Vec<String> = (0..layers.len()).map(|i| format!("l{i}.tar")).collect();
+    let manifest =
+        serde_json::json!([{"Config": "config.json", "RepoTags": [tag], "Layers": names}]);
+    let config = serde_json::to_vec(&config).unwrap();
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let mut files: Vec<(&str, &[u8])> =
+        vec![("manifest.json", &manifest), ("config.json", &config)];
+    for (n, l) in names.iter().zip(&layers) {
+        files.push((n, l));
+    }
+    (tar_of(&files), diff_ids)
+}
+
+/// Names under `dir` (recursively) that are leftovers of unfinished work.
+fn temp_debris(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains(".tmp-") {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
+
+fn image_store_debris(d: &TestDaemon) -> Vec<String> {
+    let root = d.dir.join("data/image");
+    ["", "blobs/sha256", "layers", "containers"]
+        .iter()
+        .flat_map(|s| temp_debris(&root.join(s)))
+        .collect()
+}
+
+#[test]
+fn kill9_during_pull_and_load_leaves_a_consistent_store() {
+    if !can_run() {
+        return;
+    }
+    let mut d = TestDaemon::start();
+    let Some(reg) = Registry::start(&d.dir) else {
+        eprintln!("skipping: no docker-registry (apt-get install docker-registry)");
+        return;
+    };
+    let (archive, _) = multi_layer_archive(&d.dir, "big:1", &[3 << 20, 2 << 20, 6 << 20]);
+    let o = d.docker_in(&["load"], Some(&archive));
+    assert_eq!(o.code, 0, "{o:?}");
+    let pushed = format!("127.0.0.1:{}/team/big:1", reg.port);
+    d.ok(&["tag", "big:1", &pushed]);
+    d.ok(&["push", &pushed]);
+    d.ok(&["rmi", "big:1", &pushed]);
+    assert!(
+        d.ok(&["images", "-q"]).trim().lines().count() <= 1,
+        "only hello-world is left"
+    );
+
+    // The top layer as pushed (its digest names the blob the proxy stalls).
+    let reg_dir = reg
+        .dir
+        .join("data/docker/registry/v2/repositories/team/big/_manifests/tags/1/current/link");
+    let mdigest = std::fs::read_to_string(&reg_dir).unwrap();
+    let mpath = reg.dir.join(format!(
+        "data/docker/registry/v2/blobs/sha256/{}/{}/data",
+        &mdigest[7..9],
+        &mdigest[7..]
+    ));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(mpath).unwrap()).unwrap();
+    let layers = manifest["layers"].as_array().unwrap().clone();
+    assert_eq!(layers.len(), 4);
+    let top = layers[3]["digest"].as_str().unwrap().to_string();
+    let total: u64 = layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
+
+    let proxy = StallProxy::start(reg.port);
+    *proxy.stall.lock().unwrap() = Some(top.clone());
+    let via = format!("127.0.0.1:{}/team/big:1", proxy.port);
+    // The pull through the API, its JSON progress read as it streams.
+    let mut api = std::os::unix::net::UnixStream::connect(&d.sock).unwrap();
+    // A safety net against a hung pull, not a speed check.
+    api.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        api,
+        "POST /images/create?fromImage=127.0.0.1:{}/team/big&tag=1 HTTP/1.1\r\nHost: berth\r\nContent-Length: 0\r\n\r\n",
+        proxy.port
+    )
+    .unwrap();
+    // Wait until the three lower layers are in and the top one is downloading (it never finishes).
+    let short = &top[7..19];
+    let downloading = r#""status":"Downloading","progressDetail":{"current":"#;
+    let top_id = format!(r#""id":"{short}""#);
+    let mut seen = String::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while seen.matches(r#""status":"Pull complete""#).count() < 3
+        || !seen
+            .lines()
+            .any(|l| l.contains(downloading) && l.contains(&top_id))
+    {
+        match api.read(&mut buf) {
+            Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => panic!("pull ended early:\n{seen}\nberthd log:\n{}", d.log()),
+        }
+    }
+    assert!(
+        !seen
+            .lines()
+            .any(|l| l.contains("Pull complete") && l.contains(&top_id)),
+        "{seen}"
+    );
+    d.kill9();
+    drop(api);
+
+    d.spawn();
+    // No half image; what was unpacked for the top layer is gone.
+    assert!(!d.ok(&["images"]).contains("team/big"));
+    let o = d.docker(&["image", "inspect", &via]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("No such image"), "{}", o.stderr);
+    assert_eq!(image_store_debris(&d), Vec::<String>::new());
+    assert!(d.log().contains("kept 3 verified layers"), "{}", d.log());
+
+    // The re-pull fetches only the top layer.
+    *proxy.stall.lock().unwrap() = None;
+    let before = proxy.served.load(Ordering::SeqCst);
+    let out = d.ok(&["pull", &via]);
+    let fetched = proxy.served.load(Ordering::SeqCst) - before;
+    assert_eq!(out.matches("Already exists").count(), 3, "{out}");
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    assert!(fetched < total, "fetched {fetched} of {total} bytes");
+    let out = d.ok(&["run", "--rm", &via, "cat", "/l1/marker", "/l3/marker"]);
+    assert_eq!(out, "layer 1\nlayer 3\n");
+    let leases = std::fs::read_dir(d.dir.join("data/image/leases"))
+        .unwrap()
+        .count();
+    assert_eq!(leases, 0);
+
+    // `load` killed while the archive streams in: nothing of it after the restart, and it loads again.
+    let (archive, _) = multi_layer_archive(&d.dir, "other:1", &[1 << 20, 4 << 20]);
+    {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.sock).unwrap();
+        let head = format!(
+            "POST /images/load HTTP/1.1\r\nHost: berth\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+            archive.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&archive[..archive.len() * 3 / 4]).unwrap();
+        // The daemon has the bytes once the spool holds them; give it no more.
+        let spool = d.dir.join("data/image");
+        let t0 = Instant::now();
+        while temp_debris(&spool).is_empty() && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.kill9();
+    }
+    d.spawn();
+    assert!(!d.ok(&["images"]).contains("other"));
+    assert_eq!(image_store_debris(&d), Vec::<String>::new());
+    let o = d.docker_in(&["load"], Some(&archive));
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("Loaded image: other:1"), "{}", o.stdout);
+    d.ok(&["image", "inspect", "other:1"]);
 }
