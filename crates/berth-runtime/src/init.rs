@@ -569,15 +569,37 @@ fn attach_sysfs(rootfs: &Path, m: &oci_spec::runtime::Mount, fd: OwnedFd) -> R {
 fn mount_cgroups(dest: &Path, flags: MsFlags) -> R {
     mkdir_all(dest)?;
     let host = Path::new(crate::cgroups::DEFAULT_ROOT);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read mountinfo".into())?;
+    let mounts = mountinfo(&info);
+    // The host's options are passed again: a cgroup2 mount in the host's cgroup namespace
+    // (`--cgroupns host`) re-applies the root's flags (nsdelegate, favordynmods, ...).
+    let data_of = |mi: &crate::mount::MountInfo| -> String {
+        let v: Vec<&str> = mi
+            .super_options
+            .split(',')
+            .filter(|o| *o != "rw" && *o != "ro")
+            .collect();
+        v.join(",")
+    };
     if crate::cgroups::is_unified(host) {
-        return mount(Some("cgroup"), dest, Some("cgroup2"), flags, None::<&str>)
-            .ctx(|| "mount cgroup2".into());
+        let data = mounts
+            .iter()
+            .find(|m| m.fstype == "cgroup2" && Path::new(&m.mount_point) == host)
+            .map(data_of)
+            .unwrap_or_default();
+        return mount(
+            Some("cgroup"),
+            dest,
+            Some("cgroup2"),
+            flags,
+            Some(data.as_str()),
+        )
+        .ctx(|| "mount cgroup2".into());
     }
     let base = flags & !MsFlags::MS_RDONLY;
     mount(Some("tmpfs"), dest, Some("tmpfs"), base, Some("mode=755"))
         .ctx(|| "mount cgroup tmpfs".into())?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read mountinfo".into())?;
-    for mi in mountinfo(&info) {
+    for mi in &mounts {
         if mi.fstype != "cgroup" && mi.fstype != "cgroup2" {
             continue;
         }
@@ -589,12 +611,7 @@ fn mount_cgroups(dest: &Path, flags: MsFlags) -> R {
         }
         let sub = dest.join(name);
         mkdir_all(&sub)?;
-        let data: Vec<&str> = mi
-            .super_options
-            .split(',')
-            .filter(|o| *o != "rw" && *o != "ro")
-            .collect();
-        let data = data.join(",");
+        let data = data_of(mi);
         mount(
             Some("cgroup"),
             &sub,

@@ -11,6 +11,7 @@ pub mod cgroups;
 mod create;
 mod error;
 mod exec;
+mod favor;
 mod init;
 pub mod mount;
 pub mod path;
@@ -24,6 +25,7 @@ pub use cgroups::{CgroupManager, delete_cgroups};
 pub use create::{ContainerStdio, Created, Started, create, create_in, default_cgroups_path};
 pub use error::{ExecErrorKind, RuntimeError};
 pub use exec::{Execed, exec};
+pub use favor::favor_dynmods;
 pub use mount::{is_mountpoint, mount_overlay, mount_overlay_idmapped, unmount};
 pub use oci_spec;
 pub use sys::{

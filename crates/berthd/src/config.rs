@@ -39,6 +39,9 @@ pub struct Flags {
     /// User namespace remapping: `default` (user `berthremap`) or `user[:group]`.
     #[arg(long = "userns-remap")]
     pub userns_remap: Option<String>,
+    /// Set the kernel's `favordynmods` cgroup option for fast container starts (berth's own flag).
+    #[arg(long = "cgroup-favor-dynmods", num_args = 0..=1, default_missing_value = "true")]
+    pub cgroup_favor_dynmods: Option<bool>,
 }
 
 /// Default socket.
@@ -59,6 +62,7 @@ const KNOWN_KEYS: &[&str] = &[
     "insecure-registries",
     "runtimes",
     "userns-remap",
+    "cgroup-favor-dynmods",
 ];
 
 /// An OCI runtime of the config file's `runtimes` map (as dockerd's).
@@ -121,6 +125,7 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
     let mut network = crate::networks::NetSettings::default();
     let mut runtimes = default_runtimes();
     let mut userns_remap = flags.userns_remap.clone();
+    let mut favor = flags.cgroup_favor_dynmods;
     if let Some((name, text)) = file {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| format!("unable to configure the Docker daemon with file {name}: {e}"))?;
@@ -207,6 +212,17 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
             }
             userns_remap = Some(s.to_string());
         }
+        if let Some(v) = obj.get("cgroup-favor-dynmods") {
+            let b = v.as_bool().ok_or_else(|| {
+                format!("invalid \"cgroup-favor-dynmods\" in {name}: not a boolean")
+            })?;
+            if let Some(f) = flags.cgroup_favor_dynmods {
+                conflicts.push(format!(
+                    "cgroup-favor-dynmods: (from flag: {f}, from file: {b})"
+                ));
+            }
+            favor = Some(b);
+        }
         if let Some(dv) = obj.get("debug") {
             let b = dv
                 .as_bool()
@@ -240,6 +256,7 @@ pub fn merge(flags: &Flags, file: Option<(&str, &str)>) -> Result<Settings, Stri
         insecure_registries: insecure,
         runtimes,
         userns_remap: userns_remap.filter(|s| !s.is_empty()),
+        cgroup_favor_dynmods: favor.unwrap_or(true),
     })
 }
 
@@ -253,6 +270,15 @@ mod tests {
         assert_eq!(s.hosts, [DEFAULT_HOST]);
         assert_eq!(s.data_root, PathBuf::from("/var/lib/berth"));
         assert_eq!(s.pidfile, PathBuf::from("/run/berth/berthd.pid"));
+        assert!(s.cgroup_favor_dynmods);
+        let off = merge(
+            &Flags::default(),
+            Some(("x.json", r#"{"cgroup-favor-dynmods":false}"#)),
+        )
+        .unwrap();
+        assert!(!off.cgroup_favor_dynmods);
+        let f = Flags::try_parse_from(["berthd", "--cgroup-favor-dynmods=false"]).unwrap();
+        assert!(!merge(&f, None).unwrap().cgroup_favor_dynmods);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Settings {
     pub runtimes: std::collections::BTreeMap<String, crate::config::RuntimeConf>,
     /// `--userns-remap` / `userns-remap` (see [`crate::userns`]).
     pub userns_remap: Option<String>,
+    /// `cgroup-favor-dynmods`: set the kernel's `favordynmods` at start (default true).
+    pub cgroup_favor_dynmods: bool,
 }
 
 /// The daemon.

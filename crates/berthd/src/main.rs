@@ -56,6 +56,14 @@ async fn run(settings: berthd::Settings) -> anyhow::Result<()> {
     {
         tracing::info!(uid = r.uid, gid = r.gid, "user namespace remapping enabled");
     }
+    if settings.cgroup_favor_dynmods {
+        // A cgroup migration per container start otherwise waits an RCU grace period.
+        match berth_runtime::favor_dynmods(&settings.exec_root.join("cgroup2-favor")) {
+            Ok(true) => tracing::info!("cgroup favordynmods enabled for fast container starts"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot enable cgroup favordynmods: {e}"),
+        }
+    }
     let d = berthd::Daemon::open(settings)?;
     d.restore().await?;
     berthd::build::init(&d).await?;

@@ -241,3 +241,45 @@ mod until_tests {
         assert!(parse_until("5x", now).is_none());
     }
 }
+
+/// Durations of the steps of one operation, logged at debug level (to see where start time goes).
+#[derive(Debug)]
+pub struct Phases {
+    last: std::time::Instant,
+    steps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Phases {
+    /// Starts timing now.
+    pub fn new() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Ends the step called `name`.
+    pub fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// Logs the steps of `what` for container `id`.
+    pub fn log(&self, what: &str, id: &str) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let s: Vec<String> = self
+                .steps
+                .iter()
+                .map(|(n, d)| format!("{n}={:.2}ms", d.as_secs_f64() * 1e3))
+                .collect();
+            tracing::debug!(id, "{what} phases: {}", s.join(" "));
+        }
+    }
+}

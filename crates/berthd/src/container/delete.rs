@@ -56,10 +56,14 @@ pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> Resu
         return Ok(());
     }
     c.update(|r| r.state.status = "removing".into());
+    let mut ph = crate::util::Phases::new();
     let p = d.paths(&c.id);
     crate::networks::on_stop(d, c).await;
+    ph.mark("network");
     super::start::unmount_rootfs(&p.rootfs()).await;
+    ph.mark("unmount");
     d.images.remove_layer(&c.id).await?;
+    ph.mark("layer");
     let (data, bundle) = (p.data.clone(), p.bundle.clone());
     let id = c.id.clone();
     tokio::task::spawn_blocking(move || {
@@ -74,6 +78,8 @@ pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> Resu
     })
     .await
     .map_err(|e| Error::internal(e.to_string()))?;
+    ph.mark("files");
+    ph.log("remove", &c.id);
     d.registry.lock().expect("registry").remove(&c.id);
     d.execs
         .lock()

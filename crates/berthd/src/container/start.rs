@@ -29,6 +29,7 @@ pub fn start_error_code(msg: &str) -> i64 {
 /// Starts a created or exited container.
 pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     let _op = c.op.lock().await;
+    let mut ph = crate::util::Phases::new();
     let rec = c.snapshot();
     if rec.state.running {
         return Err(Error::NotModified("container already started".into()));
@@ -86,6 +87,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
         Ok(n) => n,
         Err(e) => return Err(failed_start(d, c, &p, StartFailure::Prepare(e)).await),
     };
+    ph.mark("network");
     // Prepare the bundle, the rootfs and the files mounted into the container (blocking work).
     let prep = {
         let rec = rec.clone();
@@ -104,6 +106,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     if let Err(e) = prep {
         return Err(failed_start(d, c, &p, StartFailure::Prepare(e)).await);
     }
+    ph.mark("prepare");
     let log = p.log();
     let exit_file = p.exit_file();
     let args = SpawnArgs {
@@ -119,6 +122,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
         Ok(pid) => pid,
         Err(e) => return Err(failed_start(d, c, &p, StartFailure::Shim(e)).await),
     };
+    ph.mark("shim");
     let sock = p.shim_sock();
     // Hand the shim to clients that attached before start, so they see all output.
     let pending = std::mem::take(&mut *c.pending.lock().expect("pending"));
@@ -132,10 +136,12 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     }
     // The exit watcher's connection is opened before the process can run, so no exit is missed.
     let waiter = open_wait(&sock).await.ok();
+    ph.mark("attach");
     if let Err(e) = shim::call(&sock, json!({"op":"start"})).await {
         let _ = shim::call(&sock, json!({"op":"kill","signal":9,"all":true})).await;
         return Err(failed_start(d, c, &p, StartFailure::Shim(e)).await);
     }
+    ph.mark("exec");
     c.update(|r| {
         r.state.status = "running".into();
         r.state.running = true;
@@ -153,6 +159,8 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     d.save(c)?;
     c.notify(false);
     d.events.container(&c.snapshot(), "start", &[]);
+    ph.mark("record");
+    ph.log("start", &c.id);
     tracing::info!(id = %c.id, pid, "container started");
     let (d2, c2) = (d.clone(), c.clone());
     tokio::spawn(async move { super::wait::watch_exit(d2, c2, waiter).await });
