@@ -83,6 +83,18 @@ impl Reporter {
         Reporter { sink }
     }
 
+    /// The last line of a pull: `Status: Downloaded newer image for x` or `... up to date for x`.
+    pub fn status(&self, shown: &str, downloaded: bool) {
+        self.message(
+            None,
+            if downloaded {
+                format!("Status: Downloaded newer image for {shown}")
+            } else {
+                format!("Status: Image is up to date for {shown}")
+            },
+        );
+    }
+
     /// A message without progress (`progress.Message`): `{"status":..,"id":..}`.
     pub fn message(&self, id: Option<&str>, text: impl Into<String>) {
         (self.sink)(JsonMessage {

@@ -330,6 +330,19 @@ impl RegistryClient {
     ) -> Result<PullOutcome> {
         let r = Reference::parse(reference)?.with_default_tag();
         let rep = Reporter::new(progress);
+        let out = self.pull_tag(&store, &r, opts, &rep).await?;
+        rep.status(&out.reference, !out.up_to_date);
+        Ok(out)
+    }
+
+    /// One tag (or digest) of a pull, without the final `Status:` line.
+    async fn pull_tag(
+        &self,
+        store: &Arc<ImageStore>,
+        r: &Reference,
+        opts: &PullOptions,
+        rep: &Reporter,
+    ) -> Result<PullOutcome> {
         let platform = Platform::parse(opts.platform.as_deref())?;
         let tag_or_digest = match r.digest() {
             Some(d) => d.to_string(),
@@ -351,16 +364,8 @@ impl RegistryClient {
             let s = self.session_at(base, r.path(), "pull", creds);
             let res = match s.ping().await {
                 Ok(()) => {
-                    self.pull_from(
-                        Arc::new(s),
-                        &store,
-                        &r,
-                        opts,
-                        &platform,
-                        &rep,
-                        &tag_or_digest,
-                    )
-                    .await
+                    self.pull_from(Arc::new(s), store, r, opts, &platform, rep, &tag_or_digest)
+                        .await
                 }
                 Err(e) => Err(e),
             };
@@ -372,16 +377,8 @@ impl RegistryClient {
         let s = self
             .open_session(r.domain(), r.path(), "pull", &[], creds)
             .await?;
-        self.pull_from(
-            Arc::new(s),
-            &store,
-            &r,
-            opts,
-            &platform,
-            &rep,
-            &tag_or_digest,
-        )
-        .await
+        self.pull_from(Arc::new(s), store, r, opts, &platform, rep, &tag_or_digest)
+            .await
     }
 
     /// The tags of a repository (`GET /v2/<name>/tags/list`, following `Link` pages), sorted.
@@ -431,7 +428,9 @@ impl RegistryClient {
         Ok(tags)
     }
 
-    /// `docker pull --all-tags`: pulls every tag of `repository` (which must not carry a tag or digest).
+    /// `docker pull --all-tags`: pulls every tag of `repository` (which must not carry a tag or digest),
+    /// reporting each tag as dockerd does (`<tag>: Pulling from`, layers, `Digest:`) and one `Status:`
+    /// line for the repository at the end.
     /// Errors: InvalidArgument (a tag given), and those of [`RegistryClient::pull`].
     pub async fn pull_all_tags(
         &self,
@@ -446,17 +445,16 @@ impl RegistryClient {
                 "tag can't be used with --all-tags/-a".into(),
             ));
         }
+        let rep = Reporter::new(progress);
         let mut out = Vec::new();
         for tag in self
             .list_tags(repository, opts.credentials.as_ref())
             .await?
         {
-            let tagged = format!("{}:{tag}", r.name());
-            out.push(
-                self.pull(store.clone(), &tagged, opts, progress.clone())
-                    .await?,
-            );
+            let tagged = Reference::parse(&format!("{}:{tag}", r.name()))?;
+            out.push(self.pull_tag(&store, &tagged, opts, &rep).await?);
         }
+        rep.status(&r.familiar_string(), out.iter().any(|o| !o.up_to_date));
         Ok(out)
     }
 
@@ -649,11 +647,6 @@ impl RegistryClient {
         }
         rep.message(None, format!("Digest: {top_digest}"));
         let shown = r.familiar_string();
-        if up_to_date {
-            rep.message(None, format!("Status: Image is up to date for {shown}"));
-        } else {
-            rep.message(None, format!("Status: Downloaded newer image for {shown}"));
-        }
         Ok(PullOutcome {
             image_id: Digest::parse(&summary.id)?,
             reference: shown,

@@ -130,7 +130,8 @@ where
     Ok(r)
 }
 
-/// `POST /images/create?fromImage=`.
+/// `POST /images/create?fromImage=`; a repository without tag or digest (the docker CLI's `pull -a`
+/// sends an empty `tag`) pulls all its tags, as dockerd.
 pub async fn pull(
     d: &Arc<Daemon>,
     reference: String,
@@ -138,12 +139,26 @@ pub async fn pull(
     creds: Option<Credentials>,
 ) -> Result<Resp> {
     let d2 = d.clone();
+    let all_tags = berth_image::Reference::parse(&reference)
+        .is_ok_and(|r| r.tag().is_none() && r.digest().is_none());
     progress_response(move |sink| async move {
         let opts = PullOptions {
             platform,
             credentials: creds,
         };
         let store = d2.images.store();
+        if all_tags {
+            let pulled = d2
+                .registry_client()?
+                .pull_all_tags(store, &reference, &opts, sink)
+                .await
+                .map_err(reg_err)?;
+            for out in pulled {
+                d2.events
+                    .image("pull", &out.image_id.to_string(), &out.reference);
+            }
+            return Ok(vec![]);
+        }
         match d2
             .registry_client()?
             .pull(store, &reference, &opts, sink)

@@ -66,14 +66,22 @@ impl Drop for Registry {
     }
 }
 
-#[test]
-fn push_then_pull_and_run() {
+/// A private berthd and a registry, or `None` (with the reason on stderr) where they cannot run.
+fn daemon_and_registry() -> Option<(TestDaemon, Registry)> {
     if !can_run() {
-        return;
+        return None;
     }
     let d = TestDaemon::start();
     let Some(reg) = Registry::start(&d.dir) else {
         eprintln!("skipping: no docker-registry (apt-get install docker-registry)");
+        return None;
+    };
+    Some((d, reg))
+}
+
+#[test]
+fn push_then_pull_and_run() {
+    let Some((d, reg)) = daemon_and_registry() else {
         return;
     };
     d.import_busybox();
@@ -301,12 +309,7 @@ fn image_store_debris(d: &TestDaemon) -> Vec<String> {
 
 #[test]
 fn kill9_during_pull_and_load_leaves_a_consistent_store() {
-    if !can_run() {
-        return;
-    }
-    let mut d = TestDaemon::start();
-    let Some(reg) = Registry::start(&d.dir) else {
-        eprintln!("skipping: no docker-registry (apt-get install docker-registry)");
+    let Some((mut d, reg)) = daemon_and_registry() else {
         return;
     };
     let (archive, _) = multi_layer_archive(&d.dir, "big:1", &[3 << 20, 2 << 20, 6 << 20]);
@@ -426,4 +429,118 @@ fn kill9_during_pull_and_load_leaves_a_consistent_store() {
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("Loaded image: other:1"), "{}", o.stdout);
     d.ok(&["image", "inspect", "other:1"]);
+}
+
+/// The berth CLI next to berthd (built if missing: it is another package of the workspace).
+fn berth_bin() -> std::path::PathBuf {
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_berthd")).with_file_name("berth");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "berth"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "building berth failed");
+    }
+    bin
+}
+
+/// Runs the berth CLI against `d` with `DOCKER_CONFIG` of the test (and `extra` env) and returns it.
+fn berth(
+    d: &TestDaemon,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    extra: &[(&str, &str)],
+) -> common::Out {
+    let mut cmd = Command::new(berth_bin());
+    cmd.args(args)
+        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .env("DOCKER_CONFIG", d.dir.join("docker-config"))
+        .env_remove("BERTH_HOST")
+        .env_remove("DOCKER_CONTEXT");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    common::run_with_timeout(cmd, stdin, Duration::from_secs(120))
+}
+
+#[test]
+fn pull_all_tags_with_both_clis() {
+    let Some((d, reg)) = daemon_and_registry() else {
+        return;
+    };
+    d.import_busybox();
+    let repo = format!("127.0.0.1:{}/team/multi", reg.port);
+    let (archive, _) = multi_layer_archive(&d.dir, "two:1", &[64 << 10]);
+    let o = d.docker_in(&["load"], Some(&archive));
+    assert_eq!(o.code, 0, "{o:?}");
+    d.ok(&["tag", "busybox:local", &format!("{repo}:1")]);
+    d.ok(&["tag", "two:1", &format!("{repo}:2")]);
+    // A repository without tag pushes all its tags.
+    let out = d.ok(&["push", "--all-tags", &repo]);
+    assert_eq!(out.matches(": digest: sha256:").count(), 2, "{out}");
+    let gone = [
+        format!("{repo}:1"),
+        format!("{repo}:2"),
+        "two:1".into(),
+        "busybox:local".into(),
+    ];
+    let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+    let rmi = |names: &[&str]| {
+        let mut args = vec!["rmi"];
+        args.extend_from_slice(names);
+        d.ok(&args);
+    };
+    rmi(&gone);
+
+    let out = d.ok(&["pull", "-a", &repo]);
+    for want in [
+        "1: Pulling from team/multi",
+        "2: Pulling from team/multi",
+        &format!("Status: Downloaded newer image for {repo}\n"),
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    assert_eq!(out.matches("Digest: sha256:").count(), 2, "{out}");
+    assert_eq!(out.lines().last(), Some(repo.as_str()), "{out}");
+    let tags = d.ok(&["images", "--format", "{{.Tag}}", &repo]);
+    let mut tags: Vec<&str> = tags.lines().collect();
+    tags.sort();
+    assert_eq!(tags, vec!["1", "2"]);
+    // Pulled again: up to date.
+    let out = d.ok(&["pull", "--all-tags", &repo]);
+    assert!(
+        out.contains(&format!("Status: Image is up to date for {repo}\n")),
+        "{out}"
+    );
+    let o = d.docker(&["pull", "-a", &format!("{repo}:1")]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("tag can't be used with --all-tags/-a"),
+        "{o:?}"
+    );
+
+    // The berth CLI.
+    rmi(&[&format!("{repo}:1"), &format!("{repo}:2")]);
+    let o = berth(&d, &["pull", "-a", &repo], None, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("2: Pulling from team/multi"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout
+            .contains(&format!("Status: Downloaded newer image for {repo}\n")),
+        "{}",
+        o.stdout
+    );
+    let tags = d.ok(&["images", "--format", "{{.Tag}}", &repo]);
+    assert_eq!(tags.lines().count(), 2, "{tags}");
+    let o = berth(&d, &["pull", "-a", &format!("{repo}:1")], None, &[]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("tag can't be used with --all-tags/-a"),
+        "{o:?}"
+    );
 }
