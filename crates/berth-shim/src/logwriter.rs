@@ -47,11 +47,14 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Replaces `src` by `<src>.gz`, whose gzip header carries dockerd's `{"LastTime":...}` extra
-/// field (the time of the file's last entry, by which dockerd skips files older than `--since`).
+/// field (the time of the file's last entry, by which dockerd skips files older than `--since`)
+/// and the inode `src` had, by which `logs -f` knows the file it was reading in its new form.
 pub fn compress_file(src: &Path, last_time: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let dst = with_suffix(src, ".gz");
     let tmp = with_suffix(src, ".gz.tmp");
-    let extra = format!("{{\"LastTime\":\"{last_time}\"}}");
+    let ino = std::fs::metadata(src)?.ino();
+    let extra = format!("{{\"LastTime\":\"{last_time}\",\"Ino\":{ino}}}");
     let mut gz = flate2::GzBuilder::new()
         .extra(extra.into_bytes())
         .write(File::create(&tmp)?, flate2::Compression::default());
@@ -154,6 +157,13 @@ impl LogWriter {
         }
         // The previous compression works on `<log>.1`, which is about to move.
         self.wait_compression();
+        // Readers list the files under a shared lock of the directory (berthd's `logs`), so
+        // none sees them half shifted.
+        let _lock = self
+            .path
+            .parent()
+            .and_then(|d| File::open(d).ok())
+            .and_then(|d| nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusive).ok());
         let ext = if self.rot.compress { ".gz" } else { "" };
         let name = |n: u32| with_suffix(&rotated_path(&self.path, n), ext);
         let keep = self.rot.max_file - 1;
@@ -277,7 +287,10 @@ mod tests {
             .nth(1)
             .unwrap()
             .trim_end_matches("\"}");
-        assert_eq!(extra, format!("{{\"LastTime\":\"{last}\"}}"));
+        assert!(
+            extra.starts_with(&format!("{{\"LastTime\":\"{last}\",\"Ino\":")),
+            "{extra}"
+        );
         let all = older + &newer + &current;
         let nums: Vec<u32> = all
             .lines()

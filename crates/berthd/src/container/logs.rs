@@ -260,23 +260,79 @@ fn scratch_file(dir: &Path) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Opens one of [`log_files`]: a gzipped one decompressed into a scratch file beside it (as
-/// dockerd does), so that tail and seeks work alike on every file. A `<log>.N` compressed (and
-/// removed) since it was listed is read from its `.gz`.
-fn open_log_file(p: &Path) -> Option<std::fs::File> {
-    let gz = if p.extension().is_some_and(|e| e == "gz") {
-        p.to_path_buf()
-    } else {
-        match std::fs::File::open(p) {
-            Ok(f) => return Some(f),
-            Err(_) => gz_path(p),
-        }
-    };
-    let mut dec = flate2::read::GzDecoder::new(std::fs::File::open(&gz).ok()?);
-    let mut out = scratch_file(gz.parent()?).ok()?;
-    std::io::copy(&mut dec, &mut out).ok()?;
-    out.seek(SeekFrom::Start(0)).ok()?;
-    Some(out)
+/// A log file opened under the directory lock: its path when opened, the open file (gzipped
+/// ones still compressed) and the inode the shim wrote it as (a gzipped file names it in its
+/// header; the file is removed once compressed).
+struct RawLog {
+    path: PathBuf,
+    file: std::fs::File,
+    ino: u64,
+}
+
+/// An open, readable log file and the inode the shim wrote it as.
+struct LogFile {
+    file: std::fs::File,
+    ino: u64,
+}
+
+fn is_gz(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "gz")
+}
+
+/// The inode a gzipped rotated file was written as (`Ino` in its header's extra field); only
+/// the header is read, and the file is left at its start.
+fn gz_ino(f: &std::fs::File) -> u64 {
+    let mut r = f;
+    let ino = flate2::read::GzDecoder::new(r)
+        .header()
+        .and_then(|h| h.extra())
+        .and_then(|x| serde_json::from_slice::<serde_json::Value>(x).ok())
+        .and_then(|v| v["Ino"].as_u64())
+        .unwrap_or(0);
+    let _ = r.seek(SeekFrom::Start(0));
+    ino
+}
+
+/// Lists and opens the log's files (oldest first) under a shared lock of their directory: the
+/// shim shifts them under an exclusive one, so no rotation is seen half done. Decompression
+/// happens later, outside the lock, not to hold the container's output up.
+fn open_all(path: &Path) -> Vec<RawLog> {
+    use std::os::unix::fs::MetadataExt;
+    let _lock = path
+        .parent()
+        .and_then(|d| std::fs::File::open(d).ok())
+        .and_then(|d| nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockShared).ok());
+    let mut out = Vec::new();
+    for p in log_files(path) {
+        // A `<log>.N` compressed (and removed) since it was listed is found as its `.gz`.
+        let opened = std::fs::File::open(&p)
+            .map(|f| (p.clone(), f))
+            .or_else(|_| std::fs::File::open(gz_path(&p)).map(|f| (gz_path(&p), f)));
+        let Ok((path, file)) = opened else { continue };
+        let ino = if is_gz(&path) {
+            gz_ino(&file)
+        } else {
+            file.metadata().map(|m| m.ino()).unwrap_or(0)
+        };
+        out.push(RawLog { path, file, ino });
+    }
+    out
+}
+
+/// Makes a listed file readable: a gzipped one is decompressed into a scratch file beside it (as
+/// dockerd does), so that tail and seeks work alike on every file.
+fn readable(raw: RawLog) -> Option<LogFile> {
+    if !is_gz(&raw.path) {
+        return Some(LogFile {
+            file: raw.file,
+            ino: raw.ino,
+        });
+    }
+    let mut dec = flate2::read::GzDecoder::new(raw.file);
+    let mut file = scratch_file(raw.path.parent()?).ok()?;
+    std::io::copy(&mut dec, &mut file).ok()?;
+    file.seek(SeekFrom::Start(0)).ok()?;
+    Some(LogFile { file, ino: raw.ino })
 }
 
 /// Where the last `n` lines of `files` (oldest first) start: (file index, byte offset).
@@ -370,34 +426,22 @@ fn drain(
     }
 }
 
-/// The file the shim wrote after `cur`, which has been rotated to `<log>.k`: `<log>.k-1`, or the
-/// log itself; the oldest file left when `cur` was deleted (rotated past `max-file`).
-fn next_file(path: &Path, cur: &std::fs::File) -> Option<std::fs::File> {
-    let mut oldest = None;
-    for k in 1.. {
-        let p = rotated_path(path, k);
-        let Ok(f) = std::fs::File::open(&p) else {
-            break;
-        };
-        if same_file(cur, &p) {
-            let next = if k == 1 {
-                path.to_path_buf()
-            } else {
-                rotated_path(path, k - 1)
-            };
-            return std::fs::File::open(next).ok();
-        }
-        oldest = Some(f);
-    }
-    oldest.or_else(|| std::fs::File::open(path).ok())
+/// The files the shim wrote after the one written as inode `ino` (since rotated to `<log>.k`
+/// or compressed to `<log>.k.gz`), oldest first and ending with the log itself; every file left
+/// when that one was deleted (rotated past `max-file`). All are opened at once, so the next
+/// rotations cannot move them away; only the last needs watching, and as it is held open, its
+/// inode cannot be reused by a newer file.
+fn newer_files(path: &Path, ino: u64) -> Vec<LogFile> {
+    let mut all = open_all(path);
+    // Newest first: an older compressed file may name the same inode, freed and reused since.
+    let from = all.iter().rposition(|r| r.ino == ino).map_or(0, |i| i + 1);
+    all.drain(from..).filter_map(readable).collect()
 }
 
-fn same_file(f: &std::fs::File, path: &Path) -> bool {
+/// Whether the log at `path` is still the file written as inode `ino` (true when unsure).
+fn is_written_as(path: &Path, ino: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (f.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-        _ => true,
-    }
+    std::fs::metadata(path).is_ok_and(|m| m.ino() == ino) || !path.exists()
 }
 
 /// Streams the log (rotated files first) to `tx` until done, or with `follow` until the
@@ -427,11 +471,8 @@ fn stream_blocking(
         tx,
     };
     // Open every file first, so a rotation while reading neither loses nor repeats a file.
-    let mut files: Vec<std::fs::File> = loop {
-        let fs: Vec<_> = log_files(path)
-            .iter()
-            .filter_map(|p| open_log_file(p))
-            .collect();
+    let mut files: Vec<LogFile> = loop {
+        let fs: Vec<_> = open_all(path).into_iter().filter_map(readable).collect();
         if !fs.is_empty() {
             break fs;
         }
@@ -440,6 +481,8 @@ fn stream_blocking(
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    let mut cur_ino = files.last().map_or(0, |f| f.ino);
+    let mut files: Vec<std::fs::File> = files.drain(..).map(|f| f.file).collect();
     let (first, off) = match o.tail {
         Some(n) => tail_start(&mut files, n),
         None => (0, 0),
@@ -464,25 +507,29 @@ fn stream_blocking(
     }
     let mut cur = files.pop().expect("one file");
     drop(files);
+    let mut queue = std::collections::VecDeque::new();
     let mut pos = cur.stream_position().unwrap_or(0);
     let mut last_check = false;
     loop {
         if !drain(&mut cur, &mut pos, &mut carry, o, &mut b) || !b.flush() {
             return;
         }
+        if queue.is_empty() && !is_written_as(path, cur_ino) {
+            // Rotated: what the old file still held has just been read; go on with the files
+            // written after it (several rotations may have happened since the last look).
+            queue = newer_files(path, cur_ino).into();
+        }
+        if let Some(f) = queue.pop_front() {
+            cur = f.file;
+            cur_ino = f.ino;
+            pos = 0;
+            carry.clear();
+            continue;
+        }
         if last_check {
             return;
         }
-        if !same_file(&cur, path) {
-            // Rotated: what the old file still held has just been read; go on with the file
-            // written after it (several rotations may have happened since the last look).
-            if let Some(f) = next_file(path, &cur) {
-                cur = f;
-                pos = 0;
-                carry.clear();
-                continue;
-            }
-        } else if cur.metadata().map(|m| m.len() < pos).unwrap_or(false) {
+        if is_written_as(path, cur_ino) && cur.metadata().map(|m| m.len() < pos).unwrap_or(false) {
             // Truncated in place (`max-file` 1).
             pos = 0;
             carry.clear();
