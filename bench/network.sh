@@ -3,11 +3,17 @@
 # Debian's dockerd (its default docker-proxy + iptables path, private bridge and subnet), in one run;
 # and run latency with a bridge network against --network none (berth).
 # Usage: bench/network.sh [GIB] [RUNS]   (root; hyperfine, ab, dockerd, busybox-static)
+#        bench/network.sh latency [PAIRS]   (run latency only: bridge and none runs alternated in pairs,
+#        so that a busy machine's drift hits both alike; min/median of each and of the paired difference,
+#        plus berthd's own `network setup` times from its debug log)
 # Results: bench/results/network-<date>.md and a summary on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LAT_ONLY=0
+if [ "${1:-}" = latency ]; then LAT_ONLY=1; shift; RUNS=${1:-100}; GIB=0; else
 GIB=${1:-2}
 RUNS=${2:-20}
+fi
 cargo build --release -q -p berthd -p berth -p berth-shim
 
 T=$(mktemp -d /tmp/bn.XXXX)
@@ -17,8 +23,8 @@ BS=$T/b.sock; DS=$T/d.sock
 DBR=bnd$$; DNET=10.219.$((RANDOM % 200)).0/24
 cleanup() {
   set +e
-  docker -H unix://$BS rm -f $(docker -H unix://$BS ps -aq) >/dev/null 2>&1
-  docker -H unix://$DS rm -f $(docker -H unix://$DS ps -aq) >/dev/null 2>&1
+  docker -H unix://$BS rm -f $(docker -H unix://$BS ps -aq 2>/dev/null) >/dev/null 2>&1
+  [ -S $DS ] && docker -H unix://$DS rm -f $(docker -H unix://$DS ps -aq) >/dev/null 2>&1
   [ -f $T/berthd.pid ] && kill $(cat $T/berthd.pid)
   [ -f $T/dockerd.pid ] && kill $(cat $T/dockerd.pid)
   sleep 3
@@ -45,10 +51,66 @@ tar -C $T/rootfs -cf $T/rootfs.tar .
 wait_sock() { for _ in $(seq 300); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no socket $1" >&2; return 1; }
 
 # berthd: its own bridge, subnet and table come from its data root.
-target/release/berthd -H unix://$BS --data-root $T/bd --exec-root $T/bx --pidfile $T/berthd.pid >$T/berthd.log 2>&1 &
+BERTHD_LOG=${BERTHD_LOG:-berthd=debug} target/release/berthd -H unix://$BS --data-root $T/bd --exec-root $T/bx \
+  --pidfile $T/berthd.pid >$T/berthd.log 2>&1 &
 wait_sock $BS
 B="target/release/berth -H unix://$BS"
 $B import $T/rootfs.tar busybox:local >/dev/null
+
+# Alternated pairs of `run --rm` on the default bridge and with --network none (order flipped each pair).
+paired_latency() {
+  python3 - "$RUNS" "$B" <<'PY'
+import statistics as st, subprocess, sys, time
+pairs, b = int(sys.argv[1]), sys.argv[2].split()
+cmd = {"bridge": b + ["run", "--rm", "busybox:local", "true"],
+       "none": b + ["run", "--rm", "--network", "none", "busybox:local", "true"]}
+def once(k):
+    t = time.perf_counter(); subprocess.run(cmd[k], check=True, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - t) * 1000
+for k in cmd: once(k); once(k)  # warm-up
+ts = {"bridge": [], "none": []}
+for i in range(pairs):
+    for k in (("bridge", "none") if i % 2 == 0 else ("none", "bridge")):
+        ts[k].append(once(k))
+d = [x - y for x, y in zip(ts["bridge"], ts["none"])]
+print("| run --rm busybox true | min [ms] | median [ms] | mean [ms] |")
+print("|:---|---:|---:|---:|")
+for k, v in ts.items():
+    print(f"| {k} ({pairs} runs) | {min(v):.1f} | {st.median(v):.1f} | {st.mean(v):.1f} |")
+print(f"| bridge − none, paired | | {st.median(d):.1f} | {st.mean(d):.1f} |")
+print(f"\nbridge − none: difference of minima {min(ts['bridge']) - min(ts['none']):.1f} ms, "
+      f"of medians {st.median(ts['bridge']) - st.median(ts['none']):.1f} ms")
+PY
+}
+# berthd's own `network setup` (endpoint, netns) times from its debug log: min/median in ms.
+setup_times() {
+  python3 - "$T/berthd.log" <<'PY'
+import re, statistics as st, sys
+v = {}
+for l in open(sys.argv[1], errors="replace"):
+    l = re.sub(r"\x1b\[[0-9;]*m", "", l)
+    m = re.search(r"network setup .*mode=(\S+) elapsed=([0-9.]+)(µs|ms|s)", l)
+    if m:
+        mode = "bridge" if m.group(1) in ("default", "bridge") else m.group(1)
+        v.setdefault(mode, []).append(float(m.group(2)) * {"µs": 1e-3, "ms": 1, "s": 1e3}[m.group(3)])
+for mode, x in sorted(v.items()):
+    print(f"berthd network setup, {mode}: {len(x)} starts, min {min(x):.2f} ms, "
+          f"median {st.median(x):.2f} ms, max {max(x):.2f} ms  ")
+PY
+}
+if [ $LAT_ONLY = 1 ]; then
+  {
+    echo "## Run latency, bridge vs none ($stamp)"
+    echo
+    echo "Command: \`bench/network.sh latency $RUNS\`; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    paired_latency
+    echo
+    setup_times
+    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  } | tee $OUT/network-latency-$stamp.md
+  exit 0
+fi
 
 # dockerd: a bridge made for it, iptables on, docker-proxy (its default).
 ip link add $DBR type bridge

@@ -60,11 +60,7 @@ async fn must_index(h: &Handle, name: &str) -> Result<u32> {
 /// Sets link `name` up.
 pub(crate) async fn set_up(h: &Handle, name: &str) -> Result<()> {
     let idx = must_index(h, name).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(idx).up().build())
-        .execute()
-        .await
-        .map_err(|e| NetworkError::nl(format!("set {name} up"), e))
+    set_up_index(h, idx, name).await
 }
 
 /// Adds an address, ignoring "exists".
@@ -181,7 +177,7 @@ pub fn delete_link(name: &str) -> Result<()> {
     host_netlink(move |h| async move { delete_link_async(&h, &name).await })
 }
 
-async fn delete_link_async(h: &Handle, name: &str) -> Result<()> {
+pub(crate) async fn delete_link_async(h: &Handle, name: &str) -> Result<()> {
     let Some(idx) = index(h, name).await? else {
         return Ok(());
     };
@@ -228,75 +224,93 @@ pub fn setup_veth(netns: &Path, spec: &VethSpec) -> Result<()> {
         let rt = runtime()?;
         let host = rt.block_on(async {
             let h = connect()?;
-            let br = must_index(&h, &spec.bridge).await?;
-            let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
-                .name(spec.ifname.clone())
-                .address(spec.mac.to_vec())
-                .setns_by_fd(ns.as_raw_fd());
-            let mut v = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-                .name(spec.host_name.clone())
-                .controller(br)
-                .up();
-            if let Some(m) = spec.mtu {
-                peer = peer.mtu(m);
-                v = v.mtu(m);
-            }
-            let v = v.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
-            h.link()
-                .add(v.build())
-                .execute()
-                .await
-                .map_err(|e| NetworkError::nl(format!("create veth {}", spec.host_name), e))?;
-            // hairpin: a container reaching its own published port through the host comes back out of
-            // the port it came in (what dockerd does without the userland proxy)
-            let hp = format!("/sys/class/net/{}/brport/hairpin_mode", spec.host_name);
-            if let Err(e) = std::fs::write(&hp, "1") {
-                tracing::warn!("cannot set {hp}: {e}");
-            }
+            add_veth(&h, ns.as_raw_fd(), &spec).await?;
             Ok::<_, NetworkError>(h)
         })?;
         let inside = (|| {
             setns(&ns, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| NetworkError::io("setns(net)", e.into()))?;
-            rt.block_on(async {
-                let h = connect()?;
-                let pi = must_index(&h, &spec.ifname).await?;
-                add_addr(
-                    &h,
-                    pi,
-                    IpAddr::V4(spec.addr.addr),
-                    spec.addr.prefix,
-                    &spec.ifname,
-                )
-                .await?;
-                h.link()
-                    .set(LinkUnspec::new_with_index(pi).up().build())
-                    .execute()
-                    .await
-                    .map_err(|e| NetworkError::nl(format!("set {} up", spec.ifname), e))?;
-                if let Some(gw) = spec.gateway {
-                    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                        .gateway(gw)
-                        .output_interface(pi)
-                        .build();
-                    match h.route().add(route).execute().await {
-                        Ok(()) => {}
-                        Err(e) => {
-                            let e = NetworkError::nl(format!("add default route via {gw}"), e);
-                            if e.netlink_errno() != Some(EEXIST) {
-                                return Err(e);
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            })
+            rt.block_on(async { configure_inside(&connect()?, &spec).await })
         })();
         if inside.is_err() {
             let _ = rt.block_on(delete_link_async(&host, &spec.host_name));
         }
         inside
     })
+}
+
+/// Over `host` (a socket of the host's namespace): the veth pair of `spec`, host end on the bridge
+/// and up, container end made in the namespace `ns_fd` refers to; hairpin mode on the bridge port.
+pub(crate) async fn add_veth(host: &Handle, ns_fd: i32, spec: &VethSpec) -> Result<()> {
+    let br = must_index(host, &spec.bridge).await?;
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(spec.ifname.clone())
+        .address(spec.mac.to_vec())
+        .setns_by_fd(ns_fd);
+    let mut v = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(spec.host_name.clone())
+        .controller(br)
+        .up();
+    if let Some(m) = spec.mtu {
+        peer = peer.mtu(m);
+        v = v.mtu(m);
+    }
+    let v = v.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+    host.link()
+        .add(v.build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::nl(format!("create veth {}", spec.host_name), e))?;
+    // hairpin: a container reaching its own published port through the host comes back out of
+    // the port it came in (what dockerd does without the userland proxy)
+    let hp = format!("/sys/class/net/{}/brport/hairpin_mode", spec.host_name);
+    if let Err(e) = std::fs::write(&hp, "1") {
+        tracing::warn!("cannot set {hp}: {e}");
+    }
+    Ok(())
+}
+
+/// Over `h` (a socket of the container's namespace): the container end's address, up, default route.
+pub(crate) async fn configure_inside(h: &Handle, spec: &VethSpec) -> Result<()> {
+    let pi = must_index(h, &spec.ifname).await?;
+    add_addr(
+        h,
+        pi,
+        IpAddr::V4(spec.addr.addr),
+        spec.addr.prefix,
+        &spec.ifname,
+    )
+    .await?;
+    h.link()
+        .set(LinkUnspec::new_with_index(pi).up().build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::nl(format!("set {} up", spec.ifname), e))?;
+    if let Some(gw) = spec.gateway {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(pi)
+            .build();
+        match h.route().add(route).execute().await {
+            Ok(()) => {}
+            Err(e) => {
+                let e = NetworkError::nl(format!("add default route via {gw}"), e);
+                if e.netlink_errno() != Some(EEXIST) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets the link with index `idx` up (`lo` of a new namespace is always index 1).
+pub(crate) async fn set_up_index(h: &Handle, idx: u32, name: &str) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::nl(format!("set {name} up"), e))
 }
 
 /// A fresh host-side veth name, `veth` + 7 random hex digits.

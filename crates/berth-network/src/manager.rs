@@ -885,7 +885,10 @@ impl NetworkManager {
         };
         if let Some(p) = &netns_path {
             let _ = netns::remove_netns(p);
-            netns::create_netns(p)?;
+            // With a bridge endpoint the namespace is made together with its veth (setup_locked).
+            if !nets.iter().any(|(id, _)| st.networks[id].is_bridge()) {
+                netns::create_netns(p)?;
+            }
         }
         let res = self.setup_locked(&mut st, req, &nets, &mut rec);
         match res {
@@ -964,18 +967,21 @@ impl NetworkManager {
                 let snapshot = n.clone();
                 self.save_endpoints(&snapshot)?;
                 let ipam = snapshot.ipam.as_ref().expect("bridge");
-                link::setup_veth(
-                    rec.netns.as_deref().expect("bridge endpoints have a netns"),
-                    &VethSpec {
-                        bridge: snapshot.bridge.clone().expect("bridge"),
-                        host_name: ep.veth.clone(),
-                        ifname: ep.ifname.clone(),
-                        mac,
-                        addr: Ipv4Net::new(ip, ipam.subnet.prefix),
-                        gateway: (!snapshot.internal).then_some(ipam.gateway),
-                        mtu: snapshot.mtu,
-                    },
-                )?;
+                let ns = rec.netns.as_deref().expect("bridge endpoints have a netns");
+                let spec = VethSpec {
+                    bridge: snapshot.bridge.clone().expect("bridge"),
+                    host_name: ep.veth.clone(),
+                    ifname: ep.ifname.clone(),
+                    mac,
+                    addr: Ipv4Net::new(ip, ipam.subnet.prefix),
+                    gateway: (!snapshot.internal).then_some(ipam.gateway),
+                    mtu: snapshot.mtu,
+                };
+                if ns.exists() {
+                    link::setup_veth(ns, &spec)?;
+                } else {
+                    netns::create_netns_with(ns, Some(spec))?;
+                }
                 if first_bridge.is_none() {
                     first_bridge = Some((nid.clone(), ip));
                     out.primary_ip = Some(ip);
@@ -1073,6 +1079,11 @@ impl NetworkManager {
 
     /// Releases everything of `rec`'s container (best effort; used on failure, stop and reconcile).
     fn release_locked(&self, st: &mut State, rec: &ContainerRecord) {
+        self.release_locked_with(st, rec, true)
+    }
+
+    /// [`Self::release_locked`]; `delete_veths` false where the caller deleted them already.
+    fn release_locked_with(&self, st: &mut State, rec: &ContainerRecord, delete_veths: bool) {
         let had_ports = st
             .containers
             .get(&rec.id)
@@ -1082,7 +1093,7 @@ impl NetworkManager {
         let mut changed = Vec::new();
         for n in st.networks.values_mut() {
             if let Some(ep) = n.endpoints.remove(&rec.id) {
-                if !ep.veth.is_empty() {
+                if delete_veths && !ep.veth.is_empty() {
                     if let Err(e) = link::delete_link(&ep.veth) {
                         tracing::warn!("delete {}: {e}", ep.veth);
                     }
@@ -1114,6 +1125,23 @@ impl NetworkManager {
     /// At container stop (or when its start failed after `setup`): deletes its veths, releases addresses
     /// and ports, drops its DNS names and removes its namespace file. Unknown containers are fine.
     pub fn teardown(&self, id: &str) -> Result<()> {
+        // Deleting a veth waits for the kernel's RCU grace periods (tens of ms): done without the
+        // state lock, so other containers' setups do not queue behind it. The addresses are released
+        // only afterwards, so none is reused while the old veth is still on its bridge.
+        let veths: Vec<String> = {
+            let st = self.state.lock().expect("state");
+            st.networks
+                .values()
+                .filter_map(|n| n.endpoints.get(id))
+                .map(|ep| ep.veth.clone())
+                .filter(|v| !v.is_empty())
+                .collect()
+        };
+        for v in &veths {
+            if let Err(e) = link::delete_link(v) {
+                tracing::warn!("delete {v}: {e}");
+            }
+        }
         let mut st = self.state.lock().expect("state");
         let rec = st
             .containers
@@ -1126,7 +1154,7 @@ impl NetworkManager {
                 networks: vec![],
                 ports: vec![],
             });
-        self.release_locked(&mut st, &rec);
+        self.release_locked_with(&mut st, &rec, false);
         crate::store::remove(&self.ctr_path(id))
     }
 

@@ -349,7 +349,8 @@ pub async fn on_start(d: &Arc<Daemon>, c: &Arc<Ctr>, rec: &mut Record) -> Result
     };
     let t0 = std::time::Instant::now();
     let cn = blocking(d, move |n| n.setup(&req)).await?;
-    tracing::debug!(id = %rec.id, elapsed = ?t0.elapsed(), "network setup");
+    let mode = &rec.host_config.network_mode;
+    tracing::debug!(id = %rec.id, %mode, elapsed = ?t0.elapsed(), "network setup");
     if let Some(p) = &cn.netns_path {
         rec.host_config
             .extra
