@@ -210,7 +210,8 @@ fn log_rotation_compressed() {
         "busybox:local",
         "sh",
         "-c",
-        "i=1; while [ $i -le 300 ]; do echo line$i; i=$((i+1)); done",
+        // Paced, so that entries (and files) have distinct times for `--since`.
+        "i=1; while [ $i -le 300 ]; do echo line$i; i=$((i+1)); usleep 500; done",
     ]);
     let id = d.ok(&args);
     let id = id.trim();
@@ -239,6 +240,20 @@ fn log_rotation_compressed() {
     let n = nums.len();
     let tail = numbers(&d.ok(&["logs", "--tail", &(n - 1).to_string(), id]));
     assert_eq!(tail, nums[1..]);
+    // --since from the middle (older gzipped files are skipped by their header's LastTime).
+    let stamped = d.ok(&["logs", "-t", id]);
+    let mid = stamped
+        .lines()
+        .nth(n / 2)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let since = numbers(&d.ok(&["logs", "--since", mid, id]));
+    assert!(
+        nums.ends_with(&since) && since.contains(&nums[n / 2]),
+        "{since:?}"
+    );
     // Nothing left behind by reading (decompressed into unnamed files).
     let dir = d.dir.join(format!("data/containers/{id}"));
     let names: Vec<String> = std::fs::read_dir(&dir)

@@ -121,7 +121,7 @@ pub fn render_into(line: &[u8], o: &LogOptions, out: &mut Vec<u8>) -> bool {
         let Some(t) = crate::util::parse_time(&e.time) else {
             return false;
         };
-        if o.since.is_some_and(|s| t <= s) || o.until.is_some_and(|u| t > u) {
+        if o.since.is_some_and(|s| t < s) || o.until.is_some_and(|u| t > u) {
             return false;
         }
     }
@@ -267,6 +267,8 @@ struct RawLog {
     path: PathBuf,
     file: std::fs::File,
     ino: u64,
+    /// A gzipped file's last entry time (`LastTime` in its header).
+    last_time: Option<DateTime<Utc>>,
 }
 
 /// An open, readable log file and the inode the shim wrote it as.
@@ -279,18 +281,19 @@ fn is_gz(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "gz")
 }
 
-/// The inode a gzipped rotated file was written as (`Ino` in its header's extra field); only
-/// the header is read, and the file is left at its start.
-fn gz_ino(f: &std::fs::File) -> u64 {
+/// What the header of a gzipped rotated file says: the inode it was written as and the time of
+/// its last entry (`Ino`, `LastTime` in the extra field). Only the header is read, and the file
+/// is left at its start.
+fn gz_header(f: &std::fs::File) -> (u64, Option<DateTime<Utc>>) {
     let mut r = f;
-    let ino = flate2::read::GzDecoder::new(r)
+    let v = flate2::read::GzDecoder::new(r)
         .header()
         .and_then(|h| h.extra())
         .and_then(|x| serde_json::from_slice::<serde_json::Value>(x).ok())
-        .and_then(|v| v["Ino"].as_u64())
-        .unwrap_or(0);
+        .unwrap_or_default();
     let _ = r.seek(SeekFrom::Start(0));
-    ino
+    let last = v["LastTime"].as_str().and_then(crate::util::parse_time);
+    (v["Ino"].as_u64().unwrap_or(0), last)
 }
 
 /// Lists and opens the log's files (oldest first) under a shared lock of their directory: the
@@ -309,12 +312,17 @@ fn open_all(path: &Path) -> Vec<RawLog> {
             .map(|f| (p.clone(), f))
             .or_else(|_| std::fs::File::open(gz_path(&p)).map(|f| (gz_path(&p), f)));
         let Ok((path, file)) = opened else { continue };
-        let ino = if is_gz(&path) {
-            gz_ino(&file)
+        let (ino, last_time) = if is_gz(&path) {
+            gz_header(&file)
         } else {
-            file.metadata().map(|m| m.ino()).unwrap_or(0)
+            (file.metadata().map(|m| m.ino()).unwrap_or(0), None)
         };
-        out.push(RawLog { path, file, ino });
+        out.push(RawLog {
+            path,
+            file,
+            ino,
+            last_time,
+        });
     }
     out
 }
@@ -472,7 +480,12 @@ fn stream_blocking(
     };
     // Open every file first, so a rotation while reading neither loses nor repeats a file.
     let mut files: Vec<LogFile> = loop {
-        let fs: Vec<_> = open_all(path).into_iter().filter_map(readable).collect();
+        // As dockerd, a gzipped file that ends before `since` is not even decompressed.
+        let fs: Vec<_> = open_all(path)
+            .into_iter()
+            .filter(|r| !r.last_time.is_some_and(|t| o.since.is_some_and(|s| t < s)))
+            .filter_map(readable)
+            .collect();
         if !fs.is_empty() {
             break fs;
         }
@@ -593,6 +606,9 @@ mod tests {
         o.tty = true;
         o.since = parse_timestamp("1704067201.6").unwrap();
         assert!(render(L1.as_bytes(), &o).is_none());
+        assert!(render(L2.as_bytes(), &o).is_some());
+        // An entry at `since` itself is shown, as dockerd's `Before(since)` test keeps it.
+        o.since = parse_timestamp("2024-01-01T00:00:02Z").unwrap();
         assert!(render(L2.as_bytes(), &o).is_some());
         o.until = parse_timestamp("2024-01-01T00:00:02Z").unwrap();
         assert!(render(L3.as_bytes(), &o).is_none());
