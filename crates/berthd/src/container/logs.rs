@@ -483,7 +483,7 @@ fn stream_blocking(
         // As dockerd, a gzipped file that ends before `since` is not even decompressed.
         let fs: Vec<_> = open_all(path)
             .into_iter()
-            .filter(|r| !r.last_time.is_some_and(|t| o.since.is_some_and(|s| t < s)))
+            .filter(|r| r.last_time.is_none_or(|t| o.since.is_none_or(|s| t >= s)))
             .filter_map(readable)
             .collect();
         if !fs.is_empty() {
