@@ -313,7 +313,7 @@ impl Entry {
         }
         out.extend_from_slice(b"\"Status\":");
         let status = status_of(&self.state, self.started, self.finished, now);
-        out.extend_from_slice(Value::String(status).to_string().as_bytes());
+        let _ = serde_json::to_writer(&mut *out, &status);
         out.push(b'}');
     }
 }
