@@ -412,7 +412,9 @@ impl Builder {
             scratch: None,
             platform,
         };
-        run.build()
+        let r = run.build();
+        let _ = self.cache.flush();
+        r
     }
 }
 
@@ -1474,7 +1476,7 @@ impl Run<'_> {
                 let src = m.source.clone().unwrap_or_else(|| "/".into());
                 let src = self.expand(st, line, &src)?;
                 let root = match &m.from {
-                    None => self.ctx.root().to_path_buf(),
+                    None => self.ctx.materialize()?.to_path_buf(),
                     Some(f) => {
                         let f = self.expand(st, line, f)?;
                         let image = self.source_image(&f)?;
@@ -1643,6 +1645,7 @@ impl Run<'_> {
             if self.use_cache(st, &key) {
                 return Ok(());
             }
+            src_ctx.materialize()?;
             let (layer, root) = self.mount_layer(&st.image)?;
             let r = (|| -> Result<()> {
                 let owner = match &chown {

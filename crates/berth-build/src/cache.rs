@@ -83,6 +83,8 @@ struct IndexFile {
 pub struct CacheIndex {
     dir: PathBuf,
     state: Mutex<IndexFile>,
+    /// Usage marks not saved yet.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 fn now() -> i64 {
@@ -148,6 +150,7 @@ impl CacheIndex {
         Ok(CacheIndex {
             dir,
             state: Mutex::new(state),
+            dirty: Default::default(),
         })
     }
 
@@ -167,6 +170,14 @@ impl CacheIndex {
     }
 
     fn save(&self, st: &IndexFile) -> Result<()> {
+        self.save_as(st, true)
+    }
+
+    /// Writes the index (temp + rename); `durable` adds the fsyncs that records need (usage
+    /// marks alone are not worth them: a crash loses a few timestamps).
+    fn save_as(&self, st: &IndexFile, durable: bool) -> Result<()> {
+        self.dirty
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let path = self.dir.join("cache.json");
         let tmp = self
             .dir
@@ -175,9 +186,14 @@ impl CacheIndex {
         let res = (|| {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, &path)?;
-            fs::File::open(&self.dir)?.sync_all()
+            if durable {
+                fs::File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         res.map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -190,13 +206,23 @@ impl CacheIndex {
         self.lock().entries.get(key).cloned()
     }
 
-    /// Marks `key` used now.
+    /// Marks `key` used now, in memory: usage is saved with the next change or
+    /// [`CacheIndex::flush`], so a fully cached build does not fsync once per step.
     pub fn touch(&self, key: &str) -> Result<()> {
         let mut st = self.lock();
         if let Some(r) = st.entries.get_mut(key) {
             r.last_used = now();
             r.usage_count += 1;
-            self.save(&st)?;
+            self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Saves usage marks left by [`CacheIndex::touch`] (end of a build).
+    pub fn flush(&self) -> Result<()> {
+        let st = self.lock();
+        if self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
+            self.save_as(&st, false)?;
         }
         Ok(())
     }
@@ -332,6 +358,7 @@ mod tests {
         c.insert("k1", "sha256:1", "", "RUN a", 10).unwrap();
         c.insert("k2", "sha256:2", "sha256:1", "ENV a", 0).unwrap();
         c.touch("k1").unwrap();
+        c.flush().unwrap();
         drop(c);
         let c = CacheIndex::open(d.path()).unwrap();
         assert_eq!(c.get("k1").unwrap().usage_count, 1);

@@ -4,11 +4,12 @@
 //! were `/`), so `COPY ../x`, absolute sources and symlinks never read outside it. `.dockerignore`
 //! (or `<Dockerfile>.dockerignore`) hides files from every selection.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest as _, Sha256};
 
@@ -19,6 +20,28 @@ use crate::error::{BuildError, Result};
 /// targets start again at the root, relative ones from the link's directory. With `follow_last`
 /// false a final symlink is returned itself. Nonexistent tails are returned as they are.
 pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf> {
+    let resolved = resolve_with(path, follow_last, |parts| {
+        let mut cand = root.to_path_buf();
+        cand.extend(parts);
+        match fs::symlink_metadata(&cand) {
+            Ok(m) if m.file_type().is_symlink() => {
+                Ok(Some(fs::read_link(&cand)?.to_string_lossy().into_owned()))
+            }
+            _ => Ok(None),
+        }
+    })?;
+    let mut out = root.to_path_buf();
+    out.extend(&resolved);
+    Ok(out)
+}
+
+/// The walk of [`resolve_in_root`]; `link` gives the target of the path made of the given parts
+/// when it is a symlink.
+fn resolve_with(
+    path: &str,
+    follow_last: bool,
+    link: impl Fn(&[String]) -> io::Result<Option<String>>,
+) -> io::Result<Vec<String>> {
     let mut pending: VecDeque<String> = path
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
@@ -31,20 +54,16 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result
             resolved.pop();
             continue;
         }
-        let mut cand = root.to_path_buf();
-        cand.extend(&resolved);
-        cand.push(&c);
-        let last = pending.is_empty();
-        match fs::symlink_metadata(&cand) {
-            Ok(m) if m.file_type().is_symlink() && (!last || follow_last) => {
+        resolved.push(c);
+        if !pending.is_empty() || follow_last {
+            if let Some(t) = link(&resolved)? {
+                resolved.pop();
                 links += 1;
                 if links > 255 {
                     return Err(io::Error::other(format!(
                         "too many levels of symbolic links: {path}"
                     )));
                 }
-                let target = fs::read_link(&cand)?;
-                let t = target.to_string_lossy().into_owned();
                 if t.starts_with('/') {
                     resolved.clear();
                 }
@@ -52,12 +71,9 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result
                     pending.push_front(part.to_string());
                 }
             }
-            _ => resolved.push(c),
         }
     }
-    let mut out = root.to_path_buf();
-    out.extend(&resolved);
-    Ok(out)
+    Ok(resolved)
 }
 
 /// A build context ready for reading.
@@ -65,6 +81,9 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result
 pub struct BuildContext {
     root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// The API's tar, spooled and indexed: selections and hashes read the index; the files are
+    /// unpacked under `root` only when a step needs them ([`BuildContext::materialize`]).
+    tar: Option<Arc<TarIndex>>,
     ignore: DockerIgnore,
     dockerfile: String,
     dockerfile_name: String,
@@ -75,7 +94,8 @@ pub struct BuildContext {
 pub struct Selected {
     /// Path relative to the context root (`/`-separated, cleaned).
     pub rel: String,
-    /// Absolute path on the host (inside the context root).
+    /// Absolute path on the host (inside the context root; for a tar context it exists once the
+    /// context is materialized).
     pub path: PathBuf,
     /// Whether it is a directory (after following symlinks named explicitly).
     pub is_dir: bool,
@@ -85,17 +105,358 @@ fn hostile(m: impl Into<String>) -> BuildError {
     BuildError::Context(format!("invalid build context: {}", m.into()))
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// One entry of a tar context as unpacking would leave it (modes as `unpack_safely` sets them).
+#[derive(Debug, Clone)]
+struct Node {
+    kind: Kind,
+    mode: u32,
+    size: u64,
+    /// Where the data starts in the spooled tar.
+    offset: u64,
+    /// sha256 of the content (files).
+    sha: [u8; 32],
+    /// Symlink target.
+    link: String,
+}
+
+impl Node {
+    fn dir(mode: u32) -> Node {
+        Node {
+            kind: Kind::Dir,
+            mode,
+            size: 0,
+            offset: 0,
+            sha: [0; 32],
+            link: String::new(),
+        }
+    }
+}
+
+/// Contexts up to this size are spooled in memory (a tmpfs-like cost, nothing for ext4 to
+/// allocate and evict); bigger ones go to an unnamed temp file, so memory stays bounded.
+const SPOOL_IN_MEMORY: u64 = 128 << 20;
+const CHUNK: usize = 4 << 20;
+
+/// The received tar, kept for hashing, reading and unpacking on demand.
+#[derive(Debug)]
+enum Spool {
+    Mem(Vec<Vec<u8>>),
+    File(io::BufWriter<fs::File>),
+}
+
+impl Spool {
+    fn len(&self) -> u64 {
+        match self {
+            Spool::Mem(c) => c.iter().map(|c| c.len() as u64).sum(),
+            Spool::File(f) => {
+                f.get_ref().metadata().map(|m| m.len()).unwrap_or(0) + f.buffer().len() as u64
+            }
+        }
+    }
+
+    fn write(&mut self, mut b: &[u8], tmp: &Path) -> io::Result<()> {
+        if let Spool::Mem(chunks) = self {
+            let have: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+            if have + b.len() as u64 > SPOOL_IN_MEMORY {
+                let mut f = io::BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(tmp)?);
+                for c in chunks.iter() {
+                    io::Write::write_all(&mut f, c)?;
+                }
+                *self = Spool::File(f);
+            }
+        }
+        match self {
+            Spool::File(f) => io::Write::write_all(f, b),
+            Spool::Mem(chunks) => {
+                while !b.is_empty() {
+                    if chunks.last().is_none_or(|c| c.len() == CHUNK) {
+                        chunks.push(Vec::with_capacity(CHUNK));
+                    }
+                    let c = chunks.last_mut().expect("a chunk");
+                    let n = (CHUNK - c.len()).min(b.len());
+                    c.extend_from_slice(&b[..n]);
+                    b = &b[n..];
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        match self {
+            Spool::File(f) => f.get_ref().read_at(buf, off),
+            Spool::Mem(chunks) => {
+                let Some(c) = chunks.get((off / CHUNK as u64) as usize) else {
+                    return Ok(0);
+                };
+                let at = (off % CHUNK as u64) as usize;
+                let n = buf.len().min(c.len().saturating_sub(at));
+                buf[..n].copy_from_slice(&c[at..at + n]);
+                Ok(n)
+            }
+        }
+    }
+
+    fn read_exact_at(&self, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.read_at(buf, off)?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            buf = &mut buf[n..];
+            off += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The tar as received (decompressed), and what unpacking it would make.
+#[derive(Debug)]
+struct TarIndex {
+    spool: Spool,
+    nodes: HashMap<String, Node>,
+    children: HashMap<String, BTreeSet<String>>,
+    /// Set once the tar is unpacked under the context root (or the error doing it).
+    unpacked: OnceLock<std::result::Result<(), String>>,
+}
+
+fn join_rel(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn split_rel(rel: &str) -> (&str, &str) {
+    rel.rsplit_once('/').unwrap_or(("", rel))
+}
+
+/// Copies everything read into the spool, so the tar is parsed and kept in one pass.
+struct Tee<'a, R> {
+    r: R,
+    w: Spool,
+    tmp: &'a Path,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.w.write(&buf[..n], self.tmp)?;
+        Ok(n)
+    }
+}
+
+/// Reads the spool from the start (positioned reads: the spool is shared).
+struct SpoolReader<'a> {
+    f: &'a Spool,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let max = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if max == 0 {
+            return Ok(0);
+        }
+        let n = self.f.read_at(&mut buf[..max], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl TarIndex {
+    /// Parses the tar while spooling it, refusing what `unpack_safely` refuses, and hashing each
+    /// file as it passes.
+    fn ingest(input: impl Read, tmp_parent: &Path) -> Result<TarIndex> {
+        let tee = Tee {
+            r: input,
+            w: Spool::Mem(Vec::new()),
+            tmp: tmp_parent,
+        };
+        let mut idx = TarIndex {
+            spool: Spool::Mem(Vec::new()),
+            nodes: HashMap::new(),
+            children: HashMap::new(),
+            unpacked: OnceLock::new(),
+        };
+        let mut ar = tar::Archive::new(tee);
+        each_entry(&mut ar, |mut entry, rel| {
+            let rel = rel.to_string_lossy().into_owned();
+            idx.parents(&rel)?;
+            let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+            match entry.header().entry_type() {
+                tar::EntryType::Directory => match idx.nodes.get_mut(&rel) {
+                    Some(n) if n.kind == Kind::Dir => n.mode = mode | 0o700,
+                    _ => idx.insert(&rel, Node::dir(mode | 0o700)),
+                },
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let offset = entry.raw_file_position();
+                    let mut h = Sha256::new();
+                    let size = copy_big(&mut entry, &mut HashWriter(&mut h))
+                        .map_err(|e| BuildError::io(format!("read {rel}"), e))?;
+                    idx.insert(
+                        &rel,
+                        Node {
+                            kind: Kind::File,
+                            mode,
+                            size,
+                            offset,
+                            sha: h.finalize().into(),
+                            link: String::new(),
+                        },
+                    );
+                }
+                tar::EntryType::Symlink => {
+                    let target = link_target(&entry, "symlink")?
+                        .to_string_lossy()
+                        .into_owned();
+                    let mut n = Node::dir(0o777);
+                    n.kind = Kind::Symlink;
+                    n.link = target;
+                    idx.insert(&rel, n);
+                }
+                tar::EntryType::Link => {
+                    let target = link_target(&entry, "hard link")?;
+                    let trel = entry_rel(&target)?
+                        .ok_or_else(|| hostile("hard link to the context root"))?;
+                    let trel = trel.to_string_lossy().into_owned();
+                    idx.parents(&trel)?;
+                    // link(2) makes no directory links and needs an existing target.
+                    let n = match idx.nodes.get(&trel) {
+                        Some(n) if n.kind != Kind::Dir => n.clone(),
+                        _ => {
+                            return Err(BuildError::io(
+                                format!("unpack {rel}"),
+                                io::Error::from(io::ErrorKind::NotFound),
+                            ));
+                        }
+                    };
+                    idx.insert(&rel, n);
+                }
+                // Devices, FIFOs, pax/gnu metadata entries: nothing to unpack.
+                _ => {}
+            }
+            Ok(())
+        })?;
+        // The rest (end-of-archive blocks, padding) is read so the client is not cut off.
+        let mut tee = ar.into_inner();
+        io::copy(&mut tee.r, &mut io::sink()).map_err(|e| BuildError::io("read context", e))?;
+        if let Spool::File(f) = &mut tee.w {
+            io::Write::flush(f).map_err(|e| BuildError::io("write context spool", e))?;
+        }
+        idx.spool = tee.w;
+        Ok(idx)
+    }
+
+    /// `safe_parent` on the index: missing parents become directories; a symlink or a file on
+    /// the way is refused.
+    fn parents(&mut self, rel: &str) -> Result<()> {
+        let mut cur = String::new();
+        let comps: Vec<&str> = rel.split('/').collect();
+        for c in &comps[..comps.len() - 1] {
+            cur = join_rel(&cur, c);
+            match self.nodes.get(&cur).map(|n| n.kind) {
+                Some(Kind::Symlink) => {
+                    return Err(hostile(format!("{rel} goes through the symlink {cur}")));
+                }
+                Some(Kind::Dir) => {}
+                Some(Kind::File) => return Err(hostile(format!("{cur} is not a directory"))),
+                None => self.insert(&cur, Node::dir(0o755)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `n` at `rel`, replacing whatever was there (a directory with its contents).
+    fn insert(&mut self, rel: &str, n: Node) {
+        self.remove(rel);
+        let (parent, name) = split_rel(rel);
+        self.children
+            .entry(parent.to_string())
+            .or_default()
+            .insert(name.to_string());
+        self.nodes.insert(rel.to_string(), n);
+    }
+
+    fn remove(&mut self, rel: &str) {
+        if self.nodes.remove(rel).is_none() {
+            return;
+        }
+        if let Some(kids) = self.children.remove(rel) {
+            for k in kids {
+                self.remove(&join_rel(rel, &k));
+            }
+        }
+        let (parent, name) = split_rel(rel);
+        if let Some(s) = self.children.get_mut(parent) {
+            s.remove(name);
+        }
+    }
+
+    fn node(&self, rel: &str) -> Option<&Node> {
+        static ROOT: OnceLock<Node> = OnceLock::new();
+        if rel.is_empty() {
+            return Some(ROOT.get_or_init(|| Node::dir(0o755)));
+        }
+        self.nodes.get(rel)
+    }
+
+    /// [`resolve_in_root`] over the index; returns the resolved path relative to the root.
+    fn resolve(&self, path: &str, follow_last: bool) -> io::Result<String> {
+        let r = resolve_with(path, follow_last, |parts| {
+            Ok(self
+                .nodes
+                .get(&parts.join("/"))
+                .filter(|n| n.kind == Kind::Symlink)
+                .map(|n| n.link.clone()))
+        })?;
+        Ok(r.join("/"))
+    }
+
+    fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
+        let n = self
+            .node(rel)
+            .filter(|n| n.kind == Kind::File)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut buf = vec![0u8; n.size as usize];
+        self.spool.read_exact_at(&mut buf, n.offset)?;
+        Ok(buf)
+    }
+
+    fn unpack(&self, root: &Path) -> Result<()> {
+        let end = self.spool.len();
+        let r = SpoolReader {
+            f: &self.spool,
+            pos: 0,
+            end,
+        };
+        unpack_safely(BufReader::with_capacity(256 * 1024, r), root)
+    }
+}
+
 impl BuildContext {
     /// Uses a local directory as the context (nothing is copied). `dockerfile` is the path of the
     /// Dockerfile relative to the context (default `Dockerfile`).
     pub fn from_dir(dir: &Path, dockerfile: Option<&str>) -> Result<BuildContext> {
         let root = fs::canonicalize(dir)
             .map_err(|e| BuildError::io(format!("open build context {}", dir.display()), e))?;
-        Self::finish(root, None, dockerfile)
+        Self::finish(root, None, None, dockerfile)
     }
 
-    /// Unpacks the Engine API's context tar (plain or gzip) into a temp dir under `tmp_parent`
-    /// (e.g. `<data-root>/build/tmp`), refusing entries that would land outside it.
+    /// Reads the Engine API's context tar (plain or gzip) in one pass: it is spooled to an unnamed
+    /// file under `tmp_parent` (e.g. `<data-root>/build/tmp`) and indexed, each file hashed on the
+    /// way; entries that would land outside the context are refused. Nothing is unpacked until a
+    /// step needs the files ([`BuildContext::materialize`]), so a fully cached build never writes
+    /// the context out.
     pub fn from_tar(
         body: impl Read,
         tmp_parent: &Path,
@@ -113,42 +474,68 @@ impl BuildContext {
             .fill_buf()
             .map(|b| b.starts_with(&[0x1f, 0x8b]))
             .unwrap_or(false);
-        if gz {
-            unpack_safely(flate2::read::GzDecoder::new(r), &root)?;
+        let idx = if gz {
+            let d = flate2::read::GzDecoder::new(r);
+            TarIndex::ingest(BufReader::with_capacity(256 * 1024, d), tmp_parent)?
         } else {
-            unpack_safely(r, &root)?;
-        }
-        Self::finish(root, Some(tmp), dockerfile)
+            TarIndex::ingest(r, tmp_parent)?
+        };
+        Self::finish(root, Some(tmp), Some(Arc::new(idx)), dockerfile)
     }
 
     fn finish(
         root: PathBuf,
         tmp: Option<tempfile::TempDir>,
+        tar: Option<Arc<TarIndex>>,
         dockerfile: Option<&str>,
     ) -> Result<BuildContext> {
         let name = dockerfile.filter(|d| !d.is_empty()).unwrap_or("Dockerfile");
-        let mut path = resolve_in_root(&root, name, true)
-            .map_err(|e| BuildError::io("resolve Dockerfile", e))?;
-        if !path.is_file() && dockerfile.is_none() {
-            // dockerd also accepts a lower-case `dockerfile`.
-            let alt = resolve_in_root(&root, "dockerfile", true)
-                .map_err(|e| BuildError::io("resolve Dockerfile", e))?;
-            if alt.is_file() {
-                path = alt;
+        let read = |rel: &str| -> io::Result<(String, Vec<u8>)> {
+            match &tar {
+                Some(t) => {
+                    let p = t.resolve(rel, true)?;
+                    let b = t.read(&p)?;
+                    Ok((p, b))
+                }
+                None => {
+                    let p = resolve_in_root(&root, rel, true)?;
+                    let b = fs::read(&p)?;
+                    Ok((p.to_string_lossy().into_owned(), b))
+                }
             }
-        }
-        let text = fs::read(&path).map_err(|_| {
+        };
+        let found = read(name).or_else(|e| {
+            // dockerd also accepts a lower-case `dockerfile`.
+            if dockerfile.is_none() {
+                read("dockerfile")
+            } else {
+                Err(e)
+            }
+        });
+        let (path, text) = found.map_err(|_| {
             BuildError::Invalid(format!("Cannot locate specified Dockerfile: {name}"))
         })?;
         let text = String::from_utf8_lossy(&text).into_owned();
-        let own_ignore = PathBuf::from(format!("{}.dockerignore", path.display()));
-        let ignore_text = fs::read_to_string(&own_ignore)
-            .or_else(|_| fs::read_to_string(root.join(".dockerignore")))
+        let read_text = |rel: &str| -> Option<String> {
+            let b = match &tar {
+                Some(t) => t.resolve(rel, true).and_then(|p| t.read(&p)).ok()?,
+                None => fs::read(rel).ok()?,
+            };
+            Some(String::from_utf8_lossy(&b).into_owned())
+        };
+        let own_ignore = format!("{path}.dockerignore");
+        let main_ignore = match &tar {
+            Some(_) => ".dockerignore".to_string(),
+            None => root.join(".dockerignore").to_string_lossy().into_owned(),
+        };
+        let ignore_text = read_text(&own_ignore)
+            .or_else(|| read_text(&main_ignore))
             .unwrap_or_default();
         let ignore = DockerIgnore::parse(&ignore_text).map_err(BuildError::Invalid)?;
         Ok(BuildContext {
             root,
             _tmp: tmp,
+            tar,
             ignore,
             dockerfile: text,
             dockerfile_name: name.to_string(),
@@ -161,6 +548,7 @@ impl BuildContext {
         BuildContext {
             root,
             _tmp: None,
+            tar: None,
             ignore: DockerIgnore::default(),
             dockerfile: String::new(),
             dockerfile_name: String::new(),
@@ -178,15 +566,29 @@ impl BuildContext {
         Ok(BuildContext {
             root: self.root.clone(),
             _tmp: None,
+            tar: self.tar.clone(),
             ignore: DockerIgnore::parse(&text).map_err(BuildError::Invalid)?,
             dockerfile: String::new(),
             dockerfile_name: String::new(),
         })
     }
 
-    /// The context root on the host.
+    /// The context root on the host. For a tar context its files exist only after
+    /// [`BuildContext::materialize`].
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Makes the context's files exist under [`BuildContext::root`] (unpacks a tar context once,
+    /// for the first step that copies or binds them) and returns the root.
+    pub fn materialize(&self) -> Result<&Path> {
+        if let Some(t) = &self.tar {
+            t.unpacked
+                .get_or_init(|| t.unpack(&self.root).map_err(|e| e.to_string()))
+                .clone()
+                .map_err(BuildError::Context)?;
+        }
+        Ok(&self.root)
     }
 
     /// The Dockerfile's text.
@@ -224,7 +626,7 @@ impl BuildContext {
         if Glob::has_wildcards(rel) {
             let glob = Glob::new(rel, false).map_err(BuildError::Invalid)?;
             let mut out = Vec::new();
-            self.walk_all(&self.root, &mut |p, rel, is_dir| {
+            self.walk_any("", &mut |p, rel, is_dir| {
                 if glob.matches(rel) {
                     out.push(Selected {
                         rel: rel.to_string(),
@@ -240,22 +642,57 @@ impl BuildContext {
             }
             return Ok(out);
         }
-        let path = resolve_in_root(&self.root, rel, true)
-            .map_err(|e| BuildError::io(format!("resolve {source}"), e))?;
-        let real_rel = self.rel_of(&path);
-        let meta = fs::metadata(&path);
-        match meta {
-            Ok(m) if real_rel.is_empty() || (!self.excluded(&real_rel) && !self.excluded(rel)) => {
+        let resolve_err = |e| BuildError::io(format!("resolve {source}"), e);
+        let (path, real_rel, is_dir) = match &self.tar {
+            Some(t) => {
+                let real = t.resolve(rel, true).map_err(resolve_err)?;
+                let is_dir = t.node(&real).map(|n| n.kind == Kind::Dir);
+                (self.root.join(&real), real, is_dir)
+            }
+            None => {
+                let path = resolve_in_root(&self.root, rel, true).map_err(resolve_err)?;
+                let real = self.rel_of(&path);
+                let is_dir = fs::metadata(&path).ok().map(|m| m.is_dir());
+                (path, real, is_dir)
+            }
+        };
+        match is_dir {
+            Some(is_dir)
+                if real_rel.is_empty() || (!self.excluded(&real_rel) && !self.excluded(rel)) =>
+            {
                 Ok(vec![Selected {
                     rel: rel.to_string(),
                     path,
-                    is_dir: m.is_dir(),
+                    is_dir,
                 }])
             }
             _ => Err(BuildError::Context(format!(
                 "COPY failed: file not found in build context or excluded by .dockerignore: stat {rel}: file does not exist"
             ))),
         }
+    }
+
+    /// Walks everything under `dir` (relative to the root) that `.dockerignore` keeps, in the
+    /// index for a tar context, on disk otherwise.
+    fn walk_any(&self, dir: &str, f: &mut dyn FnMut(&Path, &str, bool)) -> Result<()> {
+        let Some(t) = &self.tar else {
+            return self.walk_all(&self.root.join(dir), f);
+        };
+        let Some(kids) = t.children.get(dir) else {
+            return Ok(());
+        };
+        for name in kids {
+            let rel = join_rel(dir, name);
+            let is_dir = t.node(&rel).map(|n| n.kind == Kind::Dir).unwrap_or(false);
+            let excluded = self.excluded(&rel);
+            if !excluded {
+                f(&self.root.join(&rel), &rel, is_dir);
+            }
+            if is_dir && (!excluded || self.ignore.may_include_under(&rel)) {
+                self.walk_any(&rel, f)?;
+            }
+        }
+        Ok(())
     }
 
     /// Walks everything under `dir` that `.dockerignore` keeps (symlinks are not followed).
@@ -283,6 +720,7 @@ impl BuildContext {
     /// The entries to copy for a selection: itself (for a file) or everything under it that is not
     /// ignored (for a directory), as (path relative to the selection, host path, metadata).
     pub fn entries(&self, sel: &Selected) -> Result<Vec<(String, PathBuf, fs::Metadata)>> {
+        self.materialize()?;
         let mut out = Vec::new();
         if !sel.is_dir {
             let m = fs::metadata(&sel.path)
@@ -311,6 +749,9 @@ impl BuildContext {
     /// A content hash of selections for the cache key: relative path, type, mode, uid/gid, size,
     /// content and link targets; not mtime.
     pub fn content_hash(&self, sels: &[Selected]) -> Result<String> {
+        if let Some(t) = &self.tar {
+            return self.index_hash(t, sels);
+        }
         let mut h = Sha256::new();
         for s in sels {
             h.update(s.rel.as_bytes());
@@ -344,6 +785,52 @@ impl BuildContext {
                         .map_err(|e| BuildError::io(format!("read {}", path.display()), e))?;
                 }
                 h.update([0]);
+            }
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+}
+
+impl BuildContext {
+    /// [`BuildContext::content_hash`] from the index: the same fields, each file's content by
+    /// the sha256 taken while it was received (no file is read again).
+    fn index_hash(&self, t: &TarIndex, sels: &[Selected]) -> Result<String> {
+        let mut h = Sha256::new();
+        let entry = |h: &mut Sha256, rel: &str, n: &Node| {
+            let kind = match n.kind {
+                Kind::Dir => 'd',
+                Kind::Symlink => 'l',
+                Kind::File => 'f',
+            };
+            h.update(format!("{rel}\0{kind}\0{:o}\00\00\0", n.mode).as_bytes());
+            match n.kind {
+                Kind::Symlink => h.update(n.link.as_bytes()),
+                Kind::File => {
+                    h.update(n.size.to_le_bytes());
+                    h.update(n.sha);
+                }
+                Kind::Dir => {}
+            }
+            h.update([0]);
+        };
+        for s in sels {
+            h.update(s.rel.as_bytes());
+            h.update([0]);
+            let real = self.rel_of(&s.path);
+            if !s.is_dir {
+                let n = t
+                    .node(&real)
+                    .ok_or_else(|| BuildError::Context(format!("stat {}: not found", s.rel)))?;
+                entry(&mut h, "", n);
+                continue;
+            }
+            let mut items = Vec::new();
+            self.walk_any(&real, &mut |_, rel, _| items.push(rel.to_string()))?;
+            for rel in items {
+                if let Some(n) = t.node(&rel) {
+                    let sub = rel[real.len()..].trim_start_matches('/');
+                    entry(&mut h, sub, n);
+                }
             }
         }
         Ok(hex::encode(h.finalize()))
@@ -431,16 +918,7 @@ fn copy_big(r: &mut impl Read, w: &mut impl io::Write) -> io::Result<u64> {
 /// not kept (COPY makes files root's unless `--chown`); modes are.
 pub fn unpack_safely(input: impl Read, root: &Path) -> Result<()> {
     let mut ar = tar::Archive::new(input);
-    let entries = ar.entries().map_err(|e| hostile(format!("bad tar: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| hostile(format!("bad tar: {e}")))?;
-        let path = entry
-            .path()
-            .map_err(|e| hostile(format!("bad tar path: {e}")))?
-            .into_owned();
-        let Some(rel) = entry_rel(&path)? else {
-            continue;
-        };
+    each_entry(&mut ar, |mut entry, rel| {
         let full = safe_parent(root, &rel)?;
         let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         let io_err = |e: io::Error| BuildError::io(format!("unpack {}", rel.display()), e);
@@ -467,20 +945,12 @@ pub fn unpack_safely(input: impl Read, root: &Path) -> Result<()> {
                 fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(io_err)?;
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| hostile(format!("bad link: {e}")))?
-                    .ok_or_else(|| hostile("symlink without target"))?
-                    .into_owned();
+                let target = link_target(&entry, "symlink")?;
                 remove_existing(&full).map_err(io_err)?;
                 std::os::unix::fs::symlink(&target, &full).map_err(io_err)?;
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| hostile(format!("bad link: {e}")))?
-                    .ok_or_else(|| hostile("hard link without target"))?
-                    .into_owned();
+                let target = link_target(&entry, "hard link")?;
                 let trel =
                     entry_rel(&target)?.ok_or_else(|| hostile("hard link to the context root"))?;
                 let src = safe_parent(root, &trel)?;
@@ -490,8 +960,37 @@ pub fn unpack_safely(input: impl Read, root: &Path) -> Result<()> {
             // Devices, FIFOs, pax/gnu metadata entries: nothing to unpack.
             _ => {}
         }
+        Ok(())
+    })
+}
+
+/// Calls `f` with each entry of `ar` and its relative path (entries naming the root skipped,
+/// `..` refused).
+fn each_entry<R: Read>(
+    ar: &mut tar::Archive<R>,
+    mut f: impl FnMut(tar::Entry<'_, R>, PathBuf) -> Result<()>,
+) -> Result<()> {
+    let entries = ar.entries().map_err(|e| hostile(format!("bad tar: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| hostile(format!("bad tar: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| hostile(format!("bad tar path: {e}")))?
+            .into_owned();
+        if let Some(rel) = entry_rel(&path)? {
+            f(entry, rel)?;
+        }
     }
     Ok(())
+}
+
+/// The target of a link entry (`what` names it in errors).
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, what: &str) -> Result<PathBuf> {
+    Ok(entry
+        .link_name()
+        .map_err(|e| hostile(format!("bad link: {e}")))?
+        .ok_or_else(|| hostile(format!("{what} without target")))?
+        .into_owned())
 }
 
 #[cfg(test)]
@@ -625,13 +1124,31 @@ mod tests {
         // The symlink resolves inside the context: /etc/passwd of the context does not exist.
         assert!(names("esc").is_err());
         let h1 = ctx.content_hash(&ctx.select("src").unwrap()).unwrap();
-        fs::write(ctx.root().join("src/y.txt"), "changed").unwrap();
-        let h2 = ctx.content_hash(&ctx.select("src").unwrap()).unwrap();
-        assert_ne!(h1, h2);
+        // Nothing is unpacked until a step needs the files.
+        assert!(!ctx.root().join("src").exists());
+        let with = |y: &[u8], mtime: u64| {
+            let t = tar_with(|b| {
+                raw_entry(b, "Dockerfile", tar::EntryType::Regular, None, b"FROM x\n");
+                let mut h = tar::Header::new_gnu();
+                h.set_path("src/x.txt").unwrap();
+                h.set_size(1);
+                h.set_mode(0o644);
+                h.set_mtime(mtime);
+                h.set_cksum();
+                b.append(&h, &b"x"[..]).unwrap();
+                raw_entry(b, "src/y.txt", tar::EntryType::Regular, None, y);
+            });
+            let c = BuildContext::from_tar(&t[..], parent.path(), None).unwrap();
+            c.content_hash(&c.select("src").unwrap()).unwrap()
+        };
+        let h2 = with(b"y", 1);
+        assert_eq!(h1, h2, "only what the selection holds counts");
+        assert_ne!(h2, with(b"changed", 1));
         // mtime alone does not change the hash.
-        let p = ctx.root().join("src/x.txt");
-        let f = fs::File::options().write(true).open(&p).unwrap();
-        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(h2, ctx.content_hash(&ctx.select("src").unwrap()).unwrap());
+        assert_eq!(h2, with(b"y", 99));
+        // Materialized, the tree is what the index said.
+        let root = ctx.materialize().unwrap();
+        assert_eq!(fs::read(root.join("src/y.txt")).unwrap(), b"y");
+        assert!(!root.join("esc").exists() || root.join("esc").is_symlink());
     }
 }
