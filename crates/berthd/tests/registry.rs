@@ -20,6 +20,11 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &std::path::Path) -> Option<Registry> {
+        Registry::start_with(dir, "registry", "")
+    }
+
+    /// A registry under `dir/<name>` with `extra` appended to its config (e.g. an `auth:` section).
+    fn start_with(dir: &std::path::Path, name: &str, extra: &str) -> Option<Registry> {
         let bin = ["/usr/bin/docker-registry", "/usr/local/bin/docker-registry"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())?;
@@ -28,13 +33,13 @@ impl Registry {
             .local_addr()
             .unwrap()
             .port();
-        let dir = dir.join("registry");
+        let dir = dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("config.yml");
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 dir.join("data").display()
             ),
         )
@@ -431,18 +436,19 @@ fn kill9_during_pull_and_load_leaves_a_consistent_store() {
     d.ok(&["image", "inspect", "other:1"]);
 }
 
-/// The berth CLI next to berthd (built if missing: it is another package of the workspace).
+/// The berth CLI next to berthd, built once per test run (it is another package of the workspace,
+/// which `cargo test -p berthd` does not rebuild).
 fn berth_bin() -> std::path::PathBuf {
-    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_berthd")).with_file_name("berth");
-    if !bin.exists() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
             .args(["build", "-p", "berth"])
             .status()
             .unwrap();
         assert!(st.success(), "building berth failed");
-    }
-    bin
+    });
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_berthd")).with_file_name("berth")
 }
 
 /// Runs the berth CLI against `d` with `DOCKER_CONFIG` of the test (and `extra` env) and returns it.
@@ -543,4 +549,137 @@ fn pull_all_tags_with_both_clis() {
         o.stderr.contains("tag can't be used with --all-tags/-a"),
         "{o:?}"
     );
+}
+
+/// A credential helper (python) keeping one JSON file per server under `store`.
+const HELPER: &str = r#"#!/usr/bin/env python3
+import hashlib, json, os, sys
+store = STORE
+def path(server): return os.path.join(store, hashlib.sha256(server.encode()).hexdigest())
+action, data = sys.argv[1], sys.stdin.read().strip()
+if action == "store":
+    c = json.loads(data)
+    open(path(c["ServerURL"]), "w").write(json.dumps(c))
+elif action == "get":
+    if not os.path.exists(path(data)):
+        print("credentials not found in native keychain"); sys.exit(1)
+    print(open(path(data)).read())
+elif action == "erase":
+    if not os.path.exists(path(data)):
+        print("credentials not found in native keychain"); sys.exit(1)
+    os.remove(path(data))
+"#;
+
+#[test]
+fn credential_helpers_for_login_push_pull_logout() {
+    let Some((d, _plain)) = daemon_and_registry() else {
+        return;
+    };
+    if Command::new("htpasswd").arg("-h").output().is_err() {
+        eprintln!("skipping: no htpasswd (apt-get install apache2-utils)");
+        return;
+    }
+    let htpasswd = d.dir.join("htpasswd");
+    let o = Command::new("htpasswd")
+        .args(["-Bbn", "alice", "s3cret"])
+        .output()
+        .unwrap();
+    std::fs::write(&htpasswd, &o.stdout).unwrap();
+    let auth = format!(
+        "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+        htpasswd.display()
+    );
+    let reg = Registry::start_with(&d.dir, "authreg", &auth).unwrap();
+    let server = format!("127.0.0.1:{}", reg.port);
+    // The helper, first on PATH.
+    let bin = d.dir.join("helper-bin");
+    let store = d.dir.join("helper-store");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&store).unwrap();
+    let helper = bin.join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        HELPER.replace("STORE", &format!("{:?}", store.display().to_string())),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [("PATH", path.as_str())];
+    let config = d.dir.join("docker-config/config.json");
+    let stored = || std::fs::read_dir(&store).unwrap().count();
+
+    // credsStore: login stores through the helper; config.json keeps only an empty entry.
+    std::fs::write(&config, r#"{"credsStore": "berthtest"}"#).unwrap();
+    let o = berth(
+        &d,
+        &["login", &server, "-u", "alice", "--password-stdin"],
+        Some(b"s3cret\n"),
+        &env,
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("Login Succeeded"), "{o:?}");
+    assert!(!o.stderr.contains("unencrypted"), "{o:?}");
+    assert_eq!(stored(), 1);
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(cfg["auths"][&server], serde_json::json!({}), "{cfg}");
+    assert_eq!(cfg["credsStore"], "berthtest");
+
+    // push and pull use what the helper gives.
+    d.import_busybox();
+    let name = format!("{server}/team/secret:1");
+    d.ok(&["tag", "busybox:local", &name]);
+    let o = berth(&d, &["push", &name], None, &env);
+    assert_eq!(o.code, 0, "{o:?}");
+    d.ok(&["rmi", &name]);
+    let o = berth(&d, &["pull", &name], None, &env);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("Downloaded newer image"), "{o:?}");
+
+    // logout erases through the helper; then the registry refuses.
+    let o = berth(&d, &["logout", &server], None, &env);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(stored(), 0);
+    d.ok(&["rmi", &name]);
+    let o = berth(&d, &["pull", &name], None, &env);
+    assert_ne!(o.code, 0, "{o:?}");
+
+    // credHelpers names the helper per registry (over credsStore, here one that does not exist).
+    let input = format!(r#"{{"ServerURL":"{server}","Username":"alice","Secret":"s3cret"}}"#);
+    let o = common::run_with_timeout(
+        {
+            let mut c = Command::new(&helper);
+            c.arg("store");
+            c
+        },
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    std::fs::write(
+        &config,
+        format!(r#"{{"credsStore": "nosuch", "credHelpers": {{"{server}": "berthtest"}}}}"#),
+    )
+    .unwrap();
+    let o = berth(&d, &["pull", &name], None, &env);
+    assert_eq!(o.code, 0, "{o:?}");
+
+    // No helper: `auths` as before.
+    d.ok(&["rmi", &name]);
+    let basic = base64_of("alice:s3cret");
+    std::fs::write(
+        &config,
+        format!(r#"{{"auths": {{"{server}": {{"auth": "{basic}"}}}}}}"#),
+    )
+    .unwrap();
+    let o = berth(&d, &["pull", &name], None, &env);
+    assert_eq!(o.code, 0, "{o:?}");
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }

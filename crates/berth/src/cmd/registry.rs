@@ -1,5 +1,7 @@
-//! `login`, `logout` and `push`, and the credentials in docker's `config.json` (`auths`, base64
-//! `user:pass`) that pull and push send as `X-Registry-Auth`, so docker and berth share logins.
+//! `login`, `logout` and `push`, and the credentials in docker's `config.json` that pull and push send
+//! as `X-Registry-Auth`, so docker and berth share logins: a credential helper
+//! (`credHelpers[registry]`, else `credsStore`: `docker-credential-<name> get|store|erase`), else
+//! `auths` (base64 `user:pass`).
 
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
@@ -130,9 +132,81 @@ pub fn full_ref(image: &str) -> String {
     }
 }
 
-/// Stored `(user, password)` for a registry key, if logged in.
+/// The credential helper for a registry key, as docker picks it: `credHelpers[key]`, else `credsStore`.
+fn helper_for(cfg: &Value, key: &str) -> Option<String> {
+    let per_registry = cfg.get("credHelpers").and_then(|h| match h {
+        Value::Object(m) => m
+            .iter()
+            .find(|(k, _)| server_key(k) == key)
+            .and_then(|(_, v)| text(v)),
+        _ => None,
+    });
+    per_registry
+        .or_else(|| cfg.get("credsStore").and_then(text))
+        .filter(|n| !n.is_empty())
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// What a helper says when it has nothing for a server (docker-credential-helpers' wording).
+const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
+
+/// Runs `docker-credential-<helper> <action>` with `input` on stdin; its stdout, or its complaint.
+fn run_helper(helper: &str, action: &str, input: &str) -> Result<String, String> {
+    use std::process::{Command, Stdio};
+    let bin = format!("docker-credential-{helper}");
+    let mut child = Command::new(&bin)
+        .arg(action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("exec: \"{bin}\": {e}"))?;
+    if let Some(mut si) = child.stdin.take() {
+        // A helper that exits without reading is judged by its exit status below.
+        let _ = si.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(if stdout.is_empty() { stderr } else { stdout })
+    }
+}
+
+/// Credentials a helper holds for `key`; `None` when it has none or fails (the failure is reported,
+/// as docker reports it, and the pull or push goes on anonymously).
+fn helper_credentials(helper: &str, key: &str) -> Option<(String, String)> {
+    match run_helper(helper, "get", key) {
+        Ok(out) => {
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let user = v["Username"].as_str().unwrap_or("").to_string();
+            let secret = v["Secret"].as_str().unwrap_or("").to_string();
+            (!secret.is_empty()).then_some((user, secret))
+        }
+        Err(e) if e.contains(HELPER_NOT_FOUND) => None,
+        Err(e) => {
+            eprintln!("error getting credentials - err: {e}");
+            None
+        }
+    }
+}
+
+/// Stored `(user, password)` for a registry key, if logged in: from its credential helper, else `auths`.
 pub fn stored_credentials(key: &str) -> Option<(String, String)> {
     let cfg = load_config().ok()?;
+    if let Some(helper) = helper_for(&cfg, key)
+        && let Some(c) = helper_credentials(&helper, key)
+    {
+        return Some(c);
+    }
     let auths = cfg.get("auths")?;
     let Value::Object(m) = auths else { return None };
     let entry = m
@@ -286,11 +360,25 @@ pub async fn login(ctx: &Ctx, m: Matches) -> CmdResult {
     let resp = client.post("/auth", Some(&body)).await?;
     let ok: serde_json::Value = decode(resp).await?;
     let mut cfg = load_config()?;
+    let helper = helper_for(&cfg, &key);
+    if let Some(h) = &helper {
+        let input = serde_json::json!({"ServerURL": key, "Username": user, "Secret": pass});
+        run_helper(h, "store", &input.to_string()).map_err(|e| {
+            CliError::Msg(
+                format!("Error saving credentials: error storing credentials - err: {e}"),
+                1,
+            )
+        })?;
+    }
     let auths = object_mut(&mut cfg, "auths");
-    let entry = Value::object([(
-        "auth",
-        Value::from(STANDARD.encode(format!("{user}:{pass}"))),
-    )]);
+    // With a helper docker keeps an empty entry, so that the registry is still listed as logged in.
+    let entry = match &helper {
+        Some(_) => Value::object(Vec::<(String, Value)>::new()),
+        None => Value::object([(
+            "auth",
+            Value::from(STANDARD.encode(format!("{user}:{pass}"))),
+        )]),
+    };
     let changed = match auths.iter_mut().find(|(k, _)| *k == key) {
         Some(slot) if slot.1 == entry => false,
         Some(slot) => {
@@ -305,6 +393,8 @@ pub async fn login(ctx: &Ctx, m: Matches) -> CmdResult {
     // Like docker, the file is written (and the warning shown) only when the stored login changes.
     if changed {
         save_config(&cfg)?;
+    }
+    if changed && helper.is_none() {
         eprintln!(
             "\nWARNING! Your credentials are stored unencrypted in '{}'.\nConfigure a credential helper to remove this warning. See\nhttps://docs.docker.com/go/credential-store/\n",
             config_file().display()
@@ -319,6 +409,14 @@ pub async fn logout(_ctx: &Ctx, m: Matches) -> CmdResult {
     let server = m.args.first().map(String::as_str).unwrap_or(INDEX_SERVER);
     let key = server_key(server);
     let mut cfg = load_config()?;
+    if let Some(h) = helper_for(&cfg, &key)
+        && let Err(e) = run_helper(&h, "erase", &key)
+        && !e.contains(HELPER_NOT_FOUND)
+    {
+        eprintln!(
+            "WARNING: could not erase credentials:\n{key}: error erasing credentials - err: {e}"
+        );
+    }
     let auths = object_mut(&mut cfg, "auths");
     let before = auths.len();
     auths.retain(|(k, _)| server_key(k) != key);
