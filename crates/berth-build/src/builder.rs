@@ -856,6 +856,26 @@ impl Run<'_> {
 
     /// A metadata-only step: a new config with an `empty_layer` history entry, no container.
     fn commit_meta(&mut self, st: &mut Stage, cc: ContainerConfig, comment: &str) -> Result<()> {
+        self.commit_meta_as(st, cc, comment, None)
+    }
+
+    /// dockerd commits a metadata step through a container it creates and removes; its lines
+    /// are printed the same (the ID names the step's would-be container or its layer).
+    fn intermediate(&mut self, id: &str, created: bool) {
+        if created {
+            self.say(format!(" ---> Running in {}\n", short(id)));
+        } else if self.opts.remove || self.opts.force_remove {
+            self.say(format!("Removing intermediate container {}\n", short(id)));
+        }
+    }
+
+    fn commit_meta_as(
+        &mut self,
+        st: &mut Stage,
+        cc: ContainerConfig,
+        comment: &str,
+        running: Option<String>,
+    ) -> Result<()> {
         // SHELL's own entry already shows the new shell, as in dockerd.
         let shell = cc
             .shell
@@ -875,6 +895,14 @@ impl Run<'_> {
         if self.use_cache(st, &key) {
             return Ok(());
         }
+        let running = match running {
+            Some(id) => id,
+            None => {
+                let id = new_id();
+                self.intermediate(&id, true);
+                id
+            }
+        };
         let created = now_rfc3339();
         let mut cfg = st.config.clone();
         cfg.extra.remove("container");
@@ -895,6 +923,7 @@ impl Run<'_> {
         self.b
             .cache
             .insert(&key, id.as_str(), st.image.as_str(), &created_by, 0)?;
+        self.intermediate(&running, false);
         self.say(format!(" ---> {}\n", short(id.as_str())));
         st.image = id;
         st.config = cfg;
@@ -1216,6 +1245,7 @@ impl Run<'_> {
                 }
                 // Create the directory if the image lacks it (a layer), else only record it.
                 let (layer, root) = self.mount_layer(&st.image)?;
+                self.intermediate(&layer, true);
                 let exists = resolve_in_root(&root, &dir, true)
                     .map(|p| p.is_dir())
                     .unwrap_or(false);
@@ -1227,9 +1257,10 @@ impl Run<'_> {
                 self.unmount_layer(&layer, &root, exists || made.is_err())?;
                 made?;
                 if exists {
-                    return self.commit_meta(st, cc, &comment);
+                    return self.commit_meta_as(st, cc, &comment, Some(layer));
                 }
                 self.commit_layer(st, &layer, cc, &created_by, &key)?;
+                self.intermediate(&layer, false);
                 self.say(format!(" ---> {}\n", short(st.image.as_str())));
                 Ok(())
             }
@@ -1377,7 +1408,7 @@ impl Run<'_> {
             _script_dir = Some(dir);
         }
         let (id, rootfs) = self.b.prepare(&st.image)?;
-        self.say(format!(" ---> Running in {}\n", short(&id)));
+        self.intermediate(&id, true);
         let mut env = cc.env.clone();
         env.extend(env_args.iter().cloned());
         let spec = RunSpec {
@@ -1431,9 +1462,7 @@ impl Run<'_> {
             backend.remove_container(&id)?;
         }
         self.commit_layer(st, &id, cc, created_by, key)?;
-        if self.opts.remove || self.opts.force_remove {
-            self.say(format!("Removing intermediate container {}\n", short(&id)));
-        }
+        self.intermediate(&id, false);
         self.say(format!(" ---> {}\n", short(st.image.as_str())));
         Ok(())
     }
