@@ -55,6 +55,19 @@ pub struct BuildOptions {
     pub platform: Option<String>,
     /// Resources and host settings for RUN containers (`memory`, `cpushares`, `shmsize`, ...).
     pub run: RunResources,
+    /// Secrets for `RUN --mount=type=secret` (not a query parameter: berthd reads them from the
+    /// `X-Berth-Build-Secrets` header).
+    pub secrets: Secrets,
+}
+
+/// Build secrets by ID; their contents never show in `Debug` output, cache keys or layers.
+#[derive(Clone, Default)]
+pub struct Secrets(pub BTreeMap<String, Vec<u8>>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 /// Host-config settings of `POST /build` that apply to every RUN container (0/empty: unset).
@@ -98,6 +111,7 @@ impl Default for BuildOptions {
             network_mode: None,
             platform: None,
             run: RunResources::default(),
+            secrets: Secrets::default(),
         }
     }
 }
@@ -1380,7 +1394,14 @@ impl Run<'_> {
     ) -> Result<()> {
         let cc = st.cc();
         let mut run_mounts = Vec::new();
+        let mut secrets = Vec::new();
         for m in mounts {
+            if m.kind == "secret" {
+                if let Some(rm) = self.secret_mount(st, line, m, &mut secrets)? {
+                    run_mounts.push(rm);
+                }
+                continue;
+            }
             run_mounts.push(self.run_mount(st, line, m, helpers)?);
         }
         let mut exec_args = args.to_vec();
@@ -1408,6 +1429,7 @@ impl Run<'_> {
             _script_dir = Some(dir);
         }
         let (id, rootfs) = self.b.prepare(&st.image)?;
+        let layer_dirs = rootfs.clone();
         self.intermediate(&id, true);
         let mut env = cc.env.clone();
         env.extend(env_args.iter().cloned());
@@ -1437,6 +1459,16 @@ impl Run<'_> {
                 }
             })
         };
+        // The secrets' files go now; the mount points the runtime made for them must not be
+        // committed.
+        drop(secrets);
+        for m in spec
+            .mounts
+            .iter()
+            .filter(|m| m.options.contains_key(SECRET))
+        {
+            strip_mount_point(&layer_dirs, &m.target);
+        }
         let code = match res {
             Ok(c) => c,
             Err(e) => {
@@ -1465,6 +1497,81 @@ impl Run<'_> {
         self.intermediate(&id, false);
         self.say(format!(" ---> {}\n", short(st.image.as_str())));
         Ok(())
+    }
+
+    /// `--mount=type=secret[,id=x][,target=/p][,required][,mode=0400][,uid=0][,gid=0]`: the
+    /// secret's bytes in a file on a tmpfs (`/dev/shm`), bound read-only; none when the build
+    /// has no such secret and it is not required.
+    fn secret_mount(
+        &mut self,
+        st: &Stage,
+        line: usize,
+        m: &MountSpec,
+        dirs: &mut Vec<tempfile::TempDir>,
+    ) -> Result<Option<RunMount>> {
+        let target = self.expand(st, line, &m.target)?;
+        let id = match &m.id {
+            Some(i) => self.expand(st, line, i)?,
+            None => target.rsplit('/').next().unwrap_or("").to_string(),
+        };
+        if id.is_empty() {
+            return Err(self.at(line, "secret ID missing from mount options"));
+        }
+        let target = if target.is_empty() {
+            format!("/run/secrets/{id}")
+        } else if target.starts_with('/') {
+            target
+        } else {
+            let wd = st.cc().working_dir;
+            clean(&format!(
+                "{}/{target}",
+                if wd.is_empty() { "/" } else { &wd }
+            ))
+        };
+        let Some(bytes) = self.opts.secrets.0.get(&id) else {
+            if m.options.get("required").is_some_and(|r| bool_value(r)) {
+                return Err(self.at(line, format!("secret {id}: not found")));
+            }
+            return Ok(None);
+        };
+        let num = |k: &str, radix: u32, def: u32| -> Result<u32> {
+            match m.options.get(k) {
+                Some(v) => u32::from_str_radix(v, radix)
+                    .map_err(|_| self.at(line, format!("invalid secret {k}: {v}"))),
+                None => Ok(def),
+            }
+        };
+        let (mode, uid, gid) = (
+            num("mode", 8, 0o400)?,
+            num("uid", 10, 0)?,
+            num("gid", 10, 0)?,
+        );
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            self.b.cache.tmp_dir()
+        };
+        let io = |e| BuildError::io("write secret", e);
+        let dir = tempfile::Builder::new()
+            .prefix("berth-secret-")
+            .tempdir_in(&base)
+            .map_err(io)?;
+        let f = dir.path().join("secret");
+        std::fs::write(&f, bytes).map_err(io)?;
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(io)?;
+        std::os::unix::fs::chown(&f, Some(uid), Some(gid)).map_err(io)?;
+        dirs.push(dir);
+        let mut options = BTreeMap::new();
+        options.insert(SECRET.to_string(), id);
+        Ok(Some(RunMount {
+            kind: "bind".into(),
+            source: Some(f),
+            target,
+            readonly: true,
+            options,
+        }))
     }
 
     fn run_mount(
@@ -1519,7 +1626,7 @@ impl Run<'_> {
                 let readonly = m.readonly || m.from.is_none();
                 Ok(RunMount { kind: "bind".into(), source: Some(host), target, readonly, options: BTreeMap::new() })
             }
-            other => Err(self.at(line, format!("RUN --mount=type={other} is not supported by this builder (no BuildKit session for secrets or ssh)"))),
+            other => Err(self.at(line, format!("RUN --mount=type={other} is not supported by this builder (the classic API carries no SSH agent)"))),
         }
     }
 
@@ -1736,6 +1843,37 @@ impl Run<'_> {
             let _ = self.unmount_layer(&l, &p, true);
         }
         res
+    }
+}
+
+/// Marks a [`RunMount`] that carries a secret (its option value is the secret's ID).
+const SECRET: &str = "berth.secret";
+
+/// Removes the empty file (and then empty directories) a bind's mount point left in the
+/// container layer, where the image below has nothing.
+fn strip_mount_point(rootfs: &RootfsMount, target: &str) {
+    let in_image = |rel: &str| {
+        rootfs
+            .lowers
+            .iter()
+            .any(|l| std::fs::symlink_metadata(l.join(rel)).is_ok())
+    };
+    let mut rel = target.trim_matches('/').to_string();
+    if rel.is_empty() || in_image(&rel) {
+        return;
+    }
+    let leaf = rootfs.upper.join(&rel);
+    match std::fs::symlink_metadata(&leaf) {
+        Ok(m) if m.is_file() && m.len() == 0 => {
+            let _ = std::fs::remove_file(&leaf);
+        }
+        _ => return,
+    }
+    while let Some((parent, _)) = rel.rsplit_once('/') {
+        rel = parent.to_string();
+        if in_image(&rel) || std::fs::remove_dir(rootfs.upper.join(&rel)).is_err() {
+            return;
+        }
     }
 }
 

@@ -663,6 +663,9 @@ pub fn parse_mount(spec: &str) -> std::result::Result<MountSpec, String> {
             ("id", Some(v)) => m.id = Some(v),
             ("readonly" | "ro", v) => ro = Some(v.as_deref() != Some("false")),
             ("readwrite" | "rw", v) => ro = Some(v.as_deref() == Some("false")),
+            ("required", None) => {
+                m.options.insert("required".into(), "true".into());
+            }
             (k, Some(v)) => {
                 m.options.insert(k.to_string(), v);
             }

@@ -96,6 +96,27 @@ fn registry_config(h: Option<&HeaderValue>) -> BTreeMap<String, Value> {
     serde_json::from_slice(&bytes).unwrap_or_default()
 }
 
+/// `X-Berth-Build-Secrets` (berth's own: the classic API has no session to carry secrets):
+/// base64url JSON map of secret ID → base64 content. Read into memory only; never logged.
+pub const SECRETS_HEADER: &str = "X-Berth-Build-Secrets";
+
+fn secrets(h: Option<&HeaderValue>) -> Result<berth_build::builder::Secrets> {
+    let mut out = berth_build::builder::Secrets::default();
+    let Some(raw) = h.and_then(|v| v.to_str().ok()).map(str::trim) else {
+        return Ok(out);
+    };
+    let bad = || Error::invalid(format!("invalid {SECRETS_HEADER} header"));
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let map: BTreeMap<String, String> = serde_json::from_slice(&json).map_err(|_| bad())?;
+    for (id, v) in map {
+        out.0.insert(id, b64.decode(v).map_err(|_| bad())?);
+    }
+    Ok(out)
+}
+
 /// The registry host of an image reference, as the keys of docker's config.json name it.
 fn registry_host(reference: &str) -> String {
     match reference.split_once('/') {
@@ -154,7 +175,8 @@ fn body_reader(body: Incoming) -> ChanReader {
 
 /// `POST /build`.
 pub async fn build(d: &Arc<Daemon>, req: Request<Incoming>) -> Result<Resp> {
-    let opts = BuildOptions::from_query(req.uri().query().unwrap_or("")).map_err(build_err)?;
+    let mut opts = BuildOptions::from_query(req.uri().query().unwrap_or("")).map_err(build_err)?;
+    opts.secrets = secrets(req.headers().get(SECRETS_HEADER))?;
     let auths = registry_config(req.headers().get("X-Registry-Config"));
     let cache = cache(d)?;
     let reader = body_reader(req.into_body());

@@ -958,3 +958,64 @@ fn same_image_as_dockerd() {
         "file trees differ:\nonly dockerd: {only_d:#?}\nonly berth: {only_b:#?}"
     );
 }
+
+#[test]
+fn run_mount_secret_is_readable_in_the_run_and_absent_from_the_image() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let ctx = ctx_dir(&d, "secret");
+    let token = "s3cr3t-token-value";
+    write_tree(
+        &ctx,
+        &[
+            ("../tok.txt", token),
+            (
+                "Dockerfile",
+                "FROM busybox:local\n\
+                 RUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen\n\
+                 RUN --mount=type=secret,id=tok,target=/etc/tok,required,mode=0444 cat /etc/tok > /seen2\n\
+                 RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent\n",
+            ),
+        ],
+    );
+    let src = format!("id=tok,src={}", ctx.join("../tok.txt").display());
+    let o = build_cmd(
+        &d,
+        Cli::Berth,
+        &["-t", "sec", "--secret", &src, "."],
+        &ctx,
+        None,
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(
+        d.ok(&["run", "--rm", "sec", "cat", "/seen", "/seen2"]),
+        format!("{token}{token}")
+    );
+    // Neither the mount points nor the bytes are in the image, its history or its config.
+    d.ok(&[
+        "run",
+        "--rm",
+        "sec",
+        "sh",
+        "-c",
+        "test ! -e /run/secrets && test ! -e /etc/tok",
+    ]);
+    let hist = d.ok(&["history", "--no-trunc", "sec"]);
+    let insp = d.ok(&["image", "inspect", "sec"]);
+    assert!(
+        !hist.contains(token) && !insp.contains(token),
+        "{hist}{insp}"
+    );
+    // A required secret the build lacks is an error naming it.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:local\nRUN --mount=type=secret,id=nope,required true\n",
+    )
+    .unwrap();
+    let o = build_cmd(&d, Cli::Berth, &["."], &ctx, None);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("secret nope: not found"), "{}", o.stderr);
+}

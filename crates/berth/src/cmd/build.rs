@@ -61,6 +61,11 @@ pub const BUILD: Command = Command {
         b("force-rm", None, "Always remove intermediate containers"),
         v("iidfile", None, "Write the image ID to the file"),
         l("label", None, "Set metadata for an image"),
+        l(
+            "secret",
+            None,
+            "Secret to expose to the build (format: \"id=mysecret[,src=/local/secret]\" or \"id=x,env=VAR\")",
+        ),
         v("memory", Some('m'), "Memory limit"),
         v(
             "memory-swap",
@@ -651,6 +656,54 @@ fn build_query(m: &Matches, dockerfile: Option<&str>) -> Result<String, CliError
     Ok(qs.join("&"))
 }
 
+/// `--secret id=x[,src=FILE|,env=VAR]` (BuildKit's syntax; with neither, the variable `x` if
+/// set, else the file `x`), as berthd's `X-Berth-Build-Secrets` header: base64url JSON of
+/// ID → base64 content.
+fn secrets_header(m: &Matches) -> Result<Option<String>, CliError> {
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let mut out = serde_json::Map::new();
+    for spec in m.values("secret") {
+        let (mut id, mut src, mut env) = (None, None, None);
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => return Err(msg(format!("invalid secret: {spec:?}"))),
+            }
+        }
+        let id = id
+            .or_else(|| {
+                src.as_deref()
+                    .and_then(|s| s.rsplit('/').next())
+                    .map(str::to_string)
+            })
+            .or_else(|| env.clone())
+            .ok_or_else(|| msg(format!("invalid secret: {spec:?}: id is required")))?;
+        let bytes = match (&src, &env) {
+            (Some(f), _) => std::fs::read(f)
+                .map_err(|e| msg(format!("failed to read secret {id} from {f}: {e}")))?,
+            (None, Some(v)) => std::env::var(v)
+                .map_err(|_| msg(format!("secret {id}: environment variable {v} is not set")))?
+                .into_bytes(),
+            (None, None) => match std::env::var(&id) {
+                Ok(v) => v.into_bytes(),
+                Err(_) => std::fs::read(&id)
+                    .map_err(|e| msg(format!("failed to read secret {id}: {e}")))?,
+            },
+        };
+        out.insert(id, serde_json::json!(b64.encode(bytes)));
+    }
+    if out.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::Value::Object(out).to_string()),
+    ))
+}
+
 /// `berth build`.
 async fn build(ctx: &Ctx, m: Matches) -> CmdResult {
     let arg = m.args[0].clone();
@@ -664,6 +717,10 @@ async fn build(ctx: &Ctx, m: Matches) -> CmdResult {
             .map_err(|e| msg(e.to_string()))??
     };
     let query = build_query(&m, dockerfile.as_deref())?;
+    let mut headers = vec![("X-Registry-Config", registry_config())];
+    if let Some(h) = secrets_header(&m)? {
+        headers.push(("X-Berth-Build-Secrets", h));
+    }
     let client = ctx.client().await?;
     let (tx, body) = channel_body();
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -692,7 +749,7 @@ async fn build(ctx: &Ctx, m: Matches) -> CmdResult {
             &format!("/build?{query}"),
             body,
             Some("application/x-tar"),
-            &[("X-Registry-Config", registry_config())],
+            &headers,
         )
         .await;
     let _ = writer.await;
