@@ -487,7 +487,7 @@ type Peeked<R> = BufReader<io::Chain<io::Cursor<Vec<u8>>, R>>;
 /// A decompressing reader over plain, gzip or zstd input (`Send` when the input is).
 pub(crate) enum Decoder<R: Read> {
     Plain(Peeked<R>),
-    Gzip(flate2::read::MultiGzDecoder<Peeked<R>>),
+    Gzip(Box<flate2::read::MultiGzDecoder<Peeked<R>>>),
     Zstd(Box<ruzstd::decoding::StreamingDecoder<Peeked<R>, ruzstd::decoding::FrameDecoder>>),
 }
 
@@ -520,7 +520,7 @@ pub(crate) fn decompress<R: Read>(mut input: R) -> Result<(Decoder<R>, &'static 
     Ok(match compression {
         Compression::None => (Decoder::Plain(buf), MEDIA_TYPE_LAYER_TAR),
         Compression::Gzip => (
-            Decoder::Gzip(flate2::read::MultiGzDecoder::new(buf)),
+            Decoder::Gzip(Box::new(flate2::read::MultiGzDecoder::new(buf))),
             MEDIA_TYPE_LAYER_GZIP,
         ),
         Compression::Zstd => (
@@ -2150,7 +2150,11 @@ impl ImageStore {
             Err(e) => return Err(Error::io_path("rename", &dir, e)),
         }
         let rec = st.containers.remove(container_id);
-        remove_any(&doomed)?;
+        // The renamed tree is no longer the container's: delete it without holding up the caller
+        // (a `run --rm` waits for the removal); `open` deletes what a crash leaves behind.
+        std::thread::spawn(move || {
+            let _ = remove_any(&doomed);
+        });
         if let Some(rec) = rec {
             self.gc_layers(&mut st, &rec.chain_ids)?;
         }
