@@ -192,6 +192,14 @@ pub trait BuildBackend: Send + Sync {
     fn cancelled(&self) -> bool {
         false
     }
+
+    /// Downloads `url` (`ADD <url>`) into the file `dest`, returning the response's
+    /// `Last-Modified`. A non-2xx answer is an error.
+    fn download(&self, url: &str, _dest: &Path) -> Result<Option<std::time::SystemTime>> {
+        Err(BuildError::Backend(format!(
+            "cannot download {url}: this backend has no HTTP client"
+        )))
+    }
 }
 
 /// The result of a build.
@@ -1640,6 +1648,70 @@ impl Run<'_> {
         self.resolve_image(from, None, false)
     }
 
+    /// `ADD <url>`: downloaded on every build (as dockerd does) into `dir`, named after the URL's
+    /// last path segment, mode 0600, mtime from `Last-Modified`; `--checksum=sha256:` verified.
+    /// The cache key then hashes what was downloaded.
+    fn fetch(
+        &mut self,
+        line: usize,
+        url: &str,
+        checksum: Option<&str>,
+        dir: &Path,
+        into_dir: bool,
+    ) -> Result<Selected> {
+        let path = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("")
+            .splitn(4, '/')
+            .nth(3)
+            .unwrap_or("");
+        let name = match path.rsplit('/').next() {
+            Some(n) if !n.is_empty() && n != "." && n != ".." => n.to_string(),
+            _ if into_dir => {
+                return Err(self.at(line, format!("cannot determine filename from url: {url}")));
+            }
+            _ => "download".to_string(),
+        };
+        let f = dir.join(&name);
+        let modified = self
+            .b
+            .backend
+            .download(url, &f)
+            .map_err(|e| self.at(line, e))?;
+        let io = |e| BuildError::io(format!("downloaded {url}"), e);
+        if let Some(want) = checksum {
+            let (algo, hex_want) = want.split_once(':').unwrap_or(("", want));
+            if algo != "sha256" {
+                return Err(self.at(line, format!("unsupported digest algorithm: {want}")));
+            }
+            let mut h = Sha256::new();
+            let mut r = std::fs::File::open(&f).map_err(io)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match std::io::Read::read(&mut r, &mut buf).map_err(io)? {
+                    0 => break,
+                    n => h.update(&buf[..n]),
+                }
+            }
+            let got = hex::encode(h.finalize());
+            if !got.eq_ignore_ascii_case(hex_want) {
+                return Err(self.at(line, format!("digest mismatch sha256:{got}: {want}")));
+            }
+        }
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(io)?;
+        if let Some(t) = modified {
+            let file = std::fs::File::options().write(true).open(&f).map_err(io)?;
+            file.set_modified(t).map_err(io)?;
+        }
+        Ok(Selected {
+            rel: name,
+            path: f,
+            is_dir: false,
+        })
+    }
+
     fn copy(&mut self, st: &mut Stage, line: usize, spec: &CopySpec, is_add: bool) -> Result<()> {
         let kw = if is_add { "ADD" } else { "COPY" };
         let vars = st.vars();
@@ -1675,18 +1747,20 @@ impl Run<'_> {
         } else {
             format!("{wd}/{dest_raw}")
         });
-        if sources
-            .iter()
-            .any(|s| s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
-        {
+        let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+        if sources.iter().any(|s| is_url(s) || s.starts_with("git@")) {
             if !is_add {
                 return Err(self.at(line, "COPY does not support URLs as sources: use ADD"));
             }
-            return Err(self.at(
-                line,
-                "ADD of remote URLs is not supported by this builder yet",
-            ));
+            if let Some(g) = sources.iter().find(|s| s.starts_with("git@")) {
+                return Err(self.at(
+                    line,
+                    format!("ADD of git repositories is not supported by this builder: {g}"),
+                ));
+            }
         }
+        let urls: Vec<String> = sources.iter().filter(|s| is_url(s)).cloned().collect();
+        sources.retain(|s| !is_url(s));
         // Sources: the context, or another stage's / image's rootfs.
         let mut mounted: Option<(String, PathBuf)> = None;
         let src_ctx_owned;
@@ -1746,6 +1820,15 @@ impl Run<'_> {
                     is_dir: false,
                 });
             }
+            for u in &urls {
+                hd_sels.push(self.fetch(
+                    line,
+                    u,
+                    spec.checksum.as_deref(),
+                    hd_dir.path(),
+                    dest_is_dir_syntax,
+                )?);
+            }
             let count = sels.len() + hd_sels.len();
             if count > 1 && !dest_raw.ends_with('/') {
                 return Err(self.at(line, format!("When using {kw} with more than one source file, the destination must be a directory and end with a /")));
@@ -1797,7 +1880,13 @@ impl Run<'_> {
                     .map(|s| (src_ctx, s))
                     .chain(hd_sels.iter().map(|s| (&hd_ctx, s)))
                 {
-                    if is_add && !sel.is_dir && from.is_none() && is_archive(&sel.path) {
+                    // Heredocs and downloads (ADD <url>) are never extracted, as in dockerd.
+                    if is_add
+                        && !sel.is_dir
+                        && from.is_none()
+                        && std::ptr::eq(c, src_ctx)
+                        && is_archive(&sel.path)
+                    {
                         // ADD of a local tar: extracted into dest (a directory).
                         let tmp = tempfile::tempdir().map_err(|e| BuildError::io("temp dir", e))?;
                         let f = std::fs::File::open(&sel.path)

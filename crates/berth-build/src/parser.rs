@@ -112,6 +112,8 @@ pub struct CopySpec {
     pub exclude: Vec<String>,
     /// `COPY <<EOF /file` heredocs (each becomes a file named after its delimiter).
     pub heredocs: Vec<Heredoc>,
+    /// `ADD --checksum=sha256:<hex>` (URL sources).
+    pub checksum: Option<String>,
 }
 
 /// HEALTHCHECK.
@@ -861,6 +863,7 @@ fn typed(n: &Node, escape: char, warnings: &mut Vec<(usize, String)>) -> Result<
                     .filter_map(|(_, v)| v.clone())
                     .collect(),
                 heredocs: n.heredocs.clone(),
+                checksum: flag(n, "checksum"),
             };
             if let Some(f) = &spec.from
                 && f.is_empty()

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use base64::Engine;
 use berth_api::container::{Config, HostConfig};
@@ -634,5 +635,33 @@ impl BuildBackend for DaemonBackend {
 
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn download(&self, url: &str, dest: &Path) -> berth_build::Result<Option<SystemTime>> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(dest).map_err(be)?;
+        self.rt.block_on(async {
+            let resp = reqwest::get(url).await.map_err(be)?;
+            if !resp.status().is_success() {
+                return Err(be(format!(
+                    "failed to GET {url} with status {}",
+                    resp.status()
+                )));
+            }
+            let modified = resp
+                .headers()
+                .get(reqwest::header::LAST_MODIFIED)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+                .map(SystemTime::from);
+            let mut resp = resp;
+            while let Some(chunk) = resp.chunk().await.map_err(be)? {
+                if self.cancelled() {
+                    return Err(be("build cancelled"));
+                }
+                file.write_all(&chunk).map_err(be)?;
+            }
+            Ok(modified)
+        })
     }
 }

@@ -1019,3 +1019,114 @@ fn run_mount_secret_is_readable_in_the_run_and_absent_from_the_image() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("secret nope: not found"), "{}", o.stderr);
 }
+
+/// A one-thread HTTP/1.0 server on 127.0.0.1 for ADD <url>: `files` by path (404 otherwise),
+/// each with a fixed `Last-Modified`; returns the port and the count of requests served.
+fn http_server(
+    files: Vec<(&'static str, Vec<u8>)>,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut first = String::new();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let _ = r.read_line(&mut first);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = first
+                .split(' ')
+                .nth(1)
+                .unwrap_or("")
+                .split('?')
+                .next()
+                .unwrap_or("");
+            let _ = match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => s
+                    .write_all(
+                        format!(
+                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|_| s.write_all(body)),
+                None => s.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+            };
+        }
+    });
+    (port, hits)
+}
+
+#[test]
+fn add_url_downloads_like_the_classic_builder() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let hello = b"hello from http\n".to_vec();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "inner", &b"x"[..]).unwrap();
+    let tar = tar.into_inner().unwrap();
+    let (port, hits) = http_server(vec![("/files/hello.txt", hello.clone()), ("/a.tar", tar)]);
+    let ctx = ctx_dir(&d, "addurl");
+    std::fs::write(ctx.join("../hello"), &hello).unwrap();
+    let sum = Command::new("sha256sum")
+        .arg(ctx.join("../hello"))
+        .output()
+        .unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout)[..64].to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let df = format!(
+        "FROM busybox:local\n\
+         ADD {base}/files/hello.txt /dl/\n\
+         ADD --checksum=sha256:{sum} {base}/files/hello.txt?x=1 /named.txt\n\
+         ADD {base}/a.tar /t/\n"
+    );
+    write_tree(&ctx, &[("Dockerfile", &df)]);
+    let o = build_cmd(&d, Cli::Berth, &["-t", "addurl", "."], &ctx, None);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let out = d.ok(&[
+        "run", "--rm", "addurl", "sh", "-c",
+        "stat -c '%a %Y' /dl/hello.txt /named.txt; cat /named.txt; test -f /t/a.tar && echo not-extracted",
+    ]);
+    assert_eq!(
+        out.trim_end(),
+        "600 1445412480\n600 1445412480\nhello from http\nnot-extracted",
+        "{out}"
+    );
+    // Rebuilt: downloaded again (to check), and cached because the content is the same.
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    let o = build_cmd(&d, Cli::Docker, &["-t", "addurl", "."], &ctx, None);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(count(&o.stdout, " ---> Using cache"), 3, "{}", o.stdout);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before + 3);
+    // A wrong checksum and a missing file are errors.
+    for (df, want) in [
+        (
+            format!(
+                "FROM busybox:local\nADD --checksum=sha256:{} {base}/files/hello.txt /x\n",
+                "0".repeat(64)
+            ),
+            "digest mismatch",
+        ),
+        (format!("FROM busybox:local\nADD {base}/nope /x\n"), "404"),
+    ] {
+        std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+        let o = build_cmd(&d, Cli::Berth, &["."], &ctx, None);
+        assert_ne!(o.code, 0);
+        assert!(o.stderr.contains(want), "{}", o.stderr);
+    }
+}
