@@ -7,8 +7,9 @@
 //!   `dockerfile parse error on line 7: unknown instruction: RUNN` ([`BuildError::line`]).
 //! * [`shell`]: Docker's shell-lexer substitution (`$V`, `${V:-x}`, `${V+x}`, quotes, escapes).
 //! * [`dockerignore`]: `.dockerignore` patterns (Go `filepath.Match` + `**`, `!` exceptions).
-//! * [`context`]: the build context from a tar (plain/gzip, unpacked without escaping) or a directory;
-//!   every read is resolved inside it.
+//! * [`context`]: the build context from a tar (plain/gzip: spooled and indexed in one pass, unpacked
+//!   without escaping only when a step needs the files) or a directory; every read is resolved inside
+//!   it.
 //! * [`graph`]: stage dependencies, `--target`, unused stages skipped, waves of independent stages.
 //! * [`cache`]: the cache index in `<data-root>/build/cache.json` (crash-safe), `prune`, `du`.
 //! * [`builder`]: [`builder::Builder`] runs a build against the [`berth_image::ImageStore`] and a
@@ -44,7 +45,7 @@
 //!    error). Decode `X-Registry-Config` (base64url JSON map of registry host → auth config, the same
 //!    shape as `X-Registry-Auth` per registry) and give it to the backend for pulls. `version=2`
 //!    (BuildKit) is refused by `from_query`; the CLI then needs `DOCKER_BUILDKIT=0`.
-//! 3. Spool the body (a tar, maybe gzip) into the context inside `spawn_blocking`:
+//! 3. Read the body (a tar, maybe gzip) into the context inside `spawn_blocking`:
 //!    `BuildContext::from_tar(body_reader, &cache.tmp_dir(), opts.dockerfile.as_deref())` (the
 //!    temp dir goes when the context is dropped). Errors here are HTTP 400 (`is_client_error`).
 //! 4. `Builder::new(store.clone(), cache.clone(), Arc::new(DaemonBackend { .. }))` and
@@ -71,8 +72,8 @@
 //!    untagged and unused); `GET /system/df` → `BuildCache: cache.du().map(|(k, r)| r.to_api(&k))`.
 //!
 //! # Known gaps
-//! * ADD of URLs and git contexts; `RUN --mount=type=secret|ssh` (no BuildKit session to carry
-//!   them); `COPY --parents`; `COPY --exclude` patterns match paths relative to the context root.
+//! * ADD of git repositories; `RUN --mount=type=ssh` (no session to carry an agent); `COPY
+//!   --parents`; `COPY --exclude` patterns match paths relative to the context root.
 //! * `RUN <<EOF` scripts starting with `#!` are bind-mounted at `/dev/pipes/EOF` and executed, as in
 //!   BuildKit: the runtime must create the mount point of a file bind under `/dev`.
 #![forbid(unsafe_code)]
