@@ -1761,28 +1761,64 @@ impl Run<'_> {
         }
         let urls: Vec<String> = sources.iter().filter(|s| is_url(s)).cloned().collect();
         sources.retain(|s| !is_url(s));
+        // dockerd writes `--chown=u:g` glued to the source (`--chown=1:2file:<sha>`).
+        let chown_comment = chown
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(|c| format!("--chown={c}"))
+            .unwrap_or_default();
+        let shell = st.shell().join(" ");
+        let parent = st.image.as_str().to_string();
+        let step_keys = |hash: &str, kind: &str| {
+            let created_by =
+                format!("{shell} #(nop) {kw} {chown_comment}{kind}:{hash} in {dest_raw} ");
+            let key = cache_key(
+                &parent,
+                &format!("{created_by}\nfrom={from:?} chown={chown:?} chmod={chmod:?} dest={dest}"),
+                &[],
+                Some(hash),
+            );
+            (created_by, key)
+        };
+        let mut excludes = Vec::new();
+        for e in &spec.exclude {
+            excludes.push(self.expand(st, line, e)?);
+        }
+        let from_image = match &from {
+            Some(f) => Some(self.source_image(f)?),
+            None => None,
+        };
+        // An image never changes, so the hash of what a `COPY --from` selects in it is known
+        // after the first time: a cached step then needs no mount of the source.
+        let memo = from_image
+            .as_ref()
+            .filter(|_| urls.is_empty() && spec.heredocs.is_empty())
+            .map(|i| format!("{i}\n{sources:?}\n{excludes:?}\n{dest_raw}"));
+        if let Some(m) = memo.as_deref().and_then(|m| self.b.cache.memo_get(m))
+            && let Some((hash, kind)) = m.split_once(' ')
+        {
+            let (_, key) = step_keys(hash, kind);
+            if self.use_cache(st, &key) {
+                return Ok(());
+            }
+        }
         // Sources: the context, or another stage's / image's rootfs.
         let mut mounted: Option<(String, PathBuf)> = None;
         let src_ctx_owned;
-        let src_ctx: &BuildContext = match &from {
+        let src_ctx: &BuildContext = match &from_image {
             None => self.ctx,
-            Some(f) => {
-                let image = self.source_image(f)?;
-                let (layer, root) = self.mount_layer(&image)?;
+            Some(image) => {
+                let (layer, root) = self.mount_layer(image)?;
                 mounted = Some((layer, root.clone()));
                 src_ctx_owned = BuildContext::for_root(root);
                 &src_ctx_owned
             }
         };
         let excluded_ctx;
-        let src_ctx: &BuildContext = if spec.exclude.is_empty() {
+        let src_ctx: &BuildContext = if excludes.is_empty() {
             src_ctx
         } else {
-            let mut pats = Vec::new();
-            for e in &spec.exclude {
-                pats.push(self.expand(st, line, e)?);
-            }
-            excluded_ctx = src_ctx.with_excludes(&pats)?;
+            excluded_ctx = src_ctx.with_excludes(&excludes)?;
             &excluded_ctx
         };
         let res = (|| -> Result<()> {
@@ -1845,22 +1881,10 @@ impl Run<'_> {
                 (1, _) => "file",
                 _ => "multi",
             };
-            // dockerd writes `--chown=u:g` glued to the source (`--chown=1:2file:<sha>`).
-            let chown_comment = chown
-                .as_deref()
-                .filter(|c| !c.is_empty())
-                .map(|c| format!("--chown={c}"))
-                .unwrap_or_default();
-            let created_by = format!(
-                "{} #(nop) {kw} {chown_comment}{kind}:{hash} in {dest_raw} ",
-                st.shell().join(" ")
-            );
-            let key = cache_key(
-                st.image.as_str(),
-                &format!("{created_by}\nfrom={from:?} chown={chown:?} chmod={chmod:?} dest={dest}"),
-                &[],
-                Some(&hash),
-            );
+            if let Some(m) = &memo {
+                self.b.cache.memo_put(m, format!("{hash} {kind}"));
+            }
+            let (created_by, key) = step_keys(&hash, kind);
             if self.use_cache(st, &key) {
                 return Ok(());
             }

@@ -85,6 +85,8 @@ pub struct CacheIndex {
     state: Mutex<IndexFile>,
     /// Usage marks not saved yet.
     dirty: std::sync::atomic::AtomicBool,
+    /// Facts derived from immutable images (e.g. the content hash of a `COPY --from` selection).
+    memo: Mutex<std::collections::HashMap<String, String>>,
 }
 
 fn now() -> i64 {
@@ -151,6 +153,7 @@ impl CacheIndex {
             dir,
             state: Mutex::new(state),
             dirty: Default::default(),
+            memo: Default::default(),
         })
     }
 
@@ -216,6 +219,21 @@ impl CacheIndex {
             self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// A remembered fact about immutable inputs ([`CacheIndex::memo_put`]).
+    pub fn memo_get(&self, key: &str) -> Option<String> {
+        self.memo.lock().ok()?.get(key).cloned()
+    }
+
+    /// Remembers `value` for `key` in memory (bounded: the map is emptied when it grows big).
+    pub fn memo_put(&self, key: &str, value: String) {
+        if let Ok(mut m) = self.memo.lock() {
+            if m.len() >= 4096 {
+                m.clear();
+            }
+            m.insert(key.to_string(), value);
+        }
     }
 
     /// Saves usage marks left by [`CacheIndex::touch`] (end of a build).
