@@ -5,7 +5,7 @@
 # Usage: bench/network.sh [GIB] [RUNS]   (root; hyperfine, ab, dockerd, busybox-static)
 #        bench/network.sh latency [PAIRS]   (run latency only: bridge and none runs alternated in pairs,
 #        so that a busy machine's drift hits both alike; min/median of each and of the paired difference,
-#        plus berthd's own `network setup` times from its debug log)
+#        plus berthd's own `network setup` times from its debug log; GAP=<seconds> waits before each run)
 # Results: bench/results/network-<date>.md and a summary on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,12 +59,13 @@ $B import $T/rootfs.tar busybox:local >/dev/null
 
 # Alternated pairs of `run --rm` on the default bridge and with --network none (order flipped each pair).
 paired_latency() {
-  python3 - "$RUNS" "$B" <<'PY'
+  python3 - "$RUNS" "$B" "${GAP:-0}" <<'PY'
 import statistics as st, subprocess, sys, time
-pairs, b = int(sys.argv[1]), sys.argv[2].split()
+pairs, b, gap = int(sys.argv[1]), sys.argv[2].split(), float(sys.argv[3])
 cmd = {"bridge": b + ["run", "--rm", "busybox:local", "true"],
        "none": b + ["run", "--rm", "--network", "none", "busybox:local", "true"]}
 def once(k):
+    time.sleep(gap)  # GAP=<s>: lets the previous run's teardown finish first
     t = time.perf_counter(); subprocess.run(cmd[k], check=True, stdout=subprocess.DEVNULL)
     return (time.perf_counter() - t) * 1000
 for k in cmd: once(k); once(k)  # warm-up
@@ -102,9 +103,14 @@ if [ $LAT_ONLY = 1 ]; then
   {
     echo "## Run latency, bridge vs none ($stamp)"
     echo
-    echo "Command: \`bench/network.sh latency $RUNS\`; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "Command: \`GAP=${GAP:-0} bench/network.sh latency $RUNS\`; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     paired_latency
+    echo
+    hyperfine -N --warmup 3 --runs $RUNS --export-markdown $T/lat.md \
+      -n "berth run --rm (bridge)" "$B run --rm busybox:local true" \
+      -n "berth run --rm --network none" "$B run --rm --network none busybox:local true" >/dev/null
+    cat $T/lat.md
     echo
     setup_times
     echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
