@@ -301,7 +301,12 @@ fn walk(
                 t.append_link(&mut h, &r, target)?;
             } else if meta.is_file() {
                 let f = std::fs::File::open(&p)?;
-                t.append_data(&mut h, &r, f)?;
+                if h.set_path(&r).is_ok() {
+                    append_file(t.get_mut(), &mut h, f, meta.len())?;
+                } else {
+                    // Long names need the GNU long-name entry the tar crate writes.
+                    t.append_data(&mut h, &r, f)?;
+                }
             } else {
                 // Sockets, fifos, devices: docker skips what it cannot archive meaningfully.
                 continue;
@@ -312,6 +317,37 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// Writes a file's header and data straight to the stream, the data read in 1 MiB chunks (the
+/// tar crate's copy reads 8 KiB at a time). Exactly `len` bytes go, as the header says, even if
+/// the file changes meanwhile.
+fn append_file(
+    w: &mut impl Write,
+    h: &mut tar::Header,
+    f: std::fs::File,
+    len: u64,
+) -> std::io::Result<()> {
+    h.set_size(len);
+    h.set_cksum();
+    w.write_all(h.as_bytes())?;
+    let mut buf = vec![0u8; (len as usize).clamp(1, 1 << 20)];
+    let mut r = f.take(len);
+    let mut left = len;
+    while left > 0 {
+        let n = match r.read(&mut buf)? {
+            0 => {
+                // Shrunk: zeros up to the promised size.
+                buf.fill(0);
+                buf.len().min(left as usize)
+            }
+            n => n,
+        };
+        w.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    let pad = (512 - (len % 512) as usize) % 512;
+    w.write_all(&[0u8; 512][..pad])
 }
 
 fn write_context(src: Source, w: ChanWriter, compress: bool) -> std::io::Result<()> {
