@@ -2109,10 +2109,11 @@ impl ImageStore {
             mkdir_all(&tmp.join("work"))?;
             let bytes =
                 serde_json::to_vec_pretty(&rec).map_err(|e| Error::internal(e.to_string()))?;
-            write_atomic(&tmp.join("layer.json"), &bytes)?;
+            // Not fsynced (every `run` waits for this): after a machine crash the layer may be
+            // missing or broken (`open` removes it); it is empty, and berthd makes a new one.
+            fs::write(tmp.join("layer.json"), &bytes).ctx("write", &tmp.join("layer.json"))?;
             remove_any(&dir)?;
-            fs::rename(&tmp, &dir).ctx("rename into place", &dir)?;
-            sync_dir(&self.root.join("containers"))
+            fs::rename(&tmp, &dir).ctx("rename into place", &dir)
         })();
         if let Err(e) = res {
             let _ = remove_any(&tmp);

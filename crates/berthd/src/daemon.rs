@@ -56,16 +56,33 @@ pub struct Daemon {
     registry_client: std::sync::OnceLock<berth_registry::RegistryClient>,
 }
 
+/// The directory (under the data and exec roots) of removed containers' files.
+const TRASH: &str = "trash";
+
 impl Daemon {
     /// Opens the stores under the data root.
     pub fn open(settings: Settings) -> Result<Arc<Self>> {
         for d in [
             settings.data_root.join("containers"),
             settings.exec_root.join("containers"),
+            settings.data_root.join(TRASH),
+            settings.exec_root.join(TRASH),
         ] {
             std::fs::create_dir_all(&d)
                 .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
+        // What a previous run renamed into the trash but had not deleted yet.
+        let trash = [
+            settings.data_root.join(TRASH),
+            settings.exec_root.join(TRASH),
+        ];
+        std::thread::spawn(move || {
+            for t in trash {
+                for e in std::fs::read_dir(&t).into_iter().flatten().flatten() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        });
         let id_file = settings.data_root.join("engine-id");
         let id = match std::fs::read_to_string(&id_file) {
             Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
@@ -105,6 +122,16 @@ impl Daemon {
         Ok(self.registry_client.get_or_init(|| c))
     }
 
+    /// Where removed containers' data directories wait to be deleted.
+    pub fn trash_data(&self) -> PathBuf {
+        self.settings.data_root.join(TRASH)
+    }
+
+    /// Where removed containers' bundles wait to be deleted.
+    pub fn trash_exec(&self) -> PathBuf {
+        self.settings.exec_root.join(TRASH)
+    }
+
     /// Paths of container `id`.
     pub fn paths(&self, id: &str) -> CtrPaths {
         CtrPaths::new(&self.settings.data_root, &self.settings.exec_root, id)
@@ -124,6 +151,27 @@ impl Daemon {
     pub fn save(&self, c: &Ctr) -> Result<()> {
         let rec = c.snapshot();
         self.save_record(&rec)
+    }
+
+    /// Records a state transition (start, exit): replaced atomically but not fsynced. A daemon
+    /// crash sees the old or the new record; on ext4 and xfs so does a machine crash (rename over
+    /// an existing file flushes the new data first), and a machine crash ends the container anyway.
+    pub fn save_state(&self, c: &Ctr) -> Result<()> {
+        let rec = c.snapshot();
+        let p = self.paths(&rec.id).config();
+        let data = serde_json::to_vec_pretty(&rec).map_err(|e| Error::internal(e.to_string()))?;
+        crate::util::write_replace(&p, &data)
+            .map_err(|e| Error::io(format!("write {}", p.display()), e))
+    }
+
+    /// Writes a new container's first record, atomically but not fsynced: `create` is on every
+    /// `run`'s path, and a machine crash can only lose a container that never ran (see
+    /// [`Daemon::restore`]).
+    pub fn save_new(&self, rec: &Record) -> Result<()> {
+        let p = self.paths(&rec.id).config();
+        let data = serde_json::to_vec_pretty(rec).map_err(|e| Error::internal(e.to_string()))?;
+        crate::util::write_replace(&p, &data)
+            .map_err(|e| Error::io(format!("write {}", p.display()), e))
     }
 
     /// Writes a record crash-safely.
@@ -155,16 +203,41 @@ impl Daemon {
             {
                 Some(r) => r,
                 None => {
+                    // Only a container created just before a machine crash can be left without
+                    // a readable record (its first write is not fsynced): it never ran.
+                    let to = self.trash_data().join(ent.file_name());
                     tracing::warn!(
-                        "skipping {}: no readable config.v2.json",
+                        "removing {}: no readable config.v2.json",
                         ent.path().display()
                     );
+                    if std::fs::rename(ent.path(), &to).is_ok() {
+                        let _ = std::fs::remove_dir_all(&to);
+                    }
                     continue;
                 }
             };
             let c = Ctr::new(rec);
             self.registry.lock().expect("registry").insert(c.clone());
             loaded.push(c);
+        }
+        // Writable layers and records are written without fsync at create: after a machine crash
+        // either may be missing. A layer without a container goes; a container without its
+        // (still empty) layer gets a new one.
+        let ids: std::collections::HashSet<String> = loaded.iter().map(|c| c.id.clone()).collect();
+        for id in self.images.container_layers().await {
+            if !ids.contains(&id) {
+                tracing::warn!(id = %id, "removing a writable layer without a container");
+                let _ = self.images.remove_layer(&id).await;
+            }
+        }
+        for c in &loaded {
+            let rec = c.snapshot();
+            if !self.images.has_layer(&c.id).await {
+                tracing::warn!(id = %c.id, "recreating the container's missing writable layer");
+                if let Err(e) = self.images.prepare_layer(&c.id, &rec.image).await {
+                    tracing::error!(id = %c.id, "cannot recreate its writable layer: {e}");
+                }
+            }
         }
         // Networks first: adopted containers keep theirs, the rest are released before anything starts.
         let live: Vec<String> = loaded

@@ -171,5 +171,5 @@ async fn finish_create(d: &Arc<Daemon>, rec: &mut Record) -> Result<()> {
     let p = d.paths(&rec.id);
     std::fs::create_dir_all(&p.data).map_err(|e| Error::io("create container dir", e))?;
     rec.layer = d.images.prepare_layer(&rec.id, &rec.image).await?;
-    d.save_record(rec)
+    d.save_new(rec)
 }

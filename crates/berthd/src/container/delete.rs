@@ -64,21 +64,30 @@ pub async fn remove_locked(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> Resu
     ph.mark("unmount");
     d.images.remove_layer(&c.id).await?;
     ph.mark("layer");
-    let (data, bundle) = (p.data.clone(), p.bundle.clone());
+    // The container's directories are renamed into the trash (so that neither this daemon nor
+    // the next one sees them again) and deleted after the removal is reported: a `run --rm`
+    // client waits for the removal.
+    let mut doomed = Vec::new();
+    for (dir, trash) in [(&p.bundle, d.trash_exec()), (&p.data, d.trash_data())] {
+        let to = trash.join(&c.id);
+        match std::fs::rename(dir, &to) {
+            Ok(()) => doomed.push(to),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => doomed.push(dir.clone()),
+        }
+    }
+    ph.mark("files");
     let id = c.id.clone();
     tokio::task::spawn_blocking(move || {
         let _ = berth_runtime::delete_cgroups(&format!("/berth/{id}"));
-        for dir in [bundle, data] {
+        for dir in doomed {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!("remove {}: {e}", dir.display());
                 }
             }
         }
-    })
-    .await
-    .map_err(|e| Error::internal(e.to_string()))?;
-    ph.mark("files");
+    });
     ph.log("remove", &c.id);
     d.registry.lock().expect("registry").remove(&c.id);
     d.execs

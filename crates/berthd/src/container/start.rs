@@ -156,7 +156,7 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
         r.has_been_manually_stopped = false;
     });
     super::health::monitor(d.clone(), c.clone());
-    d.save(c)?;
+    d.save_state(c)?;
     c.notify(false);
     d.events.container(&c.snapshot(), "start", &[]);
     ph.mark("record");

@@ -122,7 +122,7 @@ pub async fn on_exit(d: &Arc<Daemon>, c: &Arc<Ctr>, exit: Exit) {
         r.state.error = exit.error.clone();
     });
     crate::networks::on_stop(d, c).await;
-    if let Err(e) = d.save(c) {
+    if let Err(e) = d.save_state(c) {
         tracing::error!(id = %c.id, "saving state: {e}");
     }
     super::start::unmount_rootfs(&d.paths(&c.id).rootfs()).await;
