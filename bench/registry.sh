@@ -17,6 +17,7 @@ for p in docker.io docker-registry skopeo hyperfine busybox-static python3; do d
 T=$(mktemp -d /tmp/breg.XXXX)
 OUT=bench/results; mkdir -p $OUT
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 BS=$T/b.sock; DS=$T/d.sock
 cleanup() {
   set +e
@@ -120,7 +121,8 @@ PY
 )
 echo "$sizes"
 
-HF="hyperfine -N --runs $RUNS --style basic --export-markdown"
+# Each table also goes to <name>.json, from which the medians are printed.
+hf() { local name=$1; shift; hyperfine -N --runs $RUNS --style basic --export-markdown $T/$name.md --export-json $T/$name.json "$@"; }
 P=127.0.0.1:$PP/bench/pushed:1
 # Every name of the image goes (gzip and zstd forms share the config, so the image ID), then its
 # layers: each timed pull starts from a store without them. hyperfine -N runs without a shell; the
@@ -136,7 +138,7 @@ else
   echo "$zst_note" >&2
   pulls+=(-n "berth pull (zstd)" --prepare "$(fresh "$B")" "$B pull -q $ZS")
 fi
-$HF $T/pull.md "${pulls[@]}"
+hf pull "${pulls[@]}"
 # Sanity: the last timed pull downloaded every layer.
 $B rmi -f $GZ $ZS >/dev/null 2>&1 || true; $B image prune -f >/dev/null
 $B pull $ZS | grep -c "Pull complete" | grep -qx 7 || { echo "zstd pull did not fetch 7 layers" >&2; exit 1; }
@@ -145,7 +147,7 @@ $B pull $ZS | grep -c "Pull complete" | grep -qx 7 || { echo "zstd pull did not 
 # (gzip layers), then as loaded from the archive (uncompressed layers: both engines compress).
 push_bench() { # out-file label
   $B tag $GZ $P; $D tag $GZ $P
-  $HF $T/$1.md -n "berth push ($2)" --prepare "$wipe" "$B push -q $P" \
+  hf $1 -n "berth push ($2)" --prepare "$wipe" "$B push -q $P" \
     -n "dockerd push ($2)" --prepare "$wipe" "$D push -q $P"
   # Sanity: a push after a wipe uploads every blob (7 layers, config, manifest).
   sh -c "rm -rf $T/pushreg/data"; $B push -q $P >/dev/null
@@ -162,18 +164,33 @@ push_bench push2 "loaded, uncompressed"
 $B rmi bench/big:1 >/dev/null; $D rmi bench/big:1 >/dev/null
 
 # Save and load (the gzip image; load into a store without it).
-$HF $T/save.md -n "berth save" "$B save -o $T/b.tar $GZ" -n "dockerd save" "$D save -o $T/d.tar $GZ"
-$HF $T/load.md -n "berth load" --prepare "$(fresh "$B")" "$B load -q -i $T/b.tar" \
+hf save -n "berth save" "$B save -o $T/b.tar $GZ" -n "dockerd save" "$D save -o $T/d.tar $GZ"
+hf load -n "berth load" --prepare "$(fresh "$B")" "$B load -q -i $T/b.tar" \
   -n "dockerd load" --prepare "$(fresh "$D")" "$D load -q -i $T/d.tar"
 
 {
   echo "# Registry benchmark $stamp"
   echo
-  echo "\`bench/registry.sh $RUNS\` on $(nproc) CPUs; load before: $(cut -d' ' -f1-3 /proc/loadavg | tr -d '\n'); $(dockerd --version)"
+  echo "\`bench/registry.sh $RUNS\` on $(nproc) CPUs; load average before: $load0; $(dockerd --version)"
   echo
   echo "$sizes" | sed 's/^/- /'
   [ -z "${zst_note:-}" ] || echo "- $zst_note"
+  echo
+  echo "Medians (s) and berth's share of dockerd's time:"
+  echo
+  python3 - $T <<'PY'
+import json, sys
+print("| Operation | berth | dockerd | berth / dockerd |\n|:---|---:|---:|---:|")
+for f in ("pull", "push", "push2", "save", "load"):
+    rows = {r["command"]: r["median"] for r in json.load(open(f"{sys.argv[1]}/{f}.json"))["results"]}
+    for cmd, med in rows.items():
+        if not cmd.startswith("berth"):
+            continue
+        other = rows.get(cmd.replace("berth", "dockerd", 1))
+        ratio = f"{med / other:.2f}" if other else "n/a"
+        print(f"| {cmd[6:]} | {med:.2f} | {other:.2f} | {ratio} |" if other else f"| {cmd[6:]} | {med:.2f} | n/a | n/a |")
+PY
   for f in pull push push2 save load; do echo; cat $T/$f.md; done
   echo
-  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee $OUT/registry-$stamp.md

@@ -227,6 +227,10 @@ pub fn stored_credentials(key: &str) -> Option<(String, String)> {
 pub fn registry_auth_header(image: &str) -> String {
     let key = registry_of(image);
     let json = match stored_credentials(&key) {
+        // A helper's `<token>` user means the secret is an identity token (docker's convention).
+        Some((u, p)) if u == "<token>" => {
+            serde_json::json!({"identitytoken": p, "serveraddress": key})
+        }
         Some((u, p)) => serde_json::json!({"username": u, "password": p, "serveraddress": key}),
         None => serde_json::json!({}),
     };
