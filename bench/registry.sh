@@ -23,7 +23,7 @@ cleanup() {
   set +e
   [ -f $T/berthd.pid ] && kill $(cat $T/berthd.pid) 2>/dev/null
   [ -f $T/dockerd.pid ] && kill $(cat $T/dockerd.pid) 2>/dev/null
-  for p in $T/reg*.pid; do [ -f $p ] && kill $(cat $p) 2>/dev/null; done
+  for p in $T/*reg.pid; do [ -f $p ] && kill $(cat $p) 2>/dev/null; done
   sleep 2
   grep -o " $T[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
   rm -rf $T
