@@ -6,6 +6,8 @@
 #   against a privately started Debian dockerd (no bridge/iptables: RUN steps use --network none
 #   on both sides so the runs compare the same work).
 # Usage: bench/build.sh [RUNS]   (root; installs docker.io busybox-static if missing)
+#   BIN=DIR bench/build.sh: use the berthd/berth/berth-shim in DIR instead of building (on a shared
+#   machine a concurrent `cargo build --release` may replace target/release mid-run).
 # Results: bench/results/build-<date>.md and a summary on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 for p in docker.io busybox-static; do dpkg -s $p >/dev/null 2>&1 || need+=($p); done
 [ ${#need[@]} -eq 0 ] || { apt-get update -qq; apt-get install -y -qq "${need[@]}" >/dev/null; }
-cargo build --release -q -p berthd -p berth -p berth-shim
+[ -n "${BIN:-}" ] || cargo build --release -q -p berthd -p berth -p berth-shim
 
 T=$(mktemp -d /tmp/bb.XXXX)
 OUT=bench/results; mkdir -p $OUT
@@ -63,7 +65,7 @@ EOF
 echo "context: $(du -sh --apparent-size $C | cut -f1)"
 
 wait_sock() { for _ in $(seq 1 200); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
-R=$PWD/target/release
+R=${BIN:-$PWD/target/release}
 $R/berthd -H unix://$BERTH_SOCK --data-root $T/berth-data --exec-root $T/x --pidfile $T/berthd.pid >$T/berthd.log 2>&1 &
 wait_sock $BERTH_SOCK
 B="$R/berth -H unix://$BERTH_SOCK"
@@ -79,8 +81,11 @@ if command -v dockerd >/dev/null; then
 fi
 D="env DOCKER_BUILDKIT=0 docker -H unix://$DOCKER_SOCK"
 
-ms() { python3 -c 'import sys,time; print(int(time.time()*1000))'; }
+# bash's own clock: a python3 per reading added its start-up (tens of ms under load) to every figure.
+ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 timed() { # timed LABEL CMD... -> appends ms to $T/LABEL
+  # The previous build's dirty pages are written out first, so neither engine pays for the other's.
+  sync
   local t0 t1; t0=$(ms); "${@:2}" >$T/last.out 2>&1 || { cat $T/last.out; echo "FAILED: ${*:2}"; exit 1; }; t1=$(ms)
   echo $((t1 - t0)) >>$T/$1
 }
