@@ -699,6 +699,30 @@ impl ExitStatus {
     }
 }
 
+/// glibc malloc for a small long-lived process: at most `arenas` arenas (glibc makes up to 8 per
+/// core, one per thread that contends, and keeps each one's freed pages) and free memory at the
+/// top of the heap returned beyond 128 KiB (fixed: glibc would raise it after large frees).
+/// No effect with another libc.
+pub fn malloc_tune(arenas: i32) {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets allocator parameters; called before other threads allocate.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = arenas;
+}
+
+/// Returns the allocator's free pages, in every arena, to the kernel (glibc `malloc_trim`).
+pub fn malloc_trim() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes the arena locks itself; it only releases memory that is free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
