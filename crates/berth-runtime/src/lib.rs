@@ -18,6 +18,7 @@ pub mod path;
 pub mod seccomp;
 mod seccomp_names;
 pub mod seccomp_profile;
+mod sockpath;
 pub mod spec;
 pub mod sys;
 
@@ -28,6 +29,7 @@ pub use exec::{Execed, exec};
 pub use favor::favor_dynmods;
 pub use mount::{is_mountpoint, mount_overlay, mount_overlay_idmapped, unmount};
 pub use oci_spec;
+pub use sockpath::unix_socket_path;
 pub use sys::{
     ExitStatus, ForkResult, daemonize_setsid, fork, kill, openpty, set_child_subreaper, set_winsize,
 };

@@ -372,7 +372,9 @@ fn shim(args: Args, mut report_w: File) -> i32 {
 
     let sock_path = args.bundle.join("shim.sock");
     let _ = std::fs::remove_file(&sock_path);
-    let listener = match UnixListener::bind(&sock_path) {
+    let listener = match berth_runtime::unix_socket_path(&sock_path)
+        .and_then(|(p, _dir)| UnixListener::bind(p))
+    {
         Ok(l) => l,
         Err(e) => {
             let _ = berth_runtime::kill(pid, 9);

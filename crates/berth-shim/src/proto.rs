@@ -178,7 +178,8 @@ pub fn call(
     req: &Request,
     timeout: Option<Duration>,
 ) -> io::Result<(Response, UnixStream)> {
-    let mut s = UnixStream::connect(sock)?;
+    let (path, _dir) = berth_runtime::unix_socket_path(sock)?;
+    let mut s = UnixStream::connect(path)?;
     s.set_read_timeout(timeout)?;
     let mut line = serde_json::to_string(req).map_err(io::Error::other)?;
     line.push('\n');

@@ -122,15 +122,19 @@ pub async fn spawn(shim: &Path, a: &SpawnArgs<'_>) -> Result<i64, ShimError> {
     }
 }
 
+/// Connects to a shim socket (also one whose path is longer than a socket address holds).
+pub async fn connect(sock: &Path) -> std::io::Result<UnixStream> {
+    let (path, _dir) = berth_runtime::unix_socket_path(sock)?;
+    UnixStream::connect(path).await
+}
+
 /// Opens a connection and sends one request; returns the answer and the connection (for
 /// `attach` and `wait`, which carry on).
 pub async fn request(sock: &Path, req: &Value) -> Result<(Value, UnixStream), ShimError> {
-    let stream = UnixStream::connect(sock)
-        .await
-        .map_err(|source| ShimError::Connect {
-            path: sock.to_path_buf(),
-            source,
-        })?;
+    let stream = connect(sock).await.map_err(|source| ShimError::Connect {
+        path: sock.to_path_buf(),
+        source,
+    })?;
     send(stream, req).await
 }
 

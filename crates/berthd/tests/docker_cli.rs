@@ -110,6 +110,41 @@ fn hello_world() {
     assert!(imgs.contains("hello-world"), "{imgs}");
 }
 
+/// An exec-root so deep that `<exec-root>/containers/<id>/shim.sock` exceeds a socket address
+/// (108 bytes): run, attach, exec, cp, logs and stop still reach the shim.
+#[test]
+fn long_exec_root() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start_with_exec_root(&"x".repeat(60));
+    d.import_busybox();
+    let out = d.ok(&["run", "--rm", "busybox:local", "echo", "deep"]);
+    assert_eq!(out, "deep\n");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "deep",
+        "busybox:local",
+        "sleep",
+        "100",
+    ]);
+    let id = d.ok(&["inspect", "-f", "{{.Id}}", "deep"]);
+    let sock = d
+        .dir
+        .join("x".repeat(60))
+        .join("containers")
+        .join(id.trim())
+        .join("shim.sock");
+    assert!(sock.as_os_str().len() > 108, "{}", sock.display());
+    assert_eq!(d.ok(&["exec", "deep", "echo", "in"]), "in\n");
+    let o = d.docker(&["cp", "deep:/etc/hostname", "-"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    d.ok(&["stop", "-t", "1", "deep"]);
+    d.ok(&["rm", "deep"]);
+}
+
 #[test]
 fn busybox_import_run_and_exit_codes() {
     if !can_run() {

@@ -35,7 +35,8 @@ struct Rootfs {
 /// One shim request from a blocking thread; the answer line.
 fn shim_op(sock: &Path, op: &str) -> std::io::Result<String> {
     use std::io::{BufRead, BufReader};
-    let mut s = std::os::unix::net::UnixStream::connect(sock)?;
+    let (path, _dir) = berth_runtime::unix_socket_path(sock)?;
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     s.write_all(format!("{{\"op\":\"{op}\"}}\n").as_bytes())?;
     let mut line = String::new();

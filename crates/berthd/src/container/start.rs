@@ -177,7 +177,7 @@ pub fn start_boxed(
 
 /// Sends `{"op":"wait"}` and leaves the answer for the exit watcher.
 pub async fn open_wait(sock: &std::path::Path) -> std::io::Result<UnixStream> {
-    let mut s = UnixStream::connect(sock).await?;
+    let mut s = crate::shim::connect(sock).await?;
     s.write_all(b"{\"op\":\"wait\"}\n").await?;
     Ok(s)
 }

@@ -119,11 +119,18 @@ fn ensure_shim() {
 pub struct TestDaemon {
     pub dir: PathBuf,
     pub sock: PathBuf,
+    /// The exec-root's name under `dir`.
+    exec: String,
     child: Option<Child>,
 }
 
 impl TestDaemon {
     pub fn start() -> TestDaemon {
+        Self::start_with_exec_root("exec")
+    }
+
+    /// A daemon whose exec-root is `dir/<exec>` (a long name makes socket paths overflow).
+    pub fn start_with_exec_root(exec: &str) -> TestDaemon {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/tmp/bt-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -132,6 +139,7 @@ impl TestDaemon {
         let mut d = TestDaemon {
             dir,
             sock,
+            exec: exec.to_string(),
             child: None,
         };
         d.spawn();
@@ -151,7 +159,7 @@ impl TestDaemon {
             .arg("--data-root")
             .arg(self.dir.join("data"))
             .arg("--exec-root")
-            .arg(self.dir.join("exec"))
+            .arg(self.dir.join(&self.exec))
             .arg("--config-file")
             .arg(self.config_file())
             .arg("--debug")
