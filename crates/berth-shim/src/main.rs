@@ -555,13 +555,12 @@ fn finish(shim: &Arc<Shim>, status: ExitStatus, args: &Args, sock: &Path) {
     let _ = std::fs::remove_file(sock);
 }
 
+/// Replaces `path` atomically. Not fsynced: waiters (a `run --rm` among them) are answered only
+/// after this, and a machine crash, the only thing an fsync would guard against, ends the
+/// container and its record anyway.
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
+    std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
 }
 

@@ -45,6 +45,12 @@ pub type Execs = Mutex<HashMap<String, Arc<Exec>>>;
 /// `POST /containers/{id}/exec`.
 pub fn create(d: &Arc<Daemon>, c: &Arc<Ctr>, cfg: ExecConfig) -> Result<String> {
     let rec = c.snapshot();
+    if rec.state.restarting {
+        return Err(Error::Conflict(format!(
+            "Container {} is restarting, wait until the container is running",
+            rec.id
+        )));
+    }
     if !rec.state.running {
         return Err(Error::Conflict(format!(
             "Container {} is not running",

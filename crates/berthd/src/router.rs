@@ -253,6 +253,10 @@ async fn container_route(
             Ok(json(200, &list::inspect(&rec, &d.paths(&rec.id), &vr)))
         }
         (&Method::POST, ["start"]) => {
+            // dockerd counts a container waiting for its restart as running: 304.
+            if c.snapshot().state.restarting {
+                return Err(Error::NotModified("container already started".into()));
+            }
             container::restart::user_start(d, &c).await?;
             Ok(empty(204))
         }

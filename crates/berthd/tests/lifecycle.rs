@@ -480,6 +480,33 @@ fn restarting_reports_running_as_docker() {
         let q = d.ok(&["ps", "-q", "--filter", "status=restarting"]);
         !q.trim().is_empty() && id.starts_with(q.trim())
     });
+    // While restarting: `start` is a 304 (running, to dockerd) and `exec` is refused as dockerd
+    // refuses it.
+    until(
+        Duration::from_secs(30),
+        "start/exec while restarting",
+        || {
+            if inspect(&d, id, "{{.State.Status}}") != "restarting" {
+                return false;
+            }
+            let r = d
+                .raw("POST", &format!("/containers/{id}/start"), None)
+                .unwrap();
+            let e = d.docker(&["exec", id, "true"]);
+            if inspect(&d, id, "{{.State.Status}}") != "restarting" {
+                return false; // the restart happened in between: look again
+            }
+            assert_eq!(r.status, 304, "{}", r.body);
+            assert_ne!(e.code, 0);
+            assert!(
+                e.stderr
+                    .contains("is restarting, wait until the container is running"),
+                "{}",
+                e.stderr
+            );
+            true
+        },
+    );
     d.ok(&["rm", "-f", id]);
 }
 
