@@ -723,6 +723,35 @@ pub fn malloc_trim() {
     }
 }
 
+/// Marks the process's program-text mappings `MADV_RANDOM`: a page read back after
+/// [`release_file_pages`] comes alone, without the read-around that would map its neighbours
+/// too. For processes that idle long (the shim). Best effort.
+pub fn text_pages_on_demand() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if !perms.contains('x') || !f.nth(3).is_some_and(|p| p.starts_with('/')) {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        else {
+            continue;
+        };
+        // SAFETY: MADV_RANDOM is advice on read-ahead only; no memory contents change.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

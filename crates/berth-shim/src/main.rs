@@ -241,6 +241,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn shim(args: Args, mut report_w: File) -> i32 {
+    // One arena: the shim's threads rarely allocate at once; each extra arena keeps its pages.
+    berth_runtime::sys::malloc_tune(1);
     let _ = berth_runtime::daemonize_setsid();
     let _ = berth_runtime::set_child_subreaper();
     // Do not keep berthd's pipes: stdio to /dev/null, diagnostics to the bundle's shim.log.
@@ -345,6 +347,8 @@ fn shim(args: Args, mut report_w: File) -> i32 {
         },
     };
     eprintln!("berth-shim: {}: created in {:?}", args.id, t0.elapsed());
+    // The parsed spec is not needed any more; free it before the shim settles down.
+    drop(spec);
     let pid = created.pid();
     let cgroup = berth_runtime::cgroups::detect_at(
         args.cgroup_root
@@ -437,7 +441,10 @@ fn shim(args: Args, mut report_w: File) -> i32 {
         },
     );
     drop(report_w);
-    // Startup code (spec parsing, container setup) will not run again: drop its pages.
+    // Startup code (spec parsing, container setup) will not run again: drop its pages, and
+    // give the heap it used back.
+    berth_runtime::sys::malloc_trim();
+    berth_runtime::sys::text_pages_on_demand();
     berth_runtime::sys::release_file_pages();
 
     let status = reap_until(pid);
@@ -818,6 +825,8 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) -> bool {
             send(&mut w, &resp);
         }
         Request::Wait => {
+            // berthd's waiter usually waits until the end: the shim is idle from here on.
+            berth_runtime::sys::release_file_pages();
             let mut st = lock(&shim.state);
             while st.exit.is_none() {
                 st = shim.state_cv.wait(st).unwrap_or_else(|p| p.into_inner());
