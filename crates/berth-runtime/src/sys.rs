@@ -477,9 +477,20 @@ pub fn recv_packet(sock: impl AsFd) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
 /// (program text and data, `MADV_PAGEOUT`): a long-idle process such as the shim then keeps
 /// only what it touches again. Best effort.
 pub fn release_file_pages() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
+    for (start, len, _) in private_file_mappings() {
+        // SAFETY: MADV_PAGEOUT on a private file mapping only reclaims pages whose contents can
+        // be restored (clean file pages are read back; modified pages would go to swap); what
+        // the process reads at any address does not change.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT);
+        }
+    }
+}
+
+/// The calling process's private mappings of files: (start address, length, permissions).
+fn private_file_mappings() -> Vec<(usize, usize, String)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut out = Vec::new();
     for line in maps.lines() {
         let mut f = line.split_whitespace();
         let (Some(range), Some(perms)) = (f.next(), f.next()) else {
@@ -492,17 +503,11 @@ pub fn release_file_pages() {
         let Some((a, b)) = range.split_once('-') else {
             continue;
         };
-        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-        else {
-            continue;
-        };
-        // SAFETY: MADV_PAGEOUT on a private file mapping only reclaims pages whose contents can
-        // be restored (clean file pages are read back; modified pages would go to swap); what
-        // the process reads at any address does not change.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT);
+        if let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+            out.push((start, end - start, perms.to_string()));
         }
     }
+    out
 }
 
 /// `setsid(2)`: the calling process leads a new session (for daemonizing the shim).
@@ -727,27 +732,12 @@ pub fn malloc_trim() {
 /// [`release_file_pages`] comes alone, without the read-around that would map its neighbours
 /// too. For processes that idle long (the shim). Best effort.
 pub fn text_pages_on_demand() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
-            continue;
-        };
-        if !perms.contains('x') || !f.nth(3).is_some_and(|p| p.starts_with('/')) {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-        else {
-            continue;
-        };
-        // SAFETY: MADV_RANDOM is advice on read-ahead only; no memory contents change.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM);
+    for (start, len, perms) in private_file_mappings() {
+        if perms.contains('x') {
+            // SAFETY: MADV_RANDOM is advice on read-ahead only; no memory contents change.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, len, libc::MADV_RANDOM);
+            }
         }
     }
 }
