@@ -88,8 +88,11 @@ hyperfine -N --warmup 3 --runs $RUNS --export-markdown $OUT/run-latency-$stamp.m
 # Memory
 echo
 echo "## Memory (VmRSS)"
-sleep 1
-echo "berthd idle: $(rss_kb $(cat $T/berthd.pid)) kB"
+bp=$(cat $T/berthd.pid)
+echo "berthd right after the runs: $(rss_kb $bp) kB"
+# berthd gives memory back after 10-15 s without work (two quiet 5 s checks).
+sleep 16
+echo "berthd idle: $(rss_kb $bp) kB"
 cid=$($B run -d busybox:local sleep 60)
 sleep 0.5
 shim=$(pgrep -f "berth-shim --id $cid" | head -1 || true)
