@@ -59,6 +59,7 @@ pub mod link;
 mod manager;
 pub mod netns;
 pub mod nft;
+mod spares;
 mod store;
 
 pub use error::{ErrorKind, NetworkError, Result};

@@ -242,6 +242,8 @@ pub struct NetworkManager {
     state: Mutex<State>,
     dns: DnsService,
     fw: Firewall,
+    /// Network namespaces made ahead of container starts.
+    spares: std::sync::Arc<crate::spares::Spares>,
 }
 
 /// Which tool programs NAT, isolation and published ports.
@@ -356,6 +358,7 @@ impl NetworkManager {
             f => f,
         };
         let mgr = NetworkManager {
+            spares: crate::spares::Spares::new(&cfg.netns_dir),
             dns: DnsService::new(upstreams)?,
             state: Mutex::new(st),
             cfg,
@@ -424,6 +427,17 @@ impl NetworkManager {
     /// The settings this manager runs with.
     pub fn config(&self) -> &NetworkConfig {
         &self.cfg
+    }
+
+    /// Removes the spare network namespaces and makes no more (daemon shutdown).
+    pub fn close_spares(&self) {
+        self.spares.close();
+    }
+
+    /// Makes the spare network namespaces (after [`NetworkManager::reconcile`]; done again as
+    /// starts use them).
+    pub fn fill_spares(&self) {
+        self.spares.fill();
     }
 
     /// Where container `id`'s namespace file goes.
@@ -885,8 +899,13 @@ impl NetworkManager {
         };
         if let Some(p) = &netns_path {
             let _ = netns::remove_netns(p);
-            // With a bridge endpoint the namespace is made together with its veth (setup_locked).
-            if !nets.iter().any(|(id, _)| st.networks[id].is_bridge()) {
+            // A spare namespace if one is ready; else, with a bridge endpoint, the namespace is
+            // made together with its veth (setup_locked).
+            let spare = self.spares.take();
+            self.spares.fill();
+            if let Some(spare) = spare {
+                crate::spares::adopt(spare, p)?;
+            } else if !nets.iter().any(|(id, _)| st.networks[id].is_bridge()) {
                 netns::create_netns(p)?;
             }
         }
@@ -1382,7 +1401,7 @@ impl NetworkManager {
         if let Ok(rd) = std::fs::read_dir(&self.cfg.netns_dir) {
             for ent in rd.flatten() {
                 let p = ent.path();
-                if !known.contains(&p) {
+                if !known.contains(&p) && !self.spares.holds(&p) {
                     netns::remove_netns(&p)?;
                     report.removed_netns.push(p);
                 }
@@ -1433,12 +1452,14 @@ impl NetworkManager {
             self.start_dns(n);
         }
         self.refresh_dns(&st);
+        self.spares.fill();
         Ok(report)
     }
 
     /// Removes all kernel state of this manager (bridges, veths, namespaces, the nftables table) and
     /// stops DNS, keeping the records on disk. For tests and `berthd` uninstall paths.
     pub fn shutdown_and_clean(&self) -> Result<()> {
+        self.close_spares();
         let mut st = self.state.lock().expect("state");
         let ctrs: Vec<ContainerRecord> = st.containers.values().cloned().collect();
         for c in ctrs {

@@ -499,6 +499,12 @@ pub async fn reconcile(d: &Arc<Daemon>, running: Vec<String>) -> Result<()> {
 /// veths, the nftables table); the next start re-creates them. Otherwise all stays for the live ones.
 pub async fn on_shutdown(d: &Arc<Daemon>) {
     settle(None).await;
+    // Spare namespaces go in any case (a next start would remove them too).
+    let _ = blocking(d, |n| {
+        n.close_spares();
+        Ok(())
+    })
+    .await;
     if d.all().iter().any(|c| c.snapshot().state.running) {
         return;
     }
