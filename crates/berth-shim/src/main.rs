@@ -617,21 +617,41 @@ fn write_log(out: &mut Output, entries: &[Vec<u8>], stream: &str, now: &str) {
 }
 
 fn accept_loop(shim: &Arc<Shim>, listener: UnixListener) {
-    for conn in listener.incoming() {
-        match conn {
-            Ok(c) => {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // Code pages touched by startup or a request are paged out once the shim has been quiet
+    // for a second, from this thread, which then only blocks again: the calling thread's own
+    // code after the page-out is all that comes back (a request thread would bring back its
+    // exit path, and the code of requests still running).
+    let mut touched = true;
+    loop {
+        let timeout = if touched {
+            PollTimeout::from(1000u16)
+        } else {
+            PollTimeout::NONE
+        };
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                berth_runtime::sys::malloc_trim();
+                berth_runtime::sys::release_file_pages();
+                touched = false;
+                continue;
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("berth-shim: poll: {e}");
+                return;
+            }
+        }
+        match listener.accept() {
+            Ok((c, _)) => {
+                touched = true;
                 // Counted until its request is read, so that the shim does not exit under a
                 // `wait` that arrived just before the container ended.
                 lock(&shim.state).pending += 1;
                 let s = shim.clone();
-                spawn(move || {
-                    let oneshot = serve(&s, c);
-                    // An idle shim keeps little resident: drop the code pages this request
-                    // touched (they come back from the page cache when needed).
-                    if oneshot {
-                        berth_runtime::sys::release_file_pages();
-                    }
-                });
+                spawn(move || serve(&s, c));
             }
             Err(e) => eprintln!("berth-shim: accept: {e}"),
         }
@@ -654,11 +674,11 @@ fn status_of(st: &State) -> Status {
     }
 }
 
-/// Serves one connection; `true` for a one-shot request (not attach, exec or wait).
-fn serve(shim: &Arc<Shim>, conn: UnixStream) -> bool {
+/// Serves one connection.
+fn serve(shim: &Arc<Shim>, conn: UnixStream) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(mut w) = conn.try_clone() else {
-        return false;
+        return;
     };
     let mut r = BufReader::new(conn);
     let req = proto::read_request(&mut r);
@@ -674,13 +694,9 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) -> bool {
         Ok(q) => q,
         Err(e) => {
             send(&mut w, &Response::err(format!("bad request: {e}")));
-            return false;
+            return;
         }
     };
-    let oneshot = !matches!(
-        req,
-        Request::Attach { .. } | Request::Exec { .. } | Request::Wait
-    );
     match req {
         Request::Attach {
             stdin,
@@ -825,8 +841,6 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) -> bool {
             send(&mut w, &resp);
         }
         Request::Wait => {
-            // berthd's waiter usually waits until the end: the shim is idle from here on.
-            berth_runtime::sys::release_file_pages();
             let mut st = lock(&shim.state);
             while st.exit.is_none() {
                 st = shim.state_cv.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -846,7 +860,6 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) -> bool {
             shim.state_cv.notify_all();
         }
     }
-    oneshot
 }
 
 fn attach(
