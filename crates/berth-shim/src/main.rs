@@ -573,7 +573,8 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Copies one output stream into the log and to attached clients.
 fn pump(shim: &Shim, mut f: File, stream: &'static str) {
-    let mut buf = vec![0u8; 32 * 1024];
+    // Small for a quiet container; grows to 32 KiB when reads fill it.
+    let mut buf = vec![0u8; 4 * 1024];
     let mut lines = LineSplitter::default();
     let id: u8 = if stream == "stdout" { 1 } else { 2 };
     loop {
@@ -583,6 +584,9 @@ fn pump(shim: &Shim, mut f: File, stream: &'static str) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break, // EIO on a pty master once the terminal is gone
         };
+        if n == buf.len() && n < 32 * 1024 {
+            buf.resize(n * 2, 0);
+        }
         let data = &buf[..n];
         let mut out = lock(&shim.out);
         let now = rfc3339_nano(SystemTime::now());
