@@ -678,6 +678,17 @@ fn status_of(st: &State) -> Status {
     }
 }
 
+/// Ends a one-shot request's pending count when dropped (after its answer was sent).
+struct Answered(Arc<Shim>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        st.pending = st.pending.saturating_sub(1);
+        self.0.state_cv.notify_all();
+    }
+}
+
 /// Serves one connection.
 fn serve(shim: &Arc<Shim>, conn: UnixStream) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
@@ -686,12 +697,21 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
     };
     let mut r = BufReader::new(conn);
     let req = proto::read_request(&mut r);
+    // A one-shot request stays pending until answered, so that the shim does not exit (after the
+    // container ended) between reading it and answering; streams and waits are let go now.
+    let one_shot = !matches!(
+        req,
+        Ok(Request::Wait | Request::Attach { .. } | Request::Exec { .. }) | Err(_)
+    );
+    let _answered = one_shot.then(|| Answered(shim.clone()));
     {
         let mut st = lock(&shim.state);
         if matches!(req, Ok(Request::Wait)) {
             st.waiters += 1;
         }
-        st.pending = st.pending.saturating_sub(1);
+        if !one_shot {
+            st.pending = st.pending.saturating_sub(1);
+        }
         shim.state_cv.notify_all();
     }
     let req = match req {
@@ -723,8 +743,10 @@ fn serve(shim: &Arc<Shim>, conn: UnixStream) {
                     },
                 },
             };
-            drop(st);
+            // Answered under the lock: a process that ends at once must not let the shim finish
+            // and exit between the start and this answer (berthd would see a closed connection).
             send(&mut w, &resp);
+            drop(st);
         }
         Request::Resize {
             width,
