@@ -6,6 +6,7 @@
 #   writes as fast as it can.
 # Usage: bench/lifecycle.sh [RUNS]   (root; needs docker.io, hyperfine, busybox-static, python3)
 #        ONLY=ps bench/lifecycle.sh [RUNS]   the ps part alone (1000 containers, API round trip);
+#        ONLY=exec bench/lifecycle.sh [RUNS] the exec part alone (API round trip and docker CLI);
 #        add NODOCKER=1 to measure berthd alone.
 # Prints a markdown block to stdout; append it to BENCHMARKS.md with the command line.
 set -euo pipefail
@@ -75,9 +76,10 @@ if [ "${ONLY:-}" = ps ]; then
   exit 0
 fi
 
-echo "### bench/lifecycle.sh $RUNS ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r))"
+echo "### ${ONLY:+ONLY=$ONLY }bench/lifecycle.sh $RUNS ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r))"
 echo
 echo '```'
+[ -z "${ONLY:-}" ] || echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 # exec
 for s in $BS $DS; do docker -H unix://$s run -d --name ex --network none busybox:local sleep 1000 >/dev/null; done
 echo "berthd:  $($PY $BS exec ex $RUNS)"
@@ -85,6 +87,11 @@ echo "dockerd: $($PY $DS exec ex $RUNS)"
 hyperfine -N --warmup 2 --runs $RUNS --style basic \
   -n "docker exec ex true → berthd" "docker -H unix://$BS exec ex true" \
   -n "docker exec ex true → dockerd" "docker -H unix://$DS exec ex true" 2>/dev/null | grep -E "Benchmark|Time" || true
+if [ "${ONLY:-}" = exec ]; then
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo '```'
+  exit 0
+fi
 
 # ps: 100 and 1000 created containers, 10 running
 for s in $BS $DS; do for i in $(seq 9); do docker -H unix://$s run -d --network none busybox:local sleep 1000 >/dev/null; done; done
