@@ -1438,11 +1438,15 @@ impl ImageStore {
     }
 
     fn set_ref(&self, st: &mut State, r: Reference, id: &ImageId) -> Result<()> {
-        st.refs.insert(r, id.clone());
+        // A tag that already names this image is not written again (as dockerd's reference
+        // store); the image's LastTagTime still moves, as in dockerd.
+        let changed = st.refs.insert(r, id.clone()).as_ref() != Some(id);
         if let Some(img) = st.images.get_mut(id) {
             img.record.last_tag_time = Some(now_rfc3339());
         }
-        self.save_refs(st)?;
+        if changed {
+            self.save_refs(st)?;
+        }
         self.save_images(st)
     }
 
