@@ -157,29 +157,31 @@ impl Daemon {
     /// crash sees the old or the new record; on ext4 and xfs so does a machine crash (rename over
     /// an existing file flushes the new data first), and a machine crash ends the container anyway.
     pub fn save_state(&self, c: &Ctr) -> Result<()> {
-        let rec = c.snapshot();
-        let p = self.paths(&rec.id).config();
-        let data = serde_json::to_vec_pretty(&rec).map_err(|e| Error::internal(e.to_string()))?;
-        crate::util::write_replace(&p, &data)
-            .map_err(|e| Error::io(format!("write {}", p.display()), e))
+        self.write_record(&c.snapshot(), false)
     }
 
     /// Writes a new container's first record, atomically but not fsynced: `create` is on every
     /// `run`'s path, and a machine crash can only lose a container that never ran (see
     /// [`Daemon::restore`]).
     pub fn save_new(&self, rec: &Record) -> Result<()> {
-        let p = self.paths(&rec.id).config();
-        let data = serde_json::to_vec_pretty(rec).map_err(|e| Error::internal(e.to_string()))?;
-        crate::util::write_replace(&p, &data)
-            .map_err(|e| Error::io(format!("write {}", p.display()), e))
+        self.write_record(rec, false)
     }
 
     /// Writes a record crash-safely.
     pub fn save_record(&self, rec: &Record) -> Result<()> {
+        self.write_record(rec, true)
+    }
+
+    /// Replaces a container's config.v2.json atomically; `durable`: fsynced, with its directory.
+    fn write_record(&self, rec: &Record, durable: bool) -> Result<()> {
         let p = self.paths(&rec.id).config();
         let data = serde_json::to_vec_pretty(rec).map_err(|e| Error::internal(e.to_string()))?;
-        crate::util::write_atomic(&p, &data)
-            .map_err(|e| Error::io(format!("write {}", p.display()), e))
+        let written = if durable {
+            crate::util::write_atomic(&p, &data)
+        } else {
+            crate::util::write_replace(&p, &data)
+        };
+        written.map_err(|e| Error::io(format!("write {}", p.display()), e))
     }
 
     /// True when some container uses image `image_id`.
@@ -224,15 +226,15 @@ impl Daemon {
         // either may be missing. A layer without a container goes; a container without its
         // (still empty) layer gets a new one.
         let ids: std::collections::HashSet<String> = loaded.iter().map(|c| c.id.clone()).collect();
-        for id in self.images.container_layers().await {
-            if !ids.contains(&id) {
-                tracing::warn!(id = %id, "removing a writable layer without a container");
-                let _ = self.images.remove_layer(&id).await;
-            }
+        let layers: std::collections::HashSet<String> =
+            self.images.container_layers().await.into_iter().collect();
+        for id in layers.difference(&ids) {
+            tracing::warn!(id = %id, "removing a writable layer without a container");
+            let _ = self.images.remove_layer(id).await;
         }
         for c in &loaded {
             let rec = c.snapshot();
-            if !self.images.has_layer(&c.id).await {
+            if !layers.contains(&c.id) {
                 tracing::warn!(id = %c.id, "recreating the container's missing writable layer");
                 if let Err(e) = self.images.prepare_layer(&c.id, &rec.image).await {
                     tracing::error!(id = %c.id, "cannot recreate its writable layer: {e}");

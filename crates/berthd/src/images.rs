@@ -122,15 +122,6 @@ impl Images {
             .unwrap_or_default()
     }
 
-    /// Whether container `container_id` has a writable layer in the store.
-    pub async fn has_layer(&self, container_id: &str) -> bool {
-        let s = self.store.clone();
-        let cid = container_id.to_string();
-        blocking(move || Ok(s.container_layer(&cid).is_ok()))
-            .await
-            .unwrap_or(false)
-    }
-
     /// Removes a container's writable layer (idempotent).
     pub async fn remove_layer(&self, container_id: &str) -> Result<()> {
         let s = self.store.clone();
