@@ -11,6 +11,7 @@
 # Results: bench/results/build-<date>.md and a summary on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-5}
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -33,11 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p $T/rootfs/bin $T/rootfs/etc $T/rootfs/tmp
-cp /bin/busybox $T/rootfs/bin/busybox
-chroot $T/rootfs /bin/busybox --install -s /bin
-echo 'root:x:0:0:root:/root:/bin/sh' >$T/rootfs/etc/passwd
-echo 'root:x:0:' >$T/rootfs/etc/group
+busybox_tree $T/rootfs
 tar -C $T/rootfs -cf $T/rootfs.tar .
 
 # The context: 40 MB of assets, 5 MB of dependencies, 200 source files (~5 MB).
@@ -64,7 +61,6 @@ CMD ["cat", "/count"]
 EOF
 echo "context: $(du -sh --apparent-size $C | cut -f1)"
 
-wait_sock() { for _ in $(seq 1 200); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
 R=${BIN:-$PWD/target/release}
 $R/berthd -H unix://$BERTH_SOCK --data-root $T/berth-data --exec-root $T/x --pidfile $T/berthd.pid >$T/berthd.log 2>&1 &
 wait_sock $BERTH_SOCK

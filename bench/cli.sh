@@ -7,6 +7,7 @@
 # Prints a markdown block to stdout; append it to BENCHMARKS.md with the command line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-30}
 cargo build --release -q -p berth -p berthd -p berth-shim
 B=$PWD/target/release/berth
@@ -27,12 +28,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p $T/rootfs/bin $T/rootfs/etc $T/rootfs/tmp
-cp /bin/busybox $T/rootfs/bin/busybox
-chroot $T/rootfs /bin/busybox --install -s /bin
+busybox_tree $T/rootfs
 tar -C $T/rootfs -cf $T/rootfs.tar .
 
-wait_sock() { for _ in $(seq 300); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no socket $1" >&2; return 1; }
 target/release/berthd -H unix://$BS --data-root $T/bdata --exec-root $T/bexec --pidfile $T/berthd.pid >$T/berthd.log 2>&1 &
 wait_sock $BS
 dockerd -H unix://$DS --data-root $T/ddata --exec-root $T/dexec --pidfile $T/dockerd.pid \

@@ -11,6 +11,7 @@
 # Prints a markdown block to stdout; append it to BENCHMARKS.md with the command line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-20}
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -35,14 +36,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p $T/rootfs/bin $T/rootfs/etc $T/rootfs/tmp
-cp /bin/busybox $T/rootfs/bin/busybox
-chroot $T/rootfs /bin/busybox --install -s /bin
-echo 'root:x:0:0:root:/root:/bin/sh' >$T/rootfs/etc/passwd
-echo 'root:x:0:' >$T/rootfs/etc/group
+busybox_tree $T/rootfs
 tar -C $T/rootfs -cf $T/rootfs.tar .
 
-wait_sock() { for _ in $(seq 300); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no socket $1" >&2; return 1; }
 cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 
 target/release/berthd -H unix://$BS --data-root $T/bdata --exec-root $T/bexec --pidfile $T/berthd.pid >$T/berthd.log 2>&1 &

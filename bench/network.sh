@@ -9,6 +9,7 @@
 # Results: bench/results/network-<date>.md and a summary on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 LAT_ONLY=0
 if [ "${1:-}" = latency ]; then LAT_ONLY=1; shift; RUNS=${1:-100}; GIB=0; else
 GIB=${1:-2}
@@ -42,13 +43,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p $T/rootfs/bin $T/rootfs/etc $T/rootfs/tmp
-cp /bin/busybox $T/rootfs/bin/busybox
-chroot $T/rootfs /bin/busybox --install -s /bin
-echo 'root:x:0:0:root:/root:/bin/sh' >$T/rootfs/etc/passwd
+busybox_tree $T/rootfs
 head -c 4096 /dev/urandom | base64 >$T/rootfs/etc/page
 tar -C $T/rootfs -cf $T/rootfs.tar .
-wait_sock() { for _ in $(seq 300); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no socket $1" >&2; return 1; }
 
 # berthd: its own bridge, subnet and table come from its data root.
 BERTHD_LOG=${BERTHD_LOG:-berthd=debug} target/release/berthd -H unix://$BS --data-root $T/bd --exec-root $T/bx \

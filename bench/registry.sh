@@ -7,6 +7,7 @@
 # Results: bench/results/registry-<date>.md and a summary on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-5}
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -29,7 +30,6 @@ cleanup() {
   rm -rf $T
 }
 trap cleanup EXIT
-wait_sock() { for _ in $(seq 300); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no socket $1" >&2; return 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Two registries: one to pull from, one wiped before each push.

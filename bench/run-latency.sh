@@ -7,6 +7,7 @@
 # Results: bench/results/run-latency-<date>.{md,json} and a summary on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-30}
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -32,14 +33,9 @@ cleanup() {
 trap cleanup EXIT
 
 # One busybox rootfs for everyone.
-mkdir -p $T/rootfs/bin $T/rootfs/etc $T/rootfs/tmp
-cp /bin/busybox $T/rootfs/bin/busybox
-chroot $T/rootfs /bin/busybox --install -s /bin
-echo 'root:x:0:0:root:/root:/bin/sh' >$T/rootfs/etc/passwd
-echo 'root:x:0:' >$T/rootfs/etc/group
+busybox_tree $T/rootfs
 tar -C $T/rootfs -cf $T/rootfs.tar .
 
-wait_sock() { for _ in $(seq 300); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no socket $1" >&2; return 1; }
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 
 # berthd
