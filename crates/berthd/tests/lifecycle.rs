@@ -81,13 +81,15 @@ fn log_rotation_drivers_and_details() {
     );
 
     // Following a container whose log rotates many times: nothing missing, nothing repeated.
+    // (20 files of 2k hold ~500 lines: a follower starved that long on a loaded machine would
+    // lose lines by design, as with dockerd.)
     let id2 = d.ok(&[
         "run",
         "-d",
         "--log-opt",
         "max-size=2k",
         "--log-opt",
-        "max-file=10",
+        "max-file=20",
         "busybox:local",
         "sh",
         "-c",
@@ -271,7 +273,7 @@ fn log_rotation_compressed() {
         "--log-opt",
         "max-size=2k",
         "--log-opt",
-        "max-file=10",
+        "max-file=20",
         "--log-opt",
         "compress=true",
         "busybox:local",
@@ -312,14 +314,9 @@ fn log_rotation_compressed() {
     d.ok(&["rm", id, id2]);
 }
 
-#[test]
-fn restart_backoff_stop_and_manual_start() {
-    if !can_run() {
-        return;
-    }
-    let d = TestDaemon::start();
-    d.import_busybox();
-    let id = d.ok(&[
+/// `run -d --restart always` of a shell script; its ID.
+fn run_failing_always(d: &TestDaemon, script: &str) -> String {
+    d.ok(&[
         "run",
         "-d",
         "--restart",
@@ -327,8 +324,18 @@ fn restart_backoff_stop_and_manual_start() {
         "busybox:local",
         "sh",
         "-c",
-        "echo run; exit 3",
-    ]);
+        script,
+    ])
+}
+
+#[test]
+fn restart_backoff_stop_and_manual_start() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let id = run_failing_always(&d, "echo run; exit 3");
     let id = id.trim();
     // Between runs the container is `restarting`, listed by `ps` as Docker does.
     let mut saw_restarting = false;
@@ -1065,4 +1072,20 @@ fn image_prune_filters_until_labels_and_all() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("invalid filter 'nosuch'"), "{}", o.stderr);
     d.ok(&["rm", base]);
+}
+
+#[test]
+fn force_remove_wins_over_pending_restarts() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    // `rm -f` lands at every point of the exit/back-off/start cycle: it must always remove.
+    for i in 0..12u64 {
+        let id = run_failing_always(&d, "exit 3");
+        std::thread::sleep(Duration::from_millis(i * 37 % 250));
+        d.ok(&["rm", "-f", id.trim()]);
+    }
+    assert!(d.ok(&["ps", "-aq"]).trim().is_empty());
 }

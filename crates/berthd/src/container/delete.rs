@@ -14,6 +14,10 @@ pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -
             "cannot remove container \"{name}\": container is running: stop the container before removing or force remove"
         ))
     };
+    if force {
+        // From here no exit is followed by a restart by policy (dockerd's "exit on next").
+        c.restart.exit_on_next();
+    }
     if c.snapshot().state.restarting {
         if !force {
             return Err(Error::Conflict(format!(

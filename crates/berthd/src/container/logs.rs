@@ -221,12 +221,11 @@ pub fn log_files(path: &Path) -> Vec<PathBuf> {
     for n in 1.. {
         let p = rotated_path(path, n);
         let gz = gz_path(&p);
-        if gz.exists() {
-            rotated.push(gz);
-        } else if p.exists() {
-            rotated.push(p);
-        } else {
-            break;
+        // The shim compresses outside the directory lock (`.N.gz` appears, then `.N` goes):
+        // the `.gz` is looked for again once `.N` is seen gone.
+        match [&gz, &p, &gz].into_iter().find(|f| f.exists()) {
+            Some(f) => rotated.push(f.clone()),
+            None => break,
         }
     }
     rotated.reverse();
@@ -442,7 +441,15 @@ fn drain(
 fn newer_files(path: &Path, ino: u64) -> Vec<LogFile> {
     let mut all = open_all(path);
     // Newest first: an older compressed file may name the same inode, freed and reused since.
-    let from = all.iter().rposition(|r| r.ino == ino).map_or(0, |i| i + 1);
+    let from = match all.iter().rposition(|r| r.ino == ino) {
+        Some(i) => i + 1,
+        None => {
+            // As with dockerd, a reader slower than `max-size` × `max-file` loses what was
+            // rotated away meanwhile; say so in the daemon's log.
+            tracing::warn!(path = %path.display(), "logs -f fell behind the log rotation");
+            0
+        }
+    };
     all.drain(from..).filter_map(readable).collect()
 }
 
@@ -528,8 +535,13 @@ fn stream_blocking(
             return;
         }
         if queue.is_empty() && !is_written_as(path, cur_ino) {
-            // Rotated: what the old file still held has just been read; go on with the files
-            // written after it (several rotations may have happened since the last look).
+            // Rotated. The shim may have appended to the old file between the drain above and
+            // the rotation: read it to its end again (it is no longer written), then go on with
+            // the files written after it (several rotations may have happened since the last
+            // look).
+            if !drain(&mut cur, &mut pos, &mut carry, o, &mut b) {
+                return;
+            }
             queue = newer_files(path, cur_ino).into();
         }
         if let Some(f) = queue.pop_front() {

@@ -4,7 +4,7 @@
 //! in the record, so a daemon restart carries them out (once) instead of losing them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{Ctr, Record};
@@ -18,11 +18,14 @@ pub const MAX: Duration = Duration::from_secs(60);
 /// A run at least this long resets the delay.
 pub const RESET_AFTER: Duration = Duration::from_secs(10);
 
-/// One container's back-off and the generation that cancels pending restarts.
+/// One container's back-off, the generation that cancels pending restarts, and whether the
+/// policy is suspended until a user's start (a forced removal under way, as dockerd's
+/// "exit on next").
 #[derive(Debug, Default)]
 pub struct Backoff {
     timeout_ms: AtomicU64,
     generation: AtomicU64,
+    suspended: AtomicBool,
 }
 
 /// The delay after `prev` (zero before the first restart) for a run that lasted `ran`.
@@ -55,7 +58,19 @@ impl Backoff {
     /// Forgets the back-off (a user's start or restart) and cancels pending restarts.
     pub fn reset(&self) {
         self.timeout_ms.store(0, Ordering::Relaxed);
+        self.suspended.store(false, Ordering::SeqCst);
         self.cancel();
+    }
+
+    /// Cancels pending restarts and schedules none until the next user's start: the next exit
+    /// is final (`rm -f`).
+    pub fn exit_on_next(&self) {
+        self.suspended.store(true, Ordering::SeqCst);
+        self.cancel();
+    }
+
+    fn suspended(&self) -> bool {
+        self.suspended.load(Ordering::SeqCst)
     }
 
     /// Cancels pending restarts.
@@ -82,7 +97,7 @@ fn run_time(rec: &Record) -> Duration {
 /// container `restarting`, counts the restart and schedules it. True when scheduled.
 pub fn schedule_after_exit(d: &Arc<Daemon>, c: &Arc<Ctr>) -> bool {
     let rec = c.snapshot();
-    if !super::wait::should_restart(&rec) {
+    if c.restart.suspended() || !super::wait::should_restart(&rec) {
         return false;
     }
     let delay = c.restart.next(run_time(&rec));
@@ -104,14 +119,19 @@ fn spawn_pending(d: Arc<Daemon>, c: Arc<Ctr>, delay: Duration) {
     tracing::info!(id = %c.id, "restarting in {delay:?}");
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        if c.restart.generation() != generation || c.events.borrow().removed {
+        // Checked again under the op lock: a cancel may come while the start waits for it.
+        let wanted = move |c: &Ctr| {
+            let r = c.snapshot();
+            c.restart.generation() == generation
+                && !c.restart.suspended()
+                && !c.events.borrow().removed
+                && r.state.restarting
+                && !r.state.running
+        };
+        if !wanted(&c) {
             return;
         }
-        let r = c.snapshot();
-        if !r.state.restarting || r.state.running {
-            return;
-        }
-        if let Err(e) = super::start::start_boxed(d.clone(), c.clone()).await {
+        if let Err(e) = super::start::start_boxed(d.clone(), c.clone(), wanted).await {
             tracing::warn!(id = %c.id, "restart failed: {e}");
             c.update(|r| {
                 r.state.restarting = false;

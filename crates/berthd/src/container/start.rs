@@ -28,7 +28,21 @@ pub fn start_error_code(msg: &str) -> i64 {
 
 /// Starts a created or exited container.
 pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
+    start_when(d, c, |_| true).await.map(|_| ())
+}
+
+/// Starts the container if `still_wanted` holds once the op lock is taken (a pending restart
+/// that a `stop` or `rm -f` cancelled while it waited for the lock must not run). False when
+/// it no longer was.
+pub async fn start_when(
+    d: &Arc<Daemon>,
+    c: &Arc<Ctr>,
+    still_wanted: impl FnOnce(&Ctr) -> bool + Send,
+) -> Result<bool> {
     let _op = c.op.lock().await;
+    if !still_wanted(c) {
+        return Ok(false);
+    }
     let mut ph = crate::util::Phases::new();
     let rec = c.snapshot();
     if rec.state.running {
@@ -164,15 +178,17 @@ pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> Result<()> {
     tracing::info!(id = %c.id, pid, "container started");
     let (d2, c2) = (d.clone(), c.clone());
     tokio::spawn(async move { super::wait::watch_exit(d2, c2, waiter).await });
-    Ok(())
+    Ok(true)
 }
 
-/// [`start`] as a boxed future (used where start and the exit watcher would otherwise recurse).
+/// A pending restart's start, as a boxed future (start and the exit watcher would otherwise
+/// recurse): it runs only if the restart is still wanted under the op lock.
 pub fn start_boxed(
     d: Arc<Daemon>,
     c: Arc<Ctr>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> {
-    Box::pin(async move { start(&d, &c).await })
+    still_wanted: impl FnOnce(&Ctr) -> bool + Send + 'static,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send>> {
+    Box::pin(async move { start_when(&d, &c, still_wanted).await })
 }
 
 /// Sends `{"op":"wait"}` and leaves the answer for the exit watcher.

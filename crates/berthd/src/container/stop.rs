@@ -84,6 +84,8 @@ pub async fn kill_and_wait(d: &Arc<Daemon>, c: &Arc<Ctr>, signal: i32, t: Durati
     match kill(d, c, signal).await {
         Ok(()) => {}
         Err(Error::Conflict(_)) if !c.snapshot().state.running => return Ok(()),
+        // The shim is gone but the exit is not recorded yet: wait for it below.
+        Err(Error::Conflict(_)) => {}
         Err(e) => return Err(e),
     }
     if wait_stopped(c, t).await {
