@@ -24,6 +24,7 @@ use crate::parser::{
     CommandForm, CopySpec, Dockerfile, Health, Instruction, MountSpec, ParsedInstruction, parse,
     parse_duration,
 };
+use crate::remote::{Checkout, GitUrl, is_git_url};
 use crate::shell::Lexer;
 
 /// The options of one build (`POST /build` query parameters).
@@ -57,7 +58,9 @@ pub struct BuildOptions {
     pub run: RunResources,
     /// Secrets for `RUN --mount=type=secret` (not a query parameter: berthd reads them from the
     /// `X-Berth-Build-Secrets` header).
-    pub secrets: Secrets,
+    pub secrets: Secrets,    /// `remote`: a git URL or an http(s) URL of a tar or a Dockerfile to use instead of the
+    /// request body as the context.
+    pub remote: Option<String>,
 }
 
 /// Build secrets by ID; their contents never show in `Debug` output, cache keys or layers.
@@ -112,6 +115,7 @@ impl Default for BuildOptions {
             platform: None,
             run: RunResources::default(),
             secrets: Secrets::default(),
+            remote: None,
         }
     }
 }
@@ -1748,19 +1752,19 @@ impl Run<'_> {
             format!("{wd}/{dest_raw}")
         });
         let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
-        if sources.iter().any(|s| is_url(s) || s.starts_with("git@")) {
-            if !is_add {
-                return Err(self.at(line, "COPY does not support URLs as sources: use ADD"));
-            }
-            if let Some(g) = sources.iter().find(|s| s.starts_with("git@")) {
-                return Err(self.at(
-                    line,
-                    format!("ADD of git repositories is not supported by this builder: {g}"),
-                ));
-            }
+        if !is_add && sources.iter().any(|s| is_url(s) || s.starts_with("git@")) {
+            return Err(self.at(line, "COPY does not support URLs as sources: use ADD"));
         }
-        let urls: Vec<String> = sources.iter().filter(|s| is_url(s)).cloned().collect();
-        sources.retain(|s| !is_url(s));
+        let (remote, local): (Vec<String>, Vec<String>) = sources
+            .into_iter()
+            .partition(|s| is_add && (is_url(s) || is_git_url(s)));
+        sources = local;
+        let (git_urls, urls): (Vec<String>, Vec<String>) =
+            remote.into_iter().partition(|s| is_git_url(s));
+        let mut gits = Vec::new();
+        for g in &git_urls {
+            gits.push(GitSource::new(g).map_err(|e| self.at(line, e))?);
+        }
         // dockerd writes `--chown=u:g` glued to the source (`--chown=1:2file:<sha>`).
         let chown_comment = chown
             .as_deref()
@@ -1792,7 +1796,7 @@ impl Run<'_> {
         // after the first time: a cached step then needs no mount of the source.
         let memo = from_image
             .as_ref()
-            .filter(|_| urls.is_empty() && spec.heredocs.is_empty())
+            .filter(|_| urls.is_empty() && gits.is_empty() && spec.heredocs.is_empty())
             .map(|i| format!("{i}\n{sources:?}\n{excludes:?}\n{dest_raw}"));
         if let Some(m) = memo.as_deref().and_then(|m| self.b.cache.memo_get(m))
             && let Some((hash, kind)) = m.split_once(' ')
@@ -1865,29 +1869,62 @@ impl Run<'_> {
                     dest_is_dir_syntax,
                 )?);
             }
-            let count = sels.len() + hd_sels.len();
+            let count = sels.len() + hd_sels.len() + gits.len();
             if count > 1 && !dest_raw.ends_with('/') {
                 return Err(self.at(line, format!("When using {kw} with more than one source file, the destination must be a directory and end with a /")));
             }
-            let mut hash = src_ctx.content_hash(&sels)?;
-            if !hd_sels.is_empty() {
-                hash = format!("{hash}{}", hd_ctx.content_hash(&hd_sels)?);
-                let mut h = Sha256::new();
-                h.update(hash.as_bytes());
-                hash = hex::encode(h.finalize());
+            let cancelled = || self.b.backend.cancelled();
+            let git_tmp = self.b.cache.tmp_dir();
+            for g in &mut gits {
+                g.resolve(&git_tmp, spec.keep_git_dir, &cancelled)
+                    .map_err(|e| self.at(line, e))?;
             }
+            let mut local_hash = src_ctx.content_hash(&sels)?;
+            if !hd_sels.is_empty() {
+                local_hash.push_str(&hd_ctx.content_hash(&hd_sels)?);
+            }
+            // Git sources count by their commit, so a branch that has not moved is a cache hit
+            // without a clone.
+            let full_hash = |gits: &[GitSource]| {
+                if hd_sels.is_empty() && gits.is_empty() {
+                    return local_hash.clone();
+                }
+                let mut h = Sha256::new();
+                h.update(local_hash.as_bytes());
+                for g in gits {
+                    h.update(g.hash(spec.keep_git_dir).as_bytes());
+                }
+                hex::encode(h.finalize())
+            };
+            let hash = full_hash(&gits);
             let kind = match (count, sels.first()) {
                 (1, Some(s)) if s.is_dir => "dir",
+                (1, None) if gits.len() == 1 => "dir",
                 (1, _) => "file",
                 _ => "multi",
             };
             if let Some(m) = &memo {
                 self.b.cache.memo_put(m, format!("{hash} {kind}"));
             }
-            let (created_by, key) = step_keys(&hash, kind);
+            let (mut created_by, mut key) = step_keys(&hash, kind);
             if self.use_cache(st, &key) {
                 return Ok(());
             }
+            let mut moved = false;
+            for g in &mut gits {
+                moved |= g
+                    .fetch(&git_tmp, spec.keep_git_dir, &cancelled)
+                    .map_err(|e| self.at(line, e))?;
+            }
+            if moved {
+                // A ref that moved between the resolution and the fetch: key what was fetched.
+                (created_by, key) = step_keys(&full_hash(&gits), kind);
+                if self.use_cache(st, &key) {
+                    return Ok(());
+                }
+            }
+            let git_sels: Vec<(BuildContext, Selected)> =
+                gits.iter().filter_map(GitSource::selection).collect();
             src_ctx.materialize()?;
             let (layer, root) = self.mount_layer(&st.image)?;
             let r = (|| -> Result<()> {
@@ -1903,6 +1940,7 @@ impl Run<'_> {
                     .iter()
                     .map(|s| (src_ctx, s))
                     .chain(hd_sels.iter().map(|s| (&hd_ctx, s)))
+                    .chain(git_sels.iter().map(|(c, s)| (c, s)))
                 {
                     // Heredocs and downloads (ADD <url>) are never extracted, as in dockerd.
                     if is_add
@@ -1959,6 +1997,74 @@ impl Run<'_> {
     }
 }
 
+/// A git source of `ADD`: its URL, the commit it resolved to and, once fetched, the checkout.
+struct GitSource {
+    url: GitUrl,
+    commit: String,
+    checkout: Option<Checkout>,
+}
+
+impl GitSource {
+    fn new(raw: &str) -> std::result::Result<GitSource, String> {
+        Ok(GitSource {
+            url: GitUrl::parse(raw)?,
+            commit: String::new(),
+            checkout: None,
+        })
+    }
+
+    /// Finds the commit (`git ls-remote`); a ref the remote does not advertise (a commit ID)
+    /// is fetched at once to learn it.
+    fn resolve(
+        &mut self,
+        tmp: &Path,
+        keep: bool,
+        cancelled: &dyn Fn() -> bool,
+    ) -> std::result::Result<(), String> {
+        match self.url.resolve(cancelled)? {
+            Some(c) => self.commit = c,
+            None => {
+                self.fetch(tmp, keep, cancelled)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the commit out (once); true if the ref had moved since [`GitSource::resolve`].
+    fn fetch(
+        &mut self,
+        tmp: &Path,
+        keep: bool,
+        cancelled: &dyn Fn() -> bool,
+    ) -> std::result::Result<bool, String> {
+        if self.checkout.is_some() {
+            return Ok(false);
+        }
+        let co = self.url.checkout(tmp, keep, cancelled)?;
+        let moved = !self.commit.is_empty() && co.commit != self.commit;
+        self.commit = co.commit.clone();
+        self.checkout = Some(co);
+        Ok(moved)
+    }
+
+    fn hash(&self, keep: bool) -> String {
+        self.url.content_hash(&self.commit, keep)
+    }
+
+    /// The checkout as a directory source (its contents go into the destination).
+    fn selection(&self) -> Option<(BuildContext, Selected)> {
+        let root = self.checkout.as_ref()?.root.clone();
+        Some((
+            BuildContext::for_root(root.clone()),
+            Selected {
+                rel: String::new(),
+                path: root,
+                is_dir: true,
+            },
+        ))
+    }
+}
+
 /// Marks a [`RunMount`] that carries a secret (its option value is the secret's ID).
 const SECRET: &str = "berth.secret";
 
@@ -2000,7 +2106,7 @@ fn bool_value(s: &str) -> bool {
 impl BuildOptions {
     /// Parses `POST /build`'s query string as dockerd does (`t` repeatable, `buildargs` and
     /// `labels` JSON objects, booleans `1`/`true`, `rm` true unless given). Errors: a malformed
-    /// JSON parameter, `remote` contexts, `version=2` (BuildKit), `squash`.
+    /// JSON parameter, `version=2` (BuildKit), `squash`.
     pub fn from_query(query: &str) -> Result<BuildOptions> {
         let mut o = BuildOptions::default();
         let mut rm: Option<bool> = None;
@@ -2049,11 +2155,7 @@ impl BuildOptions {
                     o.labels = serde_json::from_str(&v)
                         .map_err(|e| BuildError::Invalid(format!("error reading labels: {e}")))?
                 }
-                "remote" if !v.is_empty() => {
-                    return Err(BuildError::Invalid(
-                        "remote build contexts (git, URL) are not supported yet".into(),
-                    ));
-                }
+                "remote" if !v.is_empty() => o.remote = Some(v),
                 "version" if v == "2" => {
                     return Err(BuildError::Invalid(
                         "BuildKit (version=2) is not supported: use the classic builder (DOCKER_BUILDKIT=0)".into(),

@@ -87,6 +87,7 @@ pub mod dockerignore;
 pub mod error;
 pub mod graph;
 pub mod parser;
+pub mod remote;
 pub mod shell;
 
 pub use builder::{

@@ -114,6 +114,8 @@ pub struct CopySpec {
     pub heredocs: Vec<Heredoc>,
     /// `ADD --checksum=sha256:<hex>` (URL sources).
     pub checksum: Option<String>,
+    /// `ADD --keep-git-dir[=true]` (git sources keep their `.git`).
+    pub keep_git_dir: bool,
 }
 
 /// HEALTHCHECK.
@@ -864,6 +866,7 @@ fn typed(n: &Node, escape: char, warnings: &mut Vec<(usize, String)>) -> Result<
                     .collect(),
                 heredocs: n.heredocs.clone(),
                 checksum: flag(n, "checksum"),
+                keep_git_dir: bool_flag(n, "keep-git-dir")?,
             };
             if let Some(f) = &spec.from
                 && f.is_empty()

@@ -180,7 +180,12 @@ pub async fn build(d: &Arc<Daemon>, req: Request<Incoming>) -> Result<Resp> {
     opts.secrets = secrets(req.headers().get(SECRETS_HEADER))?;
     let auths = registry_config(req.headers().get("X-Registry-Config"));
     let cache = cache(d)?;
-    let reader = body_reader(req.into_body());
+    // `remote=<url>`: a git repository or a download is the context instead of the body.
+    let reader: Box<dyn Read + Send> =
+        match crate::build_remote::context_reader(&opts, &cache.tmp_dir()).await? {
+            Some(r) => r,
+            None => Box::new(body_reader(req.into_body())),
+        };
     let tmp = cache.tmp_dir();
     let df = opts.dockerfile.clone();
     // The context is unpacked before any answer, so a bad context or a missing Dockerfile is a 400.

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod build;
+pub mod build_remote;
 pub mod config;
 pub mod container;
 pub mod daemon;

@@ -482,6 +482,14 @@ fn read_ignore(path: &Path) -> Result<Option<DockerIgnore>, CliError> {
     }
 }
 
+/// A context the daemon fetches itself: a git URL (`#ref:subdir` allowed) or an http(s) URL of
+/// a tar or a Dockerfile, as the docker CLI tells them from paths.
+fn is_remote(arg: &str) -> bool {
+    arg.starts_with("http://")
+        || arg.starts_with("https://")
+        || berth_build::remote::is_git_url(arg)
+}
+
 /// Works out what to send and the `dockerfile` query value.
 fn prepare(arg: &str, file: Option<&str>) -> Result<(Source, Option<String>), CliError> {
     let stdin_df = file == Some("-");
@@ -500,10 +508,19 @@ fn prepare(arg: &str, file: Option<&str>) -> Result<(Source, Option<String>), Cl
         stdin.read_to_end(&mut text)?;
         return Ok((Source::Dockerfile(text), None));
     }
-    if arg.contains("://") || arg.starts_with("git@") {
-        return Err(msg(format!(
-            "unable to prepare context: remote contexts are not supported by berth: {arg}"
-        )));
+    if is_remote(arg) {
+        if stdin_df {
+            return Err(msg(
+                "invalid argument: a remote context cannot take its Dockerfile from stdin",
+            ));
+        }
+        // berthd fetches it (`remote=` in the query): the body stays empty.
+        let none: Box<dyn Read + Send> = Box::new(std::io::empty());
+        let src = Source::Tar {
+            head: Vec::new(),
+            rest: none,
+        };
+        return Ok((src, file.map(str::to_string)));
     }
     let p = Path::new(arg);
     let meta = std::fs::metadata(p)
@@ -606,6 +623,9 @@ fn build_query(m: &Matches, dockerfile: Option<&str>) -> Result<String, CliError
     }
     if let Some(d) = dockerfile {
         qs.push(format!("dockerfile={}", q(d)));
+    }
+    if is_remote(&m.args[0]) {
+        qs.push(format!("remote={}", q(&m.args[0])));
     }
     if let Some(t) = m.value("target") {
         qs.push(format!("target={}", q(t)));
@@ -791,7 +811,7 @@ async fn build(ctx: &Ctx, m: Matches) -> CmdResult {
     let _ = writer.await;
     let resp = resp?;
     let size = sent.load(std::sync::atomic::Ordering::Relaxed);
-    if !quiet {
+    if !quiet && !is_remote(&arg) {
         println!("Sending build context to Docker daemon  {}", human4(size));
     }
     let mut body = resp.into_body();
