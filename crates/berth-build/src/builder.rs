@@ -58,7 +58,8 @@ pub struct BuildOptions {
     pub run: RunResources,
     /// Secrets for `RUN --mount=type=secret` (not a query parameter: berthd reads them from the
     /// `X-Berth-Build-Secrets` header).
-    pub secrets: Secrets,    /// `remote`: a git URL or an http(s) URL of a tar or a Dockerfile to use instead of the
+    pub secrets: Secrets,
+    /// `remote`: a git URL or an http(s) URL of a tar or a Dockerfile to use instead of the
     /// request body as the context.
     pub remote: Option<String>,
 }
@@ -2204,6 +2205,8 @@ mod tests {
         assert!(BuildOptions::from_query("").unwrap().remove);
         assert!(BuildOptions::from_query("buildargs=nope").is_err());
         assert!(BuildOptions::from_query("version=2").is_err());
+        let o = BuildOptions::from_query("remote=https%3A%2F%2Fh%2Fr.git%23main%3Asub").unwrap();
+        assert_eq!(o.remote.as_deref(), Some("https://h/r.git#main:sub"));
     }
 
     #[test]

@@ -72,8 +72,9 @@
 //!    untagged and unused); `GET /system/df` → `BuildCache: cache.du().map(|(k, r)| r.to_api(&k))`.
 //!
 //! # Known gaps
-//! * ADD of git repositories; `RUN --mount=type=ssh` (no session to carry an agent); `COPY
-//!   --parents`; `COPY --exclude` patterns match paths relative to the context root.
+//! * `RUN --mount=type=ssh` (no session to carry an agent); `COPY --parents`; `COPY --exclude`
+//!   patterns match paths relative to the context root; private git repositories over SSH
+//!   need the daemon's own SSH setup (no agent forwarding).
 //! * `RUN <<EOF` scripts starting with `#!` are bind-mounted at `/dev/pipes/EOF` and executed, as in
 //!   BuildKit: the runtime must create the mount point of a file bind under `/dev`.
 #![forbid(unsafe_code)]
