@@ -263,18 +263,24 @@ fn add_git_repository() {
         "/owned/README",
     ]);
     assert_eq!(out, "v2\nv1\n");
-    // A commit ID as the ref, shortened: fetched whole to resolve it.
+    // A commit ID as the ref, shortened: fetched whole to resolve it. A repository with a
+    // submodule (served the same way) gets its files, without the submodule's `.git` file.
     let first = git(&repo.work, &["rev-parse", "--short=10", "v1"]);
+    let outer = Repo::new(&base, "outer");
+    outer.commit(&[("o.txt", "outer\n")]);
+    git(&outer.work, &["submodule", "add", "-q", &h, "inner"]);
+    outer.commit(&[]);
     std::fs::write(
         ctx.join("Dockerfile"),
-        format!("FROM busybox:local\nADD {h}#{first} /c\n"),
+        format!(
+            "FROM busybox:local\nADD {h}#{first} /c\nADD http://127.0.0.1:{http}/outer.git /o\n"
+        ),
     )
     .unwrap();
     built(&build(&d, false, &["-t", "addgit2", "."], &ctx));
-    assert_eq!(
-        d.ok(&["run", "--rm", "addgit2", "cat", "/c/README"]),
-        "v1\n"
-    );
+    let check = "cat /c/README /o/o.txt /o/inner/README; ls -a /o /o/inner | grep -c git";
+    let out = d.ok(&["run", "--rm", "addgit2", "sh", "-c", check]);
+    assert_eq!(out, "v1\nouter\nv2\n1\n", "only .gitmodules: {out}");
     // Errors name the step's line and the URL.
     let dead = TcpListener::bind("127.0.0.1:0")
         .unwrap()
