@@ -1926,7 +1926,7 @@ impl Run<'_> {
             }
             let git_sels: Vec<(BuildContext, Selected)> =
                 gits.iter().filter_map(GitSource::selection).collect();
-            src_ctx.materialize()?;
+            src_ctx.materialize_selected(&sels)?;
             let (layer, root) = self.mount_layer(&st.image)?;
             let r = (|| -> Result<()> {
                 let owner = match &chown {

@@ -4,15 +4,16 @@
 //! were `/`), so `COPY ../x`, absolute sources and symlinks never read outside it. `.dockerignore`
 //! (or `<Dockerfile>.dockerignore`) hides files from every selection.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::blobs::Pins;
 use crate::dockerignore::{DockerIgnore, Glob, clean};
 use crate::error::{BuildError, Result};
 
@@ -81,8 +82,9 @@ fn resolve_with(
 pub struct BuildContext {
     root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
-    /// The API's tar, spooled and indexed: selections and hashes read the index; the files are
-    /// unpacked under `root` only when a step needs them ([`BuildContext::materialize`]).
+    /// The API's tar, spooled and indexed, or a manifest over the blob store: selections and
+    /// hashes read the index; the files are written under `root` only when a step needs them
+    /// ([`BuildContext::materialize`]).
     tar: Option<Arc<TarIndex>>,
     ignore: DockerIgnore,
     dockerfile: String,
@@ -118,7 +120,7 @@ struct Node {
     kind: Kind,
     mode: u32,
     size: u64,
-    /// Where the data starts in the spooled tar.
+    /// Where the data starts in the spooled tar (a blob-backed file is found by `sha`).
     offset: u64,
     /// sha256 of the content (files).
     sha: [u8; 32],
@@ -219,14 +221,25 @@ impl Spool {
     }
 }
 
-/// The tar as received (decompressed), and what unpacking it would make.
+/// Where the files' contents are.
 #[derive(Debug)]
-struct TarIndex {
-    spool: Spool,
+enum Data {
+    /// In the tar as received (decompressed).
+    Spool(Spool),
+    /// In the daemon's blob store, by sha256 (an incremental context), pinned while in use.
+    Blobs(Pins),
+}
+
+/// The context's tree (from a tar or a manifest): what unpacking it would make.
+#[derive(Debug)]
+pub(crate) struct TarIndex {
+    data: Data,
     nodes: HashMap<String, Node>,
     children: HashMap<String, BTreeSet<String>>,
-    /// Set once the tar is unpacked under the context root (or the error doing it).
+    /// Set once the whole context is written under the context root (or the error doing it).
     unpacked: OnceLock<std::result::Result<(), String>>,
+    /// Blob-backed contexts are written per selection: the paths written so far.
+    made: Mutex<HashSet<String>>,
 }
 
 fn join_rel(parent: &str, name: &str) -> String {
@@ -284,12 +297,7 @@ impl TarIndex {
             w: Spool::Mem(Vec::new()),
             tmp: tmp_parent,
         };
-        let mut idx = TarIndex {
-            spool: Spool::Mem(Vec::new()),
-            nodes: HashMap::new(),
-            children: HashMap::new(),
-            unpacked: OnceLock::new(),
-        };
+        let mut idx = TarIndex::new(Data::Spool(Spool::Mem(Vec::new())));
         let mut ar = tar::Archive::new(tee);
         each_entry(&mut ar, |mut entry, rel| {
             let rel = rel.to_string_lossy().into_owned();
@@ -355,7 +363,69 @@ impl TarIndex {
         if let Spool::File(f) = &mut tee.w {
             io::Write::flush(f).map_err(|e| BuildError::io("write context spool", e))?;
         }
-        idx.spool = tee.w;
+        idx.data = Data::Spool(tee.w);
+        Ok(idx)
+    }
+
+    fn new(data: Data) -> TarIndex {
+        TarIndex {
+            data,
+            nodes: HashMap::new(),
+            children: HashMap::new(),
+            unpacked: OnceLock::new(),
+            made: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The index of an incremental context's manifest, its files in the blob store. `entries`
+    /// are (path, node) as the client sent them, checked here as a tar's would be (parents
+    /// made as directories, none a symlink or a file) and more strictly: a path must be clean
+    /// and relative (no `..`, `.`, empty component, absolute path or NUL) and appear once.
+    pub(crate) fn from_manifest(
+        entries: impl IntoIterator<Item = (String, ManifestNode)>,
+        pins: Pins,
+    ) -> Result<TarIndex> {
+        let mut idx = TarIndex::new(Data::Blobs(pins));
+        let mut seen = HashSet::new();
+        for (rel, m) in entries {
+            if rel.is_empty()
+                || rel.contains('\0')
+                || rel
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+            {
+                return Err(hostile(format!("bad path {rel:?} in the manifest")));
+            }
+            if !seen.insert(rel.clone()) {
+                return Err(hostile(format!("{rel} appears twice in the manifest")));
+            }
+            idx.parents(&rel)?;
+            let node = match m {
+                ManifestNode::Dir { mode } => Node::dir((mode & 0o7777) | 0o700),
+                ManifestNode::File { mode, size, sha } => Node {
+                    kind: Kind::File,
+                    mode: mode & 0o7777,
+                    size,
+                    offset: 0,
+                    sha,
+                    link: String::new(),
+                },
+                ManifestNode::Symlink { target } => {
+                    if target.is_empty() || target.contains('\0') {
+                        return Err(hostile(format!("bad symlink target for {rel}")));
+                    }
+                    let mut n = Node::dir(0o777);
+                    n.kind = Kind::Symlink;
+                    n.link = target;
+                    n
+                }
+            };
+            // A path already made as an implicit parent keeps its children (as in a tar).
+            match idx.nodes.get_mut(&rel) {
+                Some(n) if n.kind == Kind::Dir && node.kind == Kind::Dir => n.mode = node.mode,
+                _ => idx.insert(&rel, node),
+            }
+        }
         Ok(idx)
     }
 
@@ -429,20 +499,118 @@ impl TarIndex {
             .node(rel)
             .filter(|n| n.kind == Kind::File)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let mut buf = vec![0u8; n.size as usize];
-        self.spool.read_exact_at(&mut buf, n.offset)?;
-        Ok(buf)
+        match &self.data {
+            Data::Spool(spool) => {
+                let mut buf = vec![0u8; n.size as usize];
+                spool.read_exact_at(&mut buf, n.offset)?;
+                Ok(buf)
+            }
+            Data::Blobs(pins) => fs::read(pins.store().path(&n.sha)),
+        }
     }
 
     fn unpack(&self, root: &Path) -> Result<()> {
-        let end = self.spool.len();
-        let r = SpoolReader {
-            f: &self.spool,
-            pos: 0,
-            end,
-        };
-        unpack_safely(BufReader::with_capacity(256 * 1024, r), root)
+        match &self.data {
+            Data::Spool(spool) => {
+                let r = SpoolReader {
+                    f: spool,
+                    pos: 0,
+                    end: spool.len(),
+                };
+                unpack_safely(BufReader::with_capacity(256 * 1024, r), root)
+            }
+            Data::Blobs(_) => self.write_tree(root, ""),
+        }
     }
+
+    /// Writes `rel` (with its parents, and everything under it) under `root` from the blob
+    /// store, as unpacking a tar of it would: files copied (a reflink where the filesystem can,
+    /// never a hard link, so no step can change a blob) with their modes, directories with
+    /// theirs, symlinks as they are, and what each symlink points to (a step may follow it).
+    /// Paths already written are skipped.
+    fn write_tree(&self, root: &Path, rel: &str) -> Result<()> {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        let mut trees = vec![rel.to_string()];
+        let mut seen = HashSet::new();
+        while let Some(t) = trees.pop() {
+            if seen.insert(t.clone()) {
+                self.write_one_tree(root, &t, &mut made, &mut trees)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_one_tree(
+        &self,
+        root: &Path,
+        rel: &str,
+        made: &mut HashSet<String>,
+        links: &mut Vec<String>,
+    ) -> Result<()> {
+        let Data::Blobs(pins) = &self.data else {
+            return Ok(());
+        };
+        let mut todo: Vec<String> = Vec::new();
+        let mut cur = String::new();
+        for c in rel.split('/').filter(|c| !c.is_empty()) {
+            cur = join_rel(&cur, c);
+            todo.push(cur.clone());
+        }
+        // The subtree, parents before children.
+        let mut stack = vec![rel.to_string()];
+        while let Some(d) = stack.pop() {
+            if let Some(kids) = self.children.get(&d) {
+                for k in kids.iter().rev() {
+                    let r = join_rel(&d, k);
+                    todo.push(r.clone());
+                    stack.push(r);
+                }
+            }
+        }
+        for r in todo {
+            if made.contains(&r) {
+                continue;
+            }
+            let Some(n) = self.nodes.get(&r) else {
+                continue;
+            };
+            let full = root.join(&r);
+            let io_err = |e: io::Error| BuildError::io(format!("write context file {r}"), e);
+            match n.kind {
+                Kind::Dir => {
+                    match fs::create_dir(&full) {
+                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                            return Err(io_err(e));
+                        }
+                        _ => {}
+                    }
+                    fs::set_permissions(&full, fs::Permissions::from_mode(n.mode))
+                        .map_err(io_err)?;
+                }
+                Kind::File => {
+                    fs::copy(pins.store().path(&n.sha), &full).map_err(io_err)?;
+                    fs::set_permissions(&full, fs::Permissions::from_mode(n.mode))
+                        .map_err(io_err)?;
+                }
+                Kind::Symlink => {
+                    std::os::unix::fs::symlink(&n.link, &full).map_err(io_err)?;
+                    if let Ok(t) = self.resolve(&r, true) {
+                        links.push(t);
+                    }
+                }
+            }
+            made.insert(r);
+        }
+        Ok(())
+    }
+}
+
+/// One manifest entry's node, as [`crate::incremental`] hands it over.
+#[derive(Debug, Clone)]
+pub(crate) enum ManifestNode {
+    Dir { mode: u32 },
+    File { mode: u32, size: u64, sha: [u8; 32] },
+    Symlink { target: String },
 }
 
 impl BuildContext {
@@ -466,11 +634,6 @@ impl BuildContext {
     ) -> Result<BuildContext> {
         fs::create_dir_all(tmp_parent)
             .map_err(|e| BuildError::io(format!("create {}", tmp_parent.display()), e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix("context-")
-            .tempdir_in(tmp_parent)
-            .map_err(|e| BuildError::io("create context dir", e))?;
-        let root = tmp.path().to_path_buf();
         let mut r = BufReader::with_capacity(256 * 1024, body);
         let gz = r
             .fill_buf()
@@ -482,6 +645,23 @@ impl BuildContext {
         } else {
             TarIndex::ingest(r, tmp_parent)?
         };
+        Self::from_index(idx, tmp_parent, dockerfile)
+    }
+
+    /// A context over an index (a tar's or a manifest's), its files to be written under a new
+    /// temp dir in `tmp_parent` when a step needs them.
+    pub(crate) fn from_index(
+        idx: TarIndex,
+        tmp_parent: &Path,
+        dockerfile: Option<&str>,
+    ) -> Result<BuildContext> {
+        fs::create_dir_all(tmp_parent)
+            .map_err(|e| BuildError::io(format!("create {}", tmp_parent.display()), e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(tmp_parent)
+            .map_err(|e| BuildError::io("create context dir", e))?;
+        let root = tmp.path().to_path_buf();
         Self::finish(root, Some(tmp), Some(Arc::new(idx)), dockerfile)
     }
 
@@ -591,6 +771,24 @@ impl BuildContext {
                 .map_err(BuildError::Context)?;
         }
         Ok(&self.root)
+    }
+
+    /// Makes the files of `sels` exist under [`BuildContext::root`]: for a context over the blob
+    /// store only what they hold (a COPY of one changed file writes that file, not the context),
+    /// otherwise as [`BuildContext::materialize`].
+    pub fn materialize_selected(&self, sels: &[Selected]) -> Result<()> {
+        match &self.tar {
+            Some(t) if matches!(t.data, Data::Blobs(_)) => {
+                if t.unpacked.get().is_some() {
+                    return Ok(());
+                }
+                for s in sels {
+                    t.write_tree(&self.root, &self.rel_of(&s.path))?;
+                }
+                Ok(())
+            }
+            _ => self.materialize().map(|_| ()),
+        }
     }
 
     /// The Dockerfile's text.
@@ -722,7 +920,7 @@ impl BuildContext {
     /// The entries to copy for a selection: itself (for a file) or everything under it that is not
     /// ignored (for a directory), as (path relative to the selection, host path, metadata).
     pub fn entries(&self, sel: &Selected) -> Result<Vec<(String, PathBuf, fs::Metadata)>> {
-        self.materialize()?;
+        self.materialize_selected(std::slice::from_ref(sel))?;
         let mut out = Vec::new();
         if !sel.is_dir {
             let m = fs::metadata(&sel.path)

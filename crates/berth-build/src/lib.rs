@@ -80,6 +80,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod blobs;
 pub mod builder;
 pub mod cache;
 pub mod context;
@@ -87,6 +88,7 @@ pub mod copy;
 pub mod dockerignore;
 pub mod error;
 pub mod graph;
+pub mod incremental;
 pub mod parser;
 pub mod remote;
 pub mod shell;

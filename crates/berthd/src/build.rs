@@ -1,23 +1,27 @@
 //! `POST /build` (the classic builder's API), `POST /build/prune`, and [`DaemonBackend`], which runs
 //! berth-build's steps through the daemon's own container path (records, shim, runtime, networks).
+//! Berth's own incremental context (`POST /berth/build/context`, then `POST /build` with
+//! `X-Berth-Context`) is served here too ([`berth_build::incremental`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use berth_api::container::{Config, HostConfig};
 use berth_api::progress::JsonMessage;
+use berth_build::blobs::BlobStore;
+use berth_build::incremental::{ContextSession, MAX_MANIFEST_BYTES, SessionReply};
 use berth_build::{
     BuildBackend, BuildContext, BuildError, BuildOptions, Builder, CacheIndex, PruneOptions,
     RunSpec,
 };
 use berth_image::{ImageId, RootfsMount};
 use bytes::{Buf, Bytes};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -47,6 +51,81 @@ fn cache(d: &Daemon) -> Result<Arc<CacheIndex>> {
     }
     let c = Arc::new(CacheIndex::open(&d.settings.data_root).map_err(build_err)?);
     Ok(CACHE.get_or_init(|| c).clone())
+}
+
+/// The context blob store (`<data-root>/build/context-blobs`), one per process like [`CACHE`].
+static BLOBS: OnceLock<Arc<BlobStore>> = OnceLock::new();
+
+fn blobs(d: &Daemon) -> Result<Arc<BlobStore>> {
+    if let Some(b) = BLOBS.get() {
+        return Ok(b.clone());
+    }
+    let dir = d.settings.data_root.join("build").join("context-blobs");
+    let b = BlobStore::open(&dir, berth_build::blobs::DEFAULT_MAX_BYTES).map_err(build_err)?;
+    Ok(BLOBS.get_or_init(|| b).clone())
+}
+
+/// `X-Berth-Context`: the session of an incremental context; the body of `POST /build` then holds
+/// only the blobs the session asked for.
+pub const CONTEXT_HEADER: &str = "X-Berth-Context";
+
+/// Context sessions waiting for their `POST /build`: (made, session) by ID. Few and short-lived:
+/// an unclaimed one is dropped (its blobs unpinned) after [`SESSION_TTL`], the oldest beyond
+/// [`MAX_SESSIONS`].
+static SESSIONS: Mutex<Option<HashMap<String, (Instant, ContextSession)>>> = Mutex::new(None);
+const SESSION_TTL: Duration = Duration::from_secs(600);
+const MAX_SESSIONS: usize = 64;
+
+fn sessions() -> std::sync::MutexGuard<'static, Option<HashMap<String, (Instant, ContextSession)>>>
+{
+    SESSIONS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `POST /berth/build/context`: checks a context manifest, pins the blobs it names and answers the
+/// session ID and the digests to upload. An oversized manifest is a 413, a bad one a 400.
+pub async fn context_session(d: &Arc<Daemon>, req: Request<Incoming>) -> Result<Value> {
+    let body = match Limited::new(req.into_body(), MAX_MANIFEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Error::TooLarge(format!(
+                "build context manifest is too large (limit {MAX_MANIFEST_BYTES} bytes)"
+            )));
+        }
+        Err(e) => return Err(Error::invalid(format!("error reading request body: {e}"))),
+    };
+    let store = blobs(d)?;
+    let session = tokio::task::spawn_blocking(move || ContextSession::new(&body, &store))
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
+        .map_err(build_err)?;
+    let id = crate::util::random_hex(16);
+    let reply = SessionReply {
+        session: id.clone(),
+        missing: session.missing(),
+    };
+    let old = {
+        let mut g = sessions();
+        let map = g.get_or_insert_with(HashMap::new);
+        let mut old: Vec<_> = Vec::new();
+        map.retain(|_, (t, _)| t.elapsed() < SESSION_TTL);
+        while map.len() >= MAX_SESSIONS {
+            let Some(k) = map
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            old.extend(map.remove(&k));
+        }
+        map.insert(id, (Instant::now(), session));
+        old
+    };
+    drop(old);
+    Ok(serde_json::to_value(reply).unwrap_or_default())
 }
 
 fn mount_dir(d: &Daemon) -> PathBuf {
@@ -180,6 +259,23 @@ pub async fn build(d: &Arc<Daemon>, req: Request<Incoming>) -> Result<Resp> {
     opts.secrets = secrets(req.headers().get(SECRETS_HEADER))?;
     let auths = registry_config(req.headers().get("X-Registry-Config"));
     let cache = cache(d)?;
+    let session = match req.headers().get(CONTEXT_HEADER) {
+        Some(v) => {
+            let id = v.to_str().unwrap_or("");
+            let s = sessions().as_mut().and_then(|m| m.remove(id));
+            Some(s.map(|(_, s)| s).ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown build context session {id:?} (expired or already used)"
+                ))
+            })?)
+        }
+        None => None,
+    };
+    let store = if session.is_some() {
+        Some(blobs(d)?)
+    } else {
+        None
+    };
     // `remote=<url>`: a git repository or a download is the context instead of the body.
     let reader: Box<dyn Read + Send> =
         match crate::build_remote::context_reader(&opts, &cache.tmp_dir()).await? {
@@ -189,11 +285,23 @@ pub async fn build(d: &Arc<Daemon>, req: Request<Incoming>) -> Result<Resp> {
     let tmp = cache.tmp_dir();
     let df = opts.dockerfile.clone();
     // The context is unpacked before any answer, so a bad context or a missing Dockerfile is a 400.
-    let ctx =
-        tokio::task::spawn_blocking(move || BuildContext::from_tar(reader, &tmp, df.as_deref()))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(build_err)?;
+    let ctx = tokio::task::spawn_blocking(move || match (session, store) {
+        (Some(s), Some(store)) => {
+            let (ctx, got) = s.finish(reader, &store, &tmp, df.as_deref())?;
+            tracing::debug!(
+                entries = got.entries,
+                blobs = got.blobs,
+                bytes = got.bytes,
+                "incremental build context: {} blobs uploaded",
+                got.blobs
+            );
+            Ok(ctx)
+        }
+        _ => BuildContext::from_tar(reader, &tmp, df.as_deref()),
+    })
+    .await
+    .map_err(|e| Error::internal(e.to_string()))?
+    .map_err(build_err)?;
     let backend = Arc::new(DaemonBackend::new(d.clone(), auths));
     let builder = Builder::new(d.images.store(), cache, backend.clone());
     let (mtx, mut mrx) = mpsc::unbounded_channel::<JsonMessage>();
@@ -293,12 +401,24 @@ pub async fn prune(d: &Arc<Daemon>, q: &Query) -> Result<Value> {
         );
     }
     // Only cache records go: the images stay (they are parents of built images and are
-    // removed with them, or by `image prune`).
-    let r = tokio::task::spawn_blocking(move || cache.prune(&opts))
-        .await
-        .map_err(|e| Error::internal(e.to_string()))?
-        .map_err(build_err)?;
-    Ok(json!({"CachesDeleted": r.deleted, "SpaceReclaimed": r.space_reclaimed}))
+    // removed with them, or by `image prune`). Context blobs not in use go too.
+    let store = blobs(d)?;
+    let (r, b) = tokio::task::spawn_blocking(move || {
+        let r = cache.prune(&opts)?;
+        let until = opts
+            .until
+            .map(|u| SystemTime::UNIX_EPOCH + Duration::from_secs(u.max(0) as u64));
+        let b = store.prune(until, opts.keep_storage.unwrap_or(0));
+        Ok::<_, BuildError>((r, b))
+    })
+    .await
+    .map_err(|e| Error::internal(e.to_string()))?
+    .map_err(build_err)?;
+    let mut deleted = r.deleted;
+    if b.removed > 0 {
+        deleted.push(BLOBS_ID.to_string());
+    }
+    Ok(json!({"CachesDeleted": deleted, "SpaceReclaimed": r.space_reclaimed + b.bytes}))
 }
 
 fn parse_until(u: &str) -> Result<i64> {
@@ -323,12 +443,40 @@ fn parse_until(u: &str) -> Result<i64> {
     Ok(now - (n * mult) as i64)
 }
 
-/// `GET /system/df`'s `BuildCache` list.
+/// The `BuildCache` ID of the context blob store.
+const BLOBS_ID: &str = "berth-context-blobs";
+
+/// `GET /system/df`'s `BuildCache` list: the cache records and the context blob store (one
+/// `source.local` record, as BuildKit lists a local context).
 pub fn df(d: &Daemon) -> Vec<Value> {
-    match cache(d) {
+    let mut out: Vec<Value> = match cache(d) {
         Ok(c) => c.du().iter().map(|(k, r)| r.to_api(k)).collect(),
         Err(_) => Vec::new(),
+    };
+    if let Ok(b) = blobs(d) {
+        let (n, size, used) = b.usage();
+        if n > 0 {
+            let secs = |t: SystemTime| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0)
+            };
+            let t = berth_image::config::format_rfc3339_nano(used.map(secs).unwrap_or(0), 0);
+            out.push(json!({
+                "ID": BLOBS_ID,
+                "Parents": [],
+                "Type": "source.local",
+                "Description": format!("build context files ({n} blobs)"),
+                "InUse": false,
+                "Shared": false,
+                "Size": size,
+                "CreatedAt": t,
+                "LastUsedAt": t,
+                "UsageCount": 0,
+            }));
+        }
     }
+    out
 }
 
 /// berth-build's backend over the daemon: RUN steps are containers created and started like

@@ -107,6 +107,9 @@ async fn route(
         (&Method::POST, ["auth"]) => crate::auth::handle(d, req).await,
         (&Method::POST, ["build"]) => crate::build::build(d, req).await,
         (&Method::POST, ["build", "prune"]) => Ok(json(200, &crate::build::prune(d, &q).await?)),
+        (&Method::POST, ["berth", "build", "context"]) => {
+            Ok(json(200, &crate::build::context_session(d, req).await?))
+        }
         (_, ["exec", id, rest @ ..]) => exec_route(d, &method, id, rest, &q, req).await,
         (&Method::GET, ["networks"]) => {
             Ok(json(200, &crate::networks::list(d, &q.filters()?).await?))

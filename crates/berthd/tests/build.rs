@@ -39,7 +39,8 @@ fn build_cmd(d: &TestDaemon, cli: Cli, args: &[&str], dir: &Path, stdin: Option<
         }
         Cli::Berth => {
             let mut c = Command::new(berth_bin());
-            c.arg("build");
+            // The CLI's stat cache of the incremental context stays with the test.
+            c.arg("build").env("XDG_CACHE_HOME", d.dir.join("cache"));
             c
         }
     };
@@ -1136,4 +1137,200 @@ fn add_url_downloads_like_the_classic_builder() {
 /// A mountinfo line of one of the running daemon's spare network namespaces (its own, not a leak).
 fn is_spare_netns(line: &str) -> bool {
     line.contains("/exec/netns/spare-")
+}
+
+/// One raw request with extra headers and a binary body (the incremental context's API).
+fn raw_request(d: &TestDaemon, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let _ = s.write_all(req.as_bytes());
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn built_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Successfully built "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `berth build` sends a manifest and only the files the daemon lacks; the result is the tar
+/// path's (same cache keys, same image), `.dockerignore` holds, the docker CLI's tar still works.
+#[test]
+fn incremental_context_sends_only_changes() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.import_busybox();
+    let ctx = ctx_dir(&d, "inc");
+    write_tree(
+        &ctx,
+        &[
+            ("a.txt", "one"),
+            ("sub/b.txt", "b"),
+            ("secret.txt", "s"),
+            ("x.log", "l"),
+            (".dockerignore", "secret.txt\n*.log\n"),
+            (
+                "Dockerfile",
+                "FROM busybox:local\nCOPY . /ctx/\nRUN test ! -e /ctx/secret.txt && test ! -e /ctx/x.log && test -L /ctx/esc && cat /ctx/a.txt /ctx/big.bin | md5sum\n",
+            ),
+        ],
+    );
+    std::fs::write(ctx.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", ctx.join("esc")).unwrap();
+    let berth = |tar: bool| {
+        let mut c = Command::new(berth_bin());
+        c.args(["build", "--network", "none", "-t", "inc", "."])
+            .current_dir(&ctx)
+            .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+            .env("XDG_CACHE_HOME", d.dir.join("cache"))
+            .env_remove("BERTH_HOST");
+        if tar {
+            c.env("BERTH_BUILD_CONTEXT", "tar");
+        }
+        let o = run_with_timeout(c, None, Duration::from_secs(120));
+        assert_eq!(
+            o.code,
+            0,
+            "{}{}\n{}",
+            o.stdout,
+            o.stderr,
+            tail(&d.log(), 20)
+        );
+        o.stdout
+    };
+    // The tar path first; then the incremental one reuses its cache: same keys, same image.
+    let by_tar = berth(true);
+    assert!(!by_tar.contains("files sent"), "{by_tar}");
+    let first = berth(false);
+    assert!(first.contains("(5 of 5 files sent)"), "{first}");
+    assert_eq!(count(&first, " ---> Using cache"), 2, "{first}");
+    assert_eq!(built_id(&first), built_id(&by_tar));
+    // Nothing changed: nothing sent.
+    let again = berth(false);
+    assert!(
+        again.starts_with("Sending build context to Docker daemon  0B (0 of 5 files sent)"),
+        "{again}"
+    );
+    assert_eq!(count(&again, " ---> Using cache"), 2, "{again}");
+    // One file changed: that file goes, the steps re-run and see it.
+    std::fs::write(ctx.join("a.txt"), "two").unwrap();
+    let changed = berth(false);
+    assert!(changed.contains("(1 of 5 files sent)"), "{changed}");
+    assert_eq!(count(&changed, " ---> Using cache"), 0, "{changed}");
+    let o = d.ok(&["run", "--rm", "inc", "cat", "/ctx/a.txt", "/ctx/sub/b.txt"]);
+    assert_eq!(o, "twob");
+    // An ignored file changes nothing.
+    std::fs::write(ctx.join("secret.txt"), "t").unwrap();
+    let ignored = berth(false);
+    assert!(ignored.contains("(0 of 5 files sent)"), "{ignored}");
+    assert_eq!(count(&ignored, " ---> Using cache"), 2, "{ignored}");
+    // The docker CLI's tar (and berth's) hit the same cache entries.
+    let o = build_cmd(
+        &d,
+        Cli::Docker,
+        &["--network", "none", "-t", "inc", "."],
+        &ctx,
+        None,
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(count(&o.stdout, " ---> Using cache"), 2, "{}", o.stdout);
+    assert_eq!(built_id(&o.stdout), built_id(&changed));
+    assert_eq!(built_id(&berth(true)), built_id(&changed));
+    // The blobs are build cache: listed, and pruned (then sent again).
+    let df = d.ok(&["system", "df", "-v", "--format", "{{json .}}"]);
+    assert!(df.contains("berth-context-blobs"), "{df}");
+    let o = d.docker(&["builder", "prune", "-f"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let after = berth(false);
+    assert!(after.contains("(5 of 5 files sent)"), "{after}");
+}
+
+/// The incremental context's API refuses hostile manifests and uploads: paths out of the
+/// context, duplicates, a blob that is not what its digest says, an unknown session.
+#[test]
+fn incremental_context_refuses_hostile_input() {
+    if !can_run() {
+        return;
+    }
+    let d = TestDaemon::start();
+    let dockerfile = b"FROM busybox:local\n";
+    let digest =
+        berth_build::blobs::digest_string(&berth_build::incremental::hash_bytes(dockerfile));
+    let entry = |path: &str| serde_json::json!({"Path": path, "Type": "file", "Mode": 420, "Size": dockerfile.len(), "Digest": digest});
+    let session = |entries: serde_json::Value| {
+        let body = serde_json::json!({ "Entries": entries }).to_string();
+        raw_request(
+            &d,
+            "/v1.44/berth/build/context",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    for (entries, want) in [
+        (serde_json::json!([entry("../../etc/cron.d/x")]), "bad path"),
+        (serde_json::json!([entry("/etc/x")]), "bad path"),
+        (serde_json::json!([entry("a\0b")]), "bad path"),
+        (
+            serde_json::json!([entry("Dockerfile"), entry("Dockerfile")]),
+            "twice",
+        ),
+        (
+            serde_json::json!([{"Path": "l", "Type": "symlink", "Link": "/"}, entry("l/etc/x")]),
+            "symlink",
+        ),
+    ] {
+        let (status, text) = session(entries);
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    let (status, text) = session(serde_json::json!([entry("Dockerfile")]));
+    assert_eq!(status, 200, "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let reply: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(reply["Missing"], serde_json::json!([digest]), "{text}");
+    let id = reply["Session"].as_str().unwrap().to_string();
+    // Other bytes under the Dockerfile's digest.
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(dockerfile.len() as u64);
+    h.set_mode(0o644);
+    t.append_data(
+        &mut h,
+        digest.trim_start_matches("sha256:"),
+        &b"FROM evil:image\n\n\n\n"[..dockerfile.len()],
+    )
+    .unwrap();
+    let upload = t.into_inner().unwrap();
+    let (status, text) = raw_request(&d, "/v1.44/build", &[("X-Berth-Context", &id)], &upload);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("does not match its content"), "{text}");
+    // The session is spent; an unknown one is refused.
+    let (status, text) = raw_request(&d, "/v1.44/build", &[("X-Berth-Context", &id)], b"");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("unknown build context session"), "{text}");
+    // An oversized manifest is refused before it is read whole.
+    let huge = vec![b' '; berth_build::incremental::MAX_MANIFEST_BYTES + 1];
+    let (status, text) = raw_request(&d, "/v1.44/berth/build/context", &[], &huge);
+    assert_eq!(status, 413, "{}", &text[..text.len().min(300)]);
 }

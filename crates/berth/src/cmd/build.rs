@@ -3,7 +3,11 @@
 //!
 //! The context is tarred on a blocking thread straight into the request body, honouring
 //! `.dockerignore` (or `<Dockerfile>.dockerignore`) like the docker CLI, so a large context is
-//! streamed, never held in memory.
+//! streamed, never held in memory. A directory context goes to berthd incrementally instead
+//! ([`incremental`]: a manifest, then only the contents the daemon lacks); a daemon without the
+//! extension (404), or `BERTH_BUILD_CONTEXT=tar`, gets the tar.
+
+mod incremental;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{CliError, CmdResult, Ctx};
 use crate::cli::{Command, Matches, b, l, v};
-use crate::client::{channel_body, next_chunk, q};
+use crate::client::{ClientError, channel_body, decode, json_body, next_chunk, q};
 
 /// `build`'s grammar.
 pub const BUILD: Command = Command {
@@ -258,10 +262,14 @@ fn header_for(meta: &std::fs::Metadata) -> tar::Header {
     h
 }
 
-/// Walks `dir` (relative path `rel`) into the tar, skipping excluded entries; an excluded
-/// directory is still entered when some exception pattern could re-include something in it.
+/// What a directory context visits: (path relative to the root, host path, metadata).
+type Visit<'a> = &'a mut dyn FnMut(&str, &Path, &std::fs::Metadata) -> std::io::Result<()>;
+
+/// Visits what the context of `dir` (relative path `rel`) holds, in tar order: directories,
+/// symlinks and regular files that are not excluded; an excluded directory is still entered when
+/// some exception pattern could re-include something in it.
 fn walk(
-    t: &mut tar::Builder<impl Write>,
+    f: Visit<'_>,
     root: &Path,
     rel: &str,
     ignore: &DockerIgnore,
@@ -291,32 +299,44 @@ fn walk(
             continue;
         }
         if !excluded {
-            let mut h = header_for(&meta);
-            if meta.is_dir() {
-                h.set_size(0);
-                t.append_data(&mut h, format!("{r}/"), std::io::empty())?;
-            } else if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&p)?;
-                h.set_size(0);
-                t.append_link(&mut h, &r, target)?;
-            } else if meta.is_file() {
-                let f = std::fs::File::open(&p)?;
-                if h.set_path(&r).is_ok() {
-                    append_file(t.get_mut(), &mut h, f, meta.len())?;
-                } else {
-                    // Long names need the GNU long-name entry the tar crate writes.
-                    t.append_data(&mut h, &r, f)?;
-                }
+            if meta.is_dir() || meta.file_type().is_symlink() || meta.is_file() {
+                f(&r, &p, &meta)?;
             } else {
                 // Sockets, fifos, devices: docker skips what it cannot archive meaningfully.
                 continue;
             }
         }
         if meta.is_dir() {
-            walk(t, root, &r, ignore, keep, has_exceptions)?;
+            walk(f, root, &r, ignore, keep, has_exceptions)?;
         }
     }
     Ok(())
+}
+
+/// Appends one visited entry to the context tar.
+fn append_entry(
+    t: &mut tar::Builder<impl Write>,
+    r: &str,
+    p: &Path,
+    meta: &std::fs::Metadata,
+) -> std::io::Result<()> {
+    let mut h = header_for(meta);
+    if meta.is_dir() {
+        h.set_size(0);
+        t.append_data(&mut h, format!("{r}/"), std::io::empty())
+    } else if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(p)?;
+        h.set_size(0);
+        t.append_link(&mut h, r, target)
+    } else {
+        let f = std::fs::File::open(p)?;
+        if h.set_path(r).is_ok() {
+            append_file(t.get_mut(), &mut h, f, meta.len())
+        } else {
+            // Long names need the GNU long-name entry the tar crate writes.
+            t.append_data(&mut h, r, f)
+        }
+    }
 }
 
 /// Writes a file's header and data straight to the stream, the data read in 1 MiB chunks (the
@@ -380,7 +400,14 @@ fn write_context(src: Source, w: ChanWriter, compress: bool) -> std::io::Result<
                 Box::new(w)
             };
             let mut t = tar::Builder::new(out);
-            walk(&mut t, &root, "", &ignore, &keep, has_exceptions)?;
+            walk(
+                &mut |r, p, m| append_entry(&mut t, r, p, m),
+                &root,
+                "",
+                &ignore,
+                &keep,
+                has_exceptions,
+            )?;
             if let Some((name, text)) = extra {
                 let mut h = tar::Header::new_gnu();
                 h.set_size(text.len() as u64);
@@ -760,6 +787,126 @@ fn secrets_header(m: &Matches) -> Result<Option<String>, CliError> {
     ))
 }
 
+/// A build's response and what "Sending build context" reports.
+type Sent = (http::Response<hyper::body::Incoming>, String);
+
+/// `POST /build` with the body `write` makes on a blocking thread (streamed as it is written);
+/// gives the response and the bytes sent.
+async fn post_build(
+    client: &crate::client::Client,
+    query: &str,
+    headers: &[(&'static str, String)],
+    write: impl FnOnce(ChanWriter) -> std::io::Result<()> + Send + 'static,
+) -> Result<(http::Response<hyper::body::Incoming>, u64), CliError> {
+    let (tx, body) = channel_body();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let w = ChanWriter {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(256 * 1024),
+        sent: sent.clone(),
+    };
+    let writer = tokio::task::spawn_blocking(move || {
+        if let Err(e) = write(w) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let resp = client
+        .send_headers(
+            http::Method::POST,
+            &format!("/build?{query}"),
+            body,
+            Some("application/x-tar"),
+            headers,
+        )
+        .await;
+    let _ = writer.await;
+    Ok((resp?, sent.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+/// `POST /build` with the context as a tar body (what the docker CLI sends).
+async fn send_tar(
+    client: &crate::client::Client,
+    src: Source,
+    compress: bool,
+    query: &str,
+    headers: &[(&'static str, String)],
+) -> Result<Sent, CliError> {
+    let (resp, size) = post_build(client, query, headers, move |w| {
+        write_context(src, w, compress)
+    })
+    .await?;
+    Ok((resp, human4(size)))
+}
+
+/// `POST /berth/build/context` with the manifest of a directory context, then `POST /build` with
+/// `X-Berth-Context` and only the blobs the daemon lacks. Gives the source back when the daemon
+/// does not know the extension (404: dockerd, an older berthd).
+async fn send_incremental(
+    client: &crate::client::Client,
+    src: Source,
+    query: &str,
+    headers: &[(&'static str, String)],
+) -> Result<Result<Sent, Source>, CliError> {
+    let (src, prepared) = tokio::task::spawn_blocking(move || {
+        let Source::Dir {
+            root,
+            ignore,
+            keep,
+            extra,
+        } = &src
+        else {
+            return (src, Ok(incremental::Prepared::default()));
+        };
+        let has_exceptions = ignore.texts().iter().any(|p| p.starts_with('!'));
+        let p = incremental::prepare(
+            root,
+            |f| walk(f, root, "", ignore, keep, has_exceptions),
+            extra.as_ref(),
+        );
+        (src, p)
+    })
+    .await
+    .map_err(|e| msg(e.to_string()))?;
+    let prepared = prepared?;
+    let reply = match client
+        .send(
+            http::Method::POST,
+            "/berth/build/context",
+            json_body(&prepared.manifest),
+            Some("application/json"),
+        )
+        .await
+    {
+        Err(ClientError::Daemon { status: 404, .. }) => return Ok(Err(src)),
+        r => r?,
+    };
+    let reply: berth_build::incremental::SessionReply = decode(reply).await?;
+    let missing: std::collections::HashSet<&String> = reply.missing.iter().collect();
+    let files = prepared
+        .manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == "file");
+    let (total, changed) = files.fold((0, 0), |(t, c), e| {
+        (t + 1, c + usize::from(missing.contains(&e.digest)))
+    });
+    let mut headers = headers.to_vec();
+    headers.push(("X-Berth-Context", reply.session));
+    let missing = reply.missing;
+    let (resp, size) = post_build(client, query, &headers, move |w| {
+        // Nothing missing: an empty body.
+        if missing.is_empty() {
+            return Ok(());
+        }
+        incremental::write_blobs(&prepared.blobs, &missing, w)
+    })
+    .await?;
+    Ok(Ok((
+        resp,
+        format!("{} ({changed} of {total} files sent)", human4(size)),
+    )))
+}
+
 /// `berth build`.
 async fn build(ctx: &Ctx, m: Matches) -> CmdResult {
     let arg = m.args[0].clone();
@@ -778,18 +925,6 @@ async fn build(ctx: &Ctx, m: Matches) -> CmdResult {
         headers.push(("X-Berth-Build-Secrets", h));
     }
     let client = ctx.client().await?;
-    let (tx, body) = channel_body();
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let w = ChanWriter {
-        tx: tx.clone(),
-        buf: Vec::with_capacity(256 * 1024),
-        sent: sent.clone(),
-    };
-    let writer = tokio::task::spawn_blocking(move || {
-        if let Err(e) = write_context(src, w, compress) {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
     let tty = crate::tty::stdout_is_tty();
     let progress = m.value("progress").unwrap_or("auto");
     let fancy = !quiet
@@ -799,20 +934,18 @@ async fn build(ctx: &Ctx, m: Matches) -> CmdResult {
             _ => tty,
         };
     let started = Instant::now();
-    let resp = client
-        .send_headers(
-            http::Method::POST,
-            &format!("/build?{query}"),
-            body,
-            Some("application/x-tar"),
-            &headers,
-        )
-        .await;
-    let _ = writer.await;
-    let resp = resp?;
-    let size = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let tar_only = std::env::var("BERTH_BUILD_CONTEXT").is_ok_and(|v| v == "tar");
+    let (resp, size) = match src {
+        Source::Dir { .. } if !tar_only => {
+            match send_incremental(&client, src, &query, &headers).await? {
+                Ok(r) => r,
+                Err(src) => send_tar(&client, src, compress, &query, &headers).await?,
+            }
+        }
+        src => send_tar(&client, src, compress, &query, &headers).await?,
+    };
     if !quiet && !is_remote(&arg) {
-        println!("Sending build context to Docker daemon  {}", human4(size));
+        println!("Sending build context to Docker daemon  {size}");
     }
     let mut body = resp.into_body();
     let mut view = View::new(fancy, started);
