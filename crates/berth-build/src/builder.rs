@@ -1876,8 +1876,10 @@ impl Run<'_> {
             }
             let cancelled = || self.b.backend.cancelled();
             let git_tmp = self.b.cache.tmp_dir();
+            let checksum = spec.checksum.as_deref();
             for g in &mut gits {
                 g.resolve(&git_tmp, spec.keep_git_dir, &cancelled)
+                    .and_then(|_| g.verify(checksum))
                     .map_err(|e| self.at(line, e))?;
             }
             let mut local_hash = src_ctx.content_hash(&sels)?;
@@ -1915,6 +1917,7 @@ impl Run<'_> {
             for g in &mut gits {
                 moved |= g
                     .fetch(&git_tmp, spec.keep_git_dir, &cancelled)
+                    .and_then(|m| g.verify(checksum).map(|_| m))
                     .map_err(|e| self.at(line, e))?;
             }
             if moved {
@@ -2046,6 +2049,21 @@ impl GitSource {
         self.commit = co.commit.clone();
         self.checkout = Some(co);
         Ok(moved)
+    }
+
+    /// `ADD --checksum=<commit>` pins a git source: the commit must start with it.
+    fn verify(&self, checksum: Option<&str>) -> std::result::Result<(), String> {
+        let Some(want) = checksum else {
+            return Ok(());
+        };
+        let want = want.to_ascii_lowercase();
+        if want.len() < 7 || !self.commit.starts_with(&want) {
+            return Err(format!(
+                "checksum mismatch for {}: expected commit {want}, got {}",
+                self.url, self.commit
+            ));
+        }
+        Ok(())
     }
 
     fn hash(&self, keep: bool) -> String {

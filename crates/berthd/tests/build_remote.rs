@@ -220,6 +220,7 @@ fn add_git_repository() {
         ("sub/up", "-> ../../../../../etc"),
     ]);
     git(&repo.work, &["tag", "v1"]);
+    let v1 = git(&repo.work, &["rev-parse", "v1"]);
     repo.push();
     let http = serve_dir(base.join("srv"));
     let gd = GitDaemon::start(&base.join("srv"));
@@ -232,11 +233,12 @@ fn add_git_repository() {
          ADD {g}#v1:sub /sub\n\
          ADD --chown=1000:1000 {h}#v1 /owned\n\
          ADD {h} /src\n\
-         ADD --keep-git-dir=true {g}#main /kept\n"
+         ADD --keep-git-dir=true {g}#main /kept\n\
+         ADD --checksum={v1} {g}#v1 /pinned\n"
     );
     std::fs::write(ctx.join("Dockerfile"), &df).unwrap();
     built(&build(&d, false, &["-t", "addgit", "."], &ctx));
-    let check = "cat /src/README /sub/a.txt; test -e /src/.git || echo no-git; \
+    let check = "cat /src/README /sub/a.txt /pinned/README; test -e /src/.git || echo no-git; \
                  test -e /sub/README || echo only-sub; \
                  stat -c '%u:%g %a' /src/README /src/bin/run.sh /owned/README; \
                  readlink /src/evil; readlink /sub/up; test -f /kept/.git/HEAD && echo kept; \
@@ -244,12 +246,12 @@ fn add_git_repository() {
     let out = d.ok(&["run", "--rm", "addgit", "sh", "-c", check]);
     assert_eq!(
         out,
-        "v1\na\nno-git\nonly-sub\n0:0 644\n0:0 755\n1000:1000 644\n/etc/passwd\n../../../../../etc\nkept\nrun\n",
+        "v1\na\nv1\nno-git\nonly-sub\n0:0 644\n0:0 755\n1000:1000 644\n/etc/passwd\n../../../../../etc\nkept\nrun\n",
         "{out}"
     );
     // Unchanged refs: every ADD is a cache hit (through the docker CLI too), without a clone.
     let o = build(&d, true, &["-t", "addgit", "."], &ctx);
-    assert_eq!(cache_hits(built(&o)), 4, "{}", o.stdout);
+    assert_eq!(cache_hits(built(&o)), 5, "{}", o.stdout);
     // A new commit on main moves HEAD: the tag's steps stay cached, the rest is rebuilt.
     repo.commit(&[("README", "v2\n")]);
     let o = build(&d, false, &["-t", "addgit", "."], &ctx);
@@ -289,6 +291,10 @@ fn add_git_repository() {
         .port();
     for (src, want) in [
         (format!("{h}#nope"), format!("{h}#nope")),
+        (
+            format!("--checksum=0123456789 {h}#v1"),
+            "checksum mismatch".to_string(),
+        ),
         (
             format!("http://127.0.0.1:{dead}/gone.git"),
             "gone.git".to_string(),
