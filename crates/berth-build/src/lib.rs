@@ -10,6 +10,9 @@
 //! * [`context`]: the build context from a tar (plain/gzip: spooled and indexed in one pass, unpacked
 //!   without escaping only when a step needs the files) or a directory; every read is resolved inside
 //!   it.
+//! * [`incremental`] and [`blobs`]: berth's incremental context (a manifest of the client's tree,
+//!   only the contents the daemon's blob store lacks uploaded, each verified against its digest),
+//!   indexed like a tar so selection and cache keys are the same.
 //! * [`graph`]: stage dependencies, `--target`, unused stages skipped, waves of independent stages.
 //! * [`cache`]: the cache index in `<data-root>/build/cache.json` (crash-safe), `prune`, `du`.
 //! * [`builder`]: [`builder::Builder`] runs a build against the [`berth_image::ImageStore`] and a
