@@ -510,11 +510,13 @@ fn read_ignore(path: &Path) -> Result<Option<DockerIgnore>, CliError> {
 }
 
 /// A context the daemon fetches itself: a git URL (`#ref:subdir` allowed) or an http(s) URL of
-/// a tar or a Dockerfile, as the docker CLI tells them from paths.
+/// a tar or a Dockerfile, as the docker CLI tells them from paths (an existing local path, say a
+/// directory `github.com/x`, stays local).
 fn is_remote(arg: &str) -> bool {
-    arg.starts_with("http://")
+    (arg.starts_with("http://")
         || arg.starts_with("https://")
-        || berth_build::remote::is_git_url(arg)
+        || berth_build::remote::is_git_url(arg))
+        && !Path::new(arg).exists()
 }
 
 /// Works out what to send and the `dockerfile` query value.
