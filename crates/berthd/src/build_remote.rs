@@ -6,6 +6,7 @@
 
 use std::io::{Cursor, Read};
 use std::path::Path;
+use std::time::Duration;
 
 use berth_build::remote::{
     Capped, dockerfile_tar, git_context_tar, is_git_url, looks_like_archive,
@@ -53,7 +54,15 @@ pub async fn context_reader(
     }
     let shown = berth_build::remote::redact(&url);
     let fail = |e: String| Error::invalid(format!("unable to prepare context: {e}"));
-    let mut resp = reqwest::get(&url)
+    // A server that stalls fails the request instead of holding a blocking thread forever.
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let mut resp = client
+        .get(&url)
+        .send()
         .await
         .map_err(|e| fail(format!("failed to GET {shown}: {}", without_url(e))))?;
     if !resp.status().is_success() {
