@@ -202,14 +202,23 @@ fn cache_hits(s: &str) -> usize {
     s.matches(" ---> Using cache").count()
 }
 
-#[test]
-fn add_git_repository() {
+/// A private daemon with `busybox:local`, and the directory to serve repositories from; None
+/// (skip) without root, the docker CLI or git.
+fn daemon_with_busybox() -> Option<(TestDaemon, PathBuf)> {
     if !can_run() || !have_git() {
-        return;
+        return None;
     }
     let d = TestDaemon::start();
     d.import_busybox();
     let base = d.dir.join("git");
+    Some((d, base))
+}
+
+#[test]
+fn add_git_repository() {
+    let Some((d, base)) = daemon_with_busybox() else {
+        return;
+    };
     let repo = Repo::new(&base, "repo");
     repo.commit(&[
         ("README", "v1\n"),
@@ -344,12 +353,9 @@ fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
 
 #[test]
 fn remote_contexts() {
-    if !can_run() || !have_git() {
+    let Some((d, base)) = daemon_with_busybox() else {
         return;
-    }
-    let d = TestDaemon::start();
-    d.import_busybox();
-    let base = d.dir.join("git");
+    };
     let repo = Repo::new(&base, "ctx");
     let df = "FROM busybox:local\nCOPY . /ctx/\nCMD [\"cat\", \"/ctx/hello\"]\n";
     repo.commit(&[
