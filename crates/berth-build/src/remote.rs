@@ -208,9 +208,9 @@ impl GitUrl {
         let g = |args: &[&str]| git(Some(&repo), args, cancelled);
         g(&["remote", "add", "origin", &self.remote]).map_err(|e| fail("clone", e))?;
         let r = self.reference.as_deref().unwrap_or("HEAD");
-        // Shallow first; the dumb HTTP transport cannot, and a commit ID that the server does
-        // not let us ask for directly needs the whole history.
-        let target = if g(&[
+        // Shallow first; the dumb HTTP transport cannot. A (short) commit ID that the server
+        // does not let us ask for directly needs the whole history to be found in.
+        let fetched = g(&[
             "fetch",
             "-q",
             "--depth",
@@ -220,25 +220,24 @@ impl GitUrl {
             "--",
             r,
         ])
-        .is_ok()
-            || g(&["fetch", "-q", "--no-tags", "origin", "--", r]).is_ok()
-        {
-            "FETCH_HEAD".to_string()
-        } else {
-            let all = g(&[
-                "fetch",
-                "-q",
-                "origin",
-                "+refs/heads/*:refs/remotes/origin/*",
-                "+refs/tags/*:refs/tags/*",
-            ]);
-            if let Err(e) = all {
-                return Err(fail("fetch", e));
+        .or_else(|_| g(&["fetch", "-q", "--no-tags", "origin", "--", r]));
+        let target = match fetched {
+            Ok(_) => "FETCH_HEAD".to_string(),
+            Err(e) if !may_be_commit(r) => return Err(fail("fetch", e)),
+            Err(_) => {
+                g(&[
+                    "fetch",
+                    "-q",
+                    "origin",
+                    "+refs/heads/*:refs/remotes/origin/*",
+                    "+refs/tags/*:refs/tags/*",
+                ])
+                .map_err(|e| fail("fetch", e))?;
+                g(&["rev-parse", "--verify", "-q", &format!("{r}^{{commit}}")])
+                    .map_err(|_| format!("failed to fetch {self}: reference {r:?} not found"))?
+                    .trim()
+                    .to_string()
             }
-            g(&["rev-parse", "--verify", "-q", &format!("{r}^{{commit}}")])
-                .map_err(|_| format!("failed to fetch {self}: reference {r:?} not found"))?
-                .trim()
-                .to_string()
         };
         g(&["checkout", "-q", "--detach", &target]).map_err(|e| fail("check out", e))?;
         let commit = g(&["rev-parse", "HEAD"])
@@ -297,6 +296,11 @@ pub struct Checkout {
     pub root: PathBuf,
     /// The commit checked out.
     pub commit: String,
+}
+
+/// Whether a ref could be a commit ID, full or abbreviated (git's shortest is 4 digits).
+fn may_be_commit(r: &str) -> bool {
+    (4..=64).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn is_full_commit(r: &str) -> bool {
