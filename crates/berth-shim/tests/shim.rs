@@ -17,34 +17,6 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn busybox() -> PathBuf {
-    static BUSYBOX: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUSYBOX
-        .get_or_init(|| {
-            let find = || {
-                ["/bin/busybox", "/usr/bin/busybox"]
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.exists())
-            };
-            if let Some(p) = find() {
-                return p;
-            }
-            let install = || {
-                Command::new("apt-get")
-                    .args(["install", "-y", "busybox-static"])
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !install() {
-                let _ = Command::new("apt-get").arg("update").status();
-                assert!(install(), "apt-get install busybox-static failed");
-            }
-            find().expect("busybox installed")
-        })
-        .clone()
-}
-
 /// How the container's own cgroup shows in `/proc/self/cgroup` (it is the namespace's root).
 fn own_cgroup_line() -> &'static str {
     if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -55,19 +27,7 @@ fn own_cgroup_line() -> &'static str {
 }
 
 fn make_rootfs(dir: &Path) {
-    let bb = busybox();
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for d in ["proc", "sys", "dev", "etc", "tmp", "root"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy(&bb, bin.join("busybox")).unwrap();
-    let list = Command::new(&bb).arg("--list").output().unwrap();
-    for name in String::from_utf8_lossy(&list.stdout).lines() {
-        if name != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", bin.join(name));
-        }
-    }
+    berth_testkit::busybox_rootfs(dir, berth_testkit::Users::Basic);
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);

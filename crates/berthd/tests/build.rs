@@ -103,40 +103,8 @@ fn ctx_dir(d: &TestDaemon, name: &str) -> PathBuf {
 
 /// `busybox:local` as berth-build's corpus expects it: users app (1000) and groups app, staff.
 fn import_corpus_busybox(d: &TestDaemon) {
-    let r = d.dir.join("corpus-rootfs");
-    for sub in [
-        "bin", "etc", "tmp", "root", "home/app", "usr/bin", "usr/sbin", "sbin",
-    ] {
-        std::fs::create_dir_all(r.join(sub)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
-    let st = Command::new("chroot")
-        .arg(&r)
-        .args(["/bin/busybox", "--install", "-s", "/bin"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::write(
-        r.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(
-        r.join("etc/group"),
-        "root:x:0:\napp:x:1000:\nstaff:x:50:\nnogroup:x:65534:\n",
-    )
-    .unwrap();
-    std::os::unix::fs::chown(r.join("home/app"), Some(1000), Some(1000)).unwrap();
-    let tar = d.dir.join("corpus-busybox.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&r)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let tar =
+        berth_testkit::busybox_tar(&d.dir, "corpus-busybox.tar", berth_testkit::Users::Corpus);
     d.ok(&[
         "import",
         "-c",

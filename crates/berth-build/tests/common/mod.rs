@@ -200,39 +200,9 @@ pub struct Env {
 }
 
 pub fn busybox_tar() -> Vec<u8> {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    for d in [
-        "bin", "etc", "tmp", "root", "home/app", "usr/bin", "usr/sbin", "sbin",
-    ] {
-        std::fs::create_dir_all(r.join(d)).unwrap();
-    }
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("busybox-static is needed (apt-get install -y busybox-static)");
-    std::fs::copy(bb, r.join("bin/busybox")).unwrap();
-    let st = Command::new("chroot")
-        .arg(r)
-        .args(["/bin/busybox", "--install", "-s", "/bin"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::write(
-        r.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(
-        r.join("etc/group"),
-        "root:x:0:\napp:x:1000:\nstaff:x:50:\nnogroup:x:65534:\n",
-    )
-    .unwrap();
-    std::os::unix::fs::chown(r.join("home/app"), Some(1000), Some(1000)).unwrap();
-    let mut b = tar::Builder::new(Vec::new());
-    b.follow_symlinks(false);
-    b.append_dir_all(".", r).unwrap();
-    b.into_inner().unwrap()
+    let dir = tempfile::tempdir().unwrap();
+    let tar = berth_testkit::busybox_tar(dir.path(), "busybox.tar", berth_testkit::Users::Corpus);
+    std::fs::read(tar).unwrap()
 }
 
 impl Env {

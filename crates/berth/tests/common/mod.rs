@@ -233,37 +233,14 @@ pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-/// A busybox rootfs tarball made from the host's static busybox.
+/// A busybox rootfs tarball made from the host's static busybox; None when the host has none.
 pub fn busybox_tar(dir: &Path) -> Option<PathBuf> {
-    let bb = Path::new("/usr/bin/busybox");
-    if !bb.exists() {
-        return None;
-    }
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    for d in ["etc", "tmp", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
-    for app in [
-        "sh", "echo", "cat", "ls", "date", "sleep", "true", "false", "env", "id", "hostname",
-        "pwd", "printf", "mkdir", "rm", "ln", "stty", "tty", "ps",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
-    }
-    let tar = dir.join("rootfs.tar");
-    let ok = Command::new("tar")
-        .args([
-            "-C",
-            root.to_str().unwrap(),
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ])
-        .status()
-        .unwrap()
-        .success();
-    ok.then_some(tar)
+    berth_testkit::busybox()?;
+    Some(berth_testkit::busybox_tar(
+        dir,
+        "rootfs.tar",
+        berth_testkit::Users::Basic,
+    ))
 }
 
 pub fn free_port() -> u16 {

@@ -321,45 +321,7 @@ pub fn tail(s: &str, n: usize) -> String {
 
 /// Makes `busybox.tar` (a rootfs with /bin/busybox and its applet links) in `dir`.
 pub fn busybox_tar(dir: &Path) -> PathBuf {
-    let bb = Path::new("/bin/busybox");
-    if !bb.exists() {
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "busybox-static"])
-            .status();
-    }
-    assert!(
-        bb.exists(),
-        "/bin/busybox is needed (apt-get install busybox-static)"
-    );
-    let root = dir.join("bbroot");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
-    let list = Command::new(bb).arg("--list").output().unwrap();
-    for app in String::from_utf8_lossy(&list.stdout).lines() {
-        if app != "busybox" && !app.is_empty() {
-            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(app));
-        }
-    }
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-    let tar = dir.join("busybox.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    tar
+    berth_testkit::busybox_tar(dir, "busybox.tar", berth_testkit::Users::Basic)
 }
 
 impl Drop for TestDaemon {
