@@ -597,12 +597,21 @@ fn credential_helpers_for_login_push_pull_logout() {
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(&store).unwrap();
     let helper = bin.join("docker-credential-berthtest");
+    // Written by `install` in a child process: an executable this (multithreaded) test process
+    // held open for writing could be inherited by another test's fork and fail with ETXTBSY.
+    let src = d.dir.join("helper.src");
     std::fs::write(
-        &helper,
+        &src,
         HELPER.replace("STORE", &format!("{:?}", store.display().to_string())),
     )
     .unwrap();
-    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let st = std::process::Command::new("install")
+        .args(["-m", "755"])
+        .arg(&src)
+        .arg(&helper)
+        .status()
+        .unwrap();
+    assert!(st.success());
     let path = format!(
         "{}:{}",
         bin.display(),
