@@ -1,3 +1,4 @@
-# error: ADD of git repositories is not supported
+# error: outside of the repository
 FROM busybox:local
-ADD git@github.com:moby/moby.git /src
+# A git source's subdirectory may not climb out of the repository (refused before any fetch).
+ADD https://git.invalid/repo.git#main:../../etc /src
