@@ -895,14 +895,24 @@ async fn send_incremental(
     let mut headers = headers.to_vec();
     headers.push(("X-Berth-Context", reply.session));
     let missing = reply.missing;
-    let (resp, size) = post_build(client, query, &headers, move |w| {
+    let sent = post_build(client, query, &headers, move |w| {
         // Nothing missing: an empty body.
         if missing.is_empty() {
             return Ok(());
         }
         incremental::write_blobs(&prepared.blobs, &missing, w)
     })
-    .await?;
+    .await;
+    let (resp, size) = match sent {
+        // The session went (a daemon restart in between, or it timed out): the tar still works.
+        Err(CliError::Client(ClientError::Daemon {
+            status: 400,
+            message,
+        })) if message.contains("unknown build context session") => {
+            return Ok(Err(src));
+        }
+        r => r?,
+    };
     Ok(Ok((
         resp,
         format!("{} ({changed} of {total} files sent)", human4(size)),
