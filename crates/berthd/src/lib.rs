@@ -15,6 +15,7 @@ pub mod events;
 pub mod exec;
 pub mod http;
 pub mod images;
+pub mod linger;
 pub mod names;
 pub mod networks;
 pub mod router;

@@ -28,7 +28,7 @@ pub async fn serve_conn(d: Arc<Daemon>, stream: tokio::net::UnixStream) {
         async move { Ok::<_, std::convert::Infallible>(handle(d, req).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), svc)
+        .serve_connection(TokioIo::new(crate::linger::LingerIo::new(stream)), svc)
         .with_upgrades()
         .await
     {

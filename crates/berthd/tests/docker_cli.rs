@@ -1299,3 +1299,27 @@ fn anonymous_volumes_and_copy_up() {
     );
     assert_eq!(d.ok(&["volume", "ls", "-q"]).trim(), "");
 }
+
+#[test]
+fn an_error_before_the_body_is_read_still_reaches_the_client() {
+    use std::io::{Read, Write};
+    let d = TestDaemon::start();
+    // The answer (404) comes before the body is needed; the client sends its body after reading
+    // the answer's start, as a slow client would: the body must not meet a closed socket.
+    let mut s = std::os::unix::net::UnixStream::connect(&d.sock).unwrap();
+    let body = vec![b' '; 1 << 20];
+    write!(
+        s,
+        "POST /v1.44/containers/nosuch/update HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 404");
+    s.write_all(&body)
+        .expect("the daemon drains what it did not read");
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("No such container: nosuch"), "{rest}");
+}
