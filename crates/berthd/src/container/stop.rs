@@ -50,7 +50,12 @@ pub async fn kill(d: &Arc<Daemon>, c: &Arc<Ctr>, signal: i32) -> Result<()> {
             wait_stopped(c, Duration::from_secs(5)).await;
             Ok(())
         }
+        // A shim that breaks the connection off (EPIPE, EOF) is exiting with its process: as
+        // above, wait a little for the exit to be recorded before calling it a failure.
         Err(e) => {
+            if matches!(e, ShimError::Protocol(_)) {
+                wait_stopped(c, Duration::from_secs(2)).await;
+            }
             if c.snapshot().state.running {
                 Err(Error::internal(format!(
                     "Cannot kill container: {}: {e}",
