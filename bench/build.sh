@@ -103,6 +103,16 @@ for i in $(seq 1 $RUNS); do
   for e in "${engines[@]}"; do timed $e.changed $(cmd_of $e) --network none -t bench:latest $C; done
 done
 
+# The cached rebuild through the classic tar upload into berthd: `berth build` with the incremental
+# context turned off, and the docker CLI itself pointed at berthd (what docker-compose and
+# `alias docker=berth`-less users get).
+for i in $(seq 1 $RUNS); do
+  timed berth_tar.cached env BERTH_BUILD_CONTEXT=tar $B build --network none -t bench:latest $C
+  grep -q "Using cache" $T/last.out || { echo "berth (tar): rebuild was not cached"; cat $T/last.out; exit 1; }
+  timed dockercli_berthd.cached env DOCKER_BUILDKIT=0 docker -H unix://$BERTH_SOCK build --network none -t bench:latest $C
+  grep -q "Using cache" $T/last.out || { echo "docker CLI → berthd: rebuild was not cached"; cat $T/last.out; exit 1; }
+done
+
 # The rebuild after one change must re-run only the build stage's COPY/RUN and what follows it.
 echo "change final $RANDOM" >>$C/src/f7.txt
 $B build --network none -t bench:latest $C >$T/berth.changed.out
@@ -127,4 +137,7 @@ host="$(nproc) cores, $(uname -r)"
       echo "| $k | $b | (dockerd did not start) | |"
     fi
   done
+  echo
+  echo "Cached rebuild through the tar upload into berthd (medians, ms): \`BERTH_BUILD_CONTEXT=tar berth build\`"
+  echo "$(median berth_tar.cached), \`DOCKER_BUILDKIT=0 docker build\` against berthd $(median dockercli_berthd.cached)."
 } | tee $OUT/build-$stamp.md
