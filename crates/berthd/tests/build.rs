@@ -1234,6 +1234,161 @@ fn incremental_context_sends_only_changes() {
     assert!(after.contains("(5 of 5 files sent)"), "{after}");
 }
 
+/// A context session the daemon no longer knows (berthd restarted between the manifest and the
+/// build) makes `berth build` send the tar instead, and the build succeeds. The CLI reaches the
+/// daemon through a byte-for-byte proxy that restarts berthd before it forwards the first
+/// `POST /build` carrying `X-Berth-Context`.
+#[test]
+fn incremental_context_falls_back_to_tar_when_session_unknown() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !can_run() {
+        return;
+    }
+    let mut d = TestDaemon::start();
+    d.import_busybox();
+    let ctx = ctx_dir(&d, "fallback");
+    write_tree(
+        &ctx,
+        &[
+            ("a.txt", "one"),
+            ("sub/b.txt", "b"),
+            (
+                "Dockerfile",
+                "FROM busybox:local\nCOPY . /ctx/\nRUN cat /ctx/a.txt /ctx/sub/b.txt /ctx/big.bin | md5sum > /sum\n",
+            ),
+        ],
+    );
+    // Bigger than the socket buffers: berthd refuses the session before it reads this body.
+    std::fs::write(ctx.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+    let proxy_sock = d.dir.join("proxy.sock");
+    let listener = UnixListener::bind(&proxy_sock).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let (dir, upstream) = (d.dir.clone(), d.sock.clone());
+    let stop = AtomicBool::new(false);
+    // Request heads as the proxy saw them, and whether berthd was restarted.
+    let heads: Mutex<Vec<String>> = Mutex::default();
+    let restarted = AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        let d = &mut d;
+        let (stop, heads, restarted) = (&stop, &heads, &restarted);
+        s.spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(e) => panic!("proxy accept: {e}"),
+                };
+                client.set_nonblocking(false).unwrap();
+                // The request head, byte by byte, so nothing past it is consumed here.
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match (&client).read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => break,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let with_session = text.to_ascii_lowercase().contains("x-berth-context:");
+                if text.starts_with("POST ")
+                    && text.contains("/build?")
+                    && with_session
+                    && !restarted.swap(true, Ordering::SeqCst)
+                {
+                    d.terminate();
+                    d.kill9();
+                    d.spawn();
+                }
+                heads.lock().unwrap().push(text);
+                let server = UnixStream::connect(&upstream).unwrap();
+                (&server).write_all(&head).unwrap();
+                // Both directions copied as they come; either side's end or error ends both.
+                let pipe = |from: UnixStream, to: UnixStream| {
+                    move || {
+                        let _ = std::io::copy(&mut &from, &mut &to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    }
+                };
+                s.spawn(pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                ));
+                s.spawn(pipe(server, client));
+            }
+        });
+        let mut c = Command::new(berth_bin());
+        c.args(["build", "--network", "none", "-t", "fallback", "."])
+            .current_dir(&ctx)
+            .env("DOCKER_HOST", format!("unix://{}", proxy_sock.display()))
+            .env("XDG_CACHE_HOME", dir.join("cache"))
+            .env_remove("BERTH_HOST")
+            .env_remove("BERTH_BUILD_CONTEXT");
+        let o = run_with_timeout(c, None, Duration::from_secs(120));
+        stop.store(true, Ordering::SeqCst);
+        o
+    });
+    assert!(
+        restarted.load(Ordering::SeqCst),
+        "no incremental build request seen"
+    );
+    assert_eq!(
+        out.code,
+        0,
+        "{}{}\n{}",
+        out.stdout,
+        out.stderr,
+        tail(&d.log(), 30)
+    );
+    // The session's request was refused; the tar went next (no session, no "files sent").
+    let builds: Vec<String> = heads
+        .into_inner()
+        .unwrap()
+        .iter()
+        .filter(|h| h.starts_with("POST ") && h.contains("/build?"))
+        .cloned()
+        .collect();
+    assert_eq!(builds.len(), 2, "{builds:?}");
+    assert!(
+        !builds[1].to_ascii_lowercase().contains("x-berth-context:"),
+        "{}",
+        builds[1]
+    );
+    assert!(!out.stdout.contains("files sent"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("Sending build context to Docker daemon  3.1"),
+        "{}",
+        out.stdout
+    );
+    let got = d.ok(&[
+        "run",
+        "--rm",
+        "fallback",
+        "sh",
+        "-c",
+        "cat /ctx/a.txt /ctx/sub/b.txt; wc -c < /ctx/big.bin",
+    ]);
+    assert_eq!(got.split_whitespace().collect::<Vec<_>>(), ["oneb3145728"]);
+    // The restarted daemon still does incremental contexts: the next build goes that way.
+    let o = build_cmd(
+        &d,
+        Cli::Berth,
+        &["--network", "none", "-t", "fallback", "."],
+        &ctx,
+        None,
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("files sent)"), "{}", o.stdout);
+    assert_eq!(count(&o.stdout, " ---> Using cache"), 2, "{}", o.stdout);
+    assert_eq!(built_id(&o.stdout), built_id(&out.stdout));
+}
+
 /// The incremental context's API refuses hostile manifests and uploads: paths out of the
 /// context, duplicates, a blob that is not what its digest says, an unknown session.
 #[test]
