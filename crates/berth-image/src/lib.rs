@@ -13,10 +13,11 @@
 //! layers/<chain-hex>/layer.json   {chain_id, diff_id, parent, size, blob}
 //! containers/<id>/{upper,work}    a container's writable layer; layer.json {image_id, chain_ids}
 //! empty/                          the lower dir of images without layers
-//! images.json                     {"images": {"sha256:..": {parent, last_tag_time, manifests}}}
+//! images.json                     {"images": {"sha256:..": {parent, last_tag_time, manifests, pending_refs}}}
 //! repositories.json               {"Repositories": {"busybox": {"busybox:latest": "sha256:.."}}}
 //! distribution.json               {"layers": {"<diff-id>": [{blob, repositories}]}} (push skips, mounts)
 //! load.tmp-*/                     a `docker load` archive being spooled
+//! commit.tmp-*                    a `commit`'s diff tar being written (then unpacked as a layer)
 //! ```
 //! `manifests` are the digests of the manifest/index blobs an image was pulled with or pushed as (kept
 //! in `blobs/` for `RepoDigests`). Pulls go through [`ImageStore::begin_image`],
@@ -24,9 +25,12 @@
 //! layers at once) and [`ImageStore::finish_image`]; `docker save`/`load` are [`ImageStore::save`] and
 //! [`ImageStore::load`].
 //! Files are written as temp + fsync + rename; layers and container layers are filled in `*.tmp-*`
-//! directories and renamed into place. `open` removes temp debris, drops images whose config or layers
-//! are missing, and deletes layers and blobs that nothing references. Layers are shared between images
-//! by chain ID and deleted only when no image or container layer references them.
+//! directories and renamed into place. A new image is written to `images.json` with the references it
+//! is getting (`pending_refs`) before `repositories.json` has them, and `open` sets those a crash kept
+//! out, so a commit, pull or load never leaves its image dangling. `open` removes temp debris, drops
+//! images whose config or layers are missing, and deletes layers and blobs that nothing references.
+//! Layers are shared between images by chain ID and deleted only when no image or container layer
+//! references them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

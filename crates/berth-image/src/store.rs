@@ -250,6 +250,11 @@ struct ImageRecord {
     /// Manifests (and indexes) the image was pulled with or pushed as, kept in `blobs/` for `RepoDigests`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     manifests: Vec<Digest>,
+    /// The references a new image is getting, written with it before `repositories.json`: `open`
+    /// sets those a crash kept out of that file, so a commit, pull or load never leaves its image
+    /// dangling. Cleared once they are in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending_refs: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -804,6 +809,23 @@ impl ImageStore {
                 }
             }
         }
+        // References a crash kept out of repositories.json (written with their new image first).
+        for (id, img) in st.images.iter_mut() {
+            for r in std::mem::take(&mut img.record.pending_refs) {
+                dirty_images = true;
+                let Ok(parsed) = Reference::parse(&r) else {
+                    continue;
+                };
+                if st.refs.get(&parsed) != Some(id) {
+                    st.refs.insert(parsed, id.clone());
+                    img.record.last_tag_time = Some(now_rfc3339());
+                    dirty_refs = true;
+                    repairs.push(format!(
+                        "tagged image {id} {r} (interrupted before its tag)"
+                    ));
+                }
+            }
+        }
         // Distribution metadata (a cache: a corrupt file is dropped).
         match fs::read(self.distribution_json()) {
             Ok(b) => match serde_json::from_slice::<DistributionFile>(&b) {
@@ -834,11 +856,12 @@ impl ImageStore {
                 }
             }
         }
-        if dirty_images {
-            self.save_images(&st)?;
-        }
+        // References first: pending ones leave images.json only once repositories.json has them.
         if dirty_refs {
             self.save_refs(&st)?;
+        }
+        if dirty_images {
+            self.save_images(&st)?;
         }
         self.recover_leases(&st, &mut repairs)?;
         // Unreferenced layers and blobs.
@@ -890,6 +913,10 @@ impl ImageStore {
     }
 
     fn save_refs(&self, st: &State) -> Result<()> {
+        #[cfg(test)]
+        if tests::CRASH_BEFORE_SAVE_REFS.get() {
+            return Err(Error::internal("crash before repositories.json (test)"));
+        }
         let mut file = RepositoriesFile::default();
         for (r, id) in &st.refs {
             file.repositories
@@ -1074,17 +1101,22 @@ impl ImageStore {
         reference: Option<&Reference>,
     ) -> Result<ImageId> {
         let bytes = serde_json::to_vec(&config).map_err(|e| Error::internal(e.to_string()))?;
-        self.commit_image_bytes(st, &bytes, config, parent, reference.into_iter())
+        let refs: Vec<Reference> = reference.into_iter().cloned().collect();
+        self.commit_image_bytes(st, &bytes, config, parent, &[], &refs)
     }
 
-    /// Like [`ImageStore::commit_image`] with the config bytes as given (the ID is their digest).
-    fn commit_image_bytes<'r>(
+    /// Like [`ImageStore::commit_image`] with the config bytes as given (the ID is their digest), and
+    /// `manifests` (blobs already stored) recorded on the image. A new image is written with its
+    /// `references` as pending ones, so a crash before `repositories.json` has them cannot leave it
+    /// dangling (`open` sets them).
+    fn commit_image_bytes(
         &self,
         st: &mut State,
         bytes: &[u8],
         config: ImageConfig,
         parent: Option<ImageId>,
-        references: impl Iterator<Item = &'r Reference>,
+        manifests: &[Digest],
+        references: &[Reference],
     ) -> Result<ImageId> {
         let chains = chain_ids(&config.rootfs.diff_ids);
         if let Some(missing) = chains.iter().find(|c| !st.layers.contains_key(*c)) {
@@ -1093,14 +1125,17 @@ impl ImageStore {
             )));
         }
         let id = self.put_blob(bytes)?;
-        if !st.images.contains_key(&id) {
+        if st.images.contains_key(&id) {
+            self.record_manifests(st, &id, manifests)?;
+        } else {
             st.images.insert(
                 id.clone(),
                 Image {
                     record: ImageRecord {
                         parent,
                         last_tag_time: None,
-                        manifests: Vec::new(),
+                        manifests: manifests.to_vec(),
+                        pending_refs: references.iter().map(Reference::familiar_string).collect(),
                     },
                     config,
                     chain_ids: chains,
@@ -1108,9 +1143,7 @@ impl ImageStore {
             );
             self.save_images(st)?;
         }
-        for r in references {
-            self.set_ref(st, r.clone(), &id)?;
-        }
+        self.set_refs(st, references, &id)?;
         Ok(id)
     }
 
@@ -1150,7 +1183,7 @@ impl ImageStore {
             .map_err(|e| Error::invalid(format!("invalid image config: {e}")))?;
         let mut st = self.lock();
         let parent = parent.filter(|p| st.images.contains_key(*p)).cloned();
-        self.commit_image_bytes(&mut st, config_json, config, parent, std::iter::empty())
+        self.commit_image_bytes(&mut st, config_json, config, parent, &[], &[])
     }
 
     /// Starts adding an image from its config JSON (the ID is its digest) for a pull: the caller unpacks
@@ -1256,19 +1289,17 @@ impl ImageStore {
     pub fn finish_image(&self, pending: PendingImage, manifests: &[&[u8]]) -> Result<ImageSummary> {
         let mut st = self.lock();
         let res = (|| {
-            let id = self.commit_image_bytes(
+            // Manifests are stored before the image that names them, and the image (with its
+            // references pending) before the references (crash order).
+            let manifests = self.put_blobs(manifests)?;
+            self.commit_image_bytes(
                 &mut st,
                 &pending.config_json,
                 pending.config.clone(),
                 None,
-                std::iter::empty(),
-            )?;
-            // Manifests are recorded before the references that name them (crash order).
-            self.add_manifests(&mut st, &id, manifests)?;
-            for r in &pending.refs {
-                self.set_ref(&mut st, r.clone(), &id)?;
-            }
-            Ok(id)
+                &manifests,
+                &pending.refs,
+            )
         })();
         let chains = pending.chains.clone();
         let image = pending.id.clone();
@@ -1319,19 +1350,20 @@ impl ImageStore {
         }
     }
 
-    /// Stores manifest blobs and records them on an image. Call with the lock.
-    fn add_manifests(&self, st: &mut State, id: &ImageId, manifests: &[&[u8]]) -> Result<()> {
-        let mut digests = Vec::new();
-        for m in manifests {
-            digests.push(self.put_blob(m)?);
-        }
+    /// Stores blobs (idempotent) and returns their digests.
+    fn put_blobs(&self, blobs: &[&[u8]]) -> Result<Vec<Digest>> {
+        blobs.iter().map(|b| self.put_blob(b)).collect()
+    }
+
+    /// Records stored manifest blobs on an image. Call with the lock.
+    fn record_manifests(&self, st: &mut State, id: &ImageId, manifests: &[Digest]) -> Result<()> {
         let Some(img) = st.images.get_mut(id) else {
             return Ok(());
         };
         let before = img.record.manifests.len();
-        for d in digests {
-            if !img.record.manifests.contains(&d) {
-                img.record.manifests.push(d);
+        for d in manifests {
+            if !img.record.manifests.contains(d) {
+                img.record.manifests.push(d.clone());
             }
         }
         if img.record.manifests.len() != before {
@@ -1359,7 +1391,8 @@ impl ImageStore {
         if !st.images.contains_key(id) {
             return Err(Error::NoSuchImage(id.to_string()));
         }
-        self.add_manifests(&mut st, id, &[manifest])?;
+        let manifests = self.put_blobs(&[manifest])?;
+        self.record_manifests(&mut st, id, &manifests)?;
         st.refs.insert(r, id.clone());
         self.save_refs(&st)
     }
@@ -1438,16 +1471,35 @@ impl ImageStore {
     }
 
     fn set_ref(&self, st: &mut State, r: Reference, id: &ImageId) -> Result<()> {
+        self.set_refs(st, &[r], id)
+    }
+
+    /// Points `refs` at `id` (one write of `repositories.json`, then of `images.json`, which drops the
+    /// image's pending references). Call with the lock.
+    fn set_refs(&self, st: &mut State, refs: &[Reference], id: &ImageId) -> Result<()> {
         // A tag that already names this image is not written again (as dockerd's reference
         // store); the image's LastTagTime still moves, as in dockerd.
-        let changed = st.refs.insert(r, id.clone()).as_ref() != Some(id);
+        let mut changed = false;
+        for r in refs {
+            changed |= st.refs.insert(r.clone(), id.clone()).as_ref() != Some(id);
+        }
+        // Memory holds the references now, so the pending ones go even if a write below fails
+        // (then left on disk, they must not override a later tag after a restart).
+        let mut dirty = !refs.is_empty();
         if let Some(img) = st.images.get_mut(id) {
-            img.record.last_tag_time = Some(now_rfc3339());
+            dirty |= !img.record.pending_refs.is_empty();
+            img.record.pending_refs.clear();
+            if !refs.is_empty() {
+                img.record.last_tag_time = Some(now_rfc3339());
+            }
         }
         if changed {
             self.save_refs(st)?;
         }
-        self.save_images(st)
+        if dirty {
+            self.save_images(st)?;
+        }
+        Ok(())
     }
 
     /// Imports a root filesystem tar (plain, gzip or zstd) as a one-layer image, like `docker import`,

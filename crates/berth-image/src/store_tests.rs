@@ -7,6 +7,12 @@ use super::*;
 use crate::ErrorKind;
 use crate::unpack::tests::TarMaker;
 
+thread_local! {
+    /// `save_refs` fails without writing, as if the process died just before it.
+    pub(super) static CRASH_BEFORE_SAVE_REFS: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
+}
+
 fn store() -> (tempfile::TempDir, ImageStore) {
     let d = tempfile::tempdir().unwrap();
     let s = ImageStore::open(d.path()).unwrap();
@@ -1076,4 +1082,88 @@ fn a_crash_mid_pull_keeps_verified_layers_for_the_next_attempt() {
     s.abandon_image(p).unwrap();
     assert!(!s.has_layer(&c_chain));
     assert_eq!(fs::read_dir(s.root().join("leases")).unwrap().count(), 0);
+}
+
+/// A crash between the writes of `images.json` and `repositories.json` (commit, pull, load): the
+/// next open finds the new image with its tags, never dangling.
+#[test]
+fn a_crash_between_image_and_tag_leaves_no_dangling_image() {
+    let d = tempfile::tempdir().unwrap();
+    // Runs `op` in a store that dies before it writes `repositories.json`; returns the reopened store.
+    let crash_in = |op: &dyn Fn(&ImageStore)| {
+        let s = ImageStore::open(d.path()).unwrap();
+        CRASH_BEFORE_SAVE_REFS.set(true);
+        op(&s);
+        CRASH_BEFORE_SAVE_REFS.set(false);
+        drop(s);
+        ImageStore::open(d.path()).unwrap()
+    };
+    let tags = |s: &ImageStore| {
+        let mut t = names(s, true);
+        t.sort();
+        t
+    };
+    let s = ImageStore::open(d.path()).unwrap();
+    let base = s
+        .import(
+            &rootfs_tar("base")[..],
+            Some("base"),
+            &ImportOptions::default(),
+        )
+        .unwrap();
+    let m = s
+        .prepare_container_layer("c1", &Digest::parse(&base.id).unwrap())
+        .unwrap();
+    fs::write(m.upper.join("added"), b"added\n").unwrap();
+    drop(s);
+
+    let s = crash_in(&|s| {
+        let committed = s.commit("c1", Some("snap:1"), &CommitOptions::default());
+        assert!(committed.is_err(), "{committed:?}");
+    });
+    assert_eq!(
+        tags(&s),
+        [vec!["base:latest".to_string()], vec!["snap:1".to_string()]],
+        "{:?}",
+        s.repairs()
+    );
+    drop(s);
+
+    let a = TarMaker::new().file("a", b"a").build();
+    let config = format!(
+        r#"{{"os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        Digest::of_bytes(&a)
+    );
+    let manifest = br#"{"schemaVersion":2}"#;
+    let s = crash_in(&|s| {
+        let p = s
+            .begin_image(config.as_bytes(), &["pulled:1", "pulled:2"])
+            .unwrap();
+        s.unpack_pending_layer(&p, 0, &a[..], None).unwrap();
+        let pulled = s.finish_image(p, &[manifest]);
+        assert!(pulled.is_err(), "{pulled:?}");
+    });
+    assert_eq!(
+        tags(&s),
+        [
+            vec!["base:latest".to_string()],
+            vec!["pulled:1".to_string(), "pulled:2".to_string()],
+            vec!["snap:1".to_string()],
+        ],
+        "{:?}",
+        s.repairs()
+    );
+    let pulled = s.resolve("pulled:1").unwrap();
+    assert_eq!(
+        s.manifests(&pulled).unwrap(),
+        vec![Digest::of_bytes(manifest)]
+    );
+    assert!(
+        s.repairs().iter().any(|r| r.contains("pulled:2")),
+        "{:?}",
+        s.repairs()
+    );
+    drop(s);
+    let s = ImageStore::open(d.path()).unwrap();
+    assert!(s.repairs().is_empty(), "{:?}", s.repairs());
 }
