@@ -904,7 +904,7 @@ impl NetworkManager {
             let spare = self.spares.take();
             self.spares.fill();
             if let Some(spare) = spare {
-                crate::spares::adopt(spare, p)?;
+                self.spares.adopt(spare, p)?;
             } else if !nets.iter().any(|(id, _)| st.networks[id].is_bridge()) {
                 netns::create_netns(p)?;
             }
