@@ -266,11 +266,7 @@ fn corpus(cli: Cli) {
     }
     // No build container, mount or layer is left behind by the successful and failed builds.
     let ps = d.ok(&["ps", "-aq"]);
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let leaked: Vec<&str> = mounts
-        .lines()
-        .filter(|l| l.contains(d.dir.to_str().unwrap()) && !is_spare_netns(l))
-        .collect();
+    let leaked = mounts_left(&d);
     assert!(
         failures.is_empty(),
         "{} of {} failed:\n{}\nberthd log:\n{}",
@@ -404,12 +400,10 @@ fn failing_run_reports_and_cleans_up() {
     let ids = d.ok(&["ps", "-aq"]);
     assert_eq!(ids.lines().count(), 1, "{ids}");
     d.ok(&["rm", ids.trim()]);
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let leaked = mounts_left(&d);
     assert!(
-        !mounts
-            .lines()
-            .any(|l| l.contains(d.dir.to_str().unwrap()) && !is_spare_netns(l)),
-        "mounts left under {}",
+        leaked.is_empty(),
+        "mounts left under {}: {leaked:?}",
         d.dir.display()
     );
     let layers = d.dir.join("data/build/layers");
@@ -1105,6 +1099,20 @@ fn add_url_downloads_like_the_classic_builder() {
 /// A mountinfo line of one of the running daemon's spare network namespaces (its own, not a leak).
 fn is_spare_netns(line: &str) -> bool {
     line.contains("/exec/netns/spare-")
+}
+
+/// Mounts under the daemon's directory once its pending work is done, but its spare network
+/// namespaces. A container's network teardown (veth, namespace mount) runs after its exit or
+/// removal is reported, so `run --rm` or a build's RUN step returns before it; `GET /networks`
+/// waits for every pending teardown, so what is left after it is a leak, not work in progress.
+fn mounts_left(d: &TestDaemon) -> Vec<String> {
+    d.ok(&["network", "ls", "-q"]);
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(d.dir.to_str().unwrap()) && !is_spare_netns(l))
+        .map(str::to_string)
+        .collect()
 }
 
 /// One raw request with extra headers and a binary body (the incremental context's API).
