@@ -1,7 +1,7 @@
 //! Networks: the `/networks` API on top of `berth-network`, the daemon's network settings, and the hooks
 //! the container lifecycle calls (create, start, exit, remove, daemon start and shutdown).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
@@ -431,22 +431,15 @@ pub async fn on_stop(d: &Arc<Daemon>, c: &Arc<Ctr>) {
     }
     // Deleting a veth waits for the kernel's RCU grace periods (~20 ms): done off the exit/remove path.
     // Whatever needs the endpoint gone (a new start, network removal, shutdown) waits in `settle`.
-    let mut pending = PENDING.lock().expect("pending");
-    if !pending.contains_key(&c.id) {
-        let (d2, id) = (d.clone(), c.id.clone());
-        let h = tokio::spawn(async move {
-            let t0 = std::time::Instant::now();
-            let id2 = id.clone();
-            if let Err(e) = blocking(&d2, move |n| n.teardown(&id2)).await {
-                tracing::warn!(id = %id, "network teardown: {e}");
-            }
-            tracing::debug!(id = %id, elapsed = ?t0.elapsed(), "network teardown");
-            // Done: nobody needs to wait any more (a later stop only comes after a start that settled).
-            PENDING.lock().expect("pending").remove(&id);
-        });
-        pending.insert(c.id.clone(), h);
-    }
-    drop(pending);
+    let (d2, id) = (d.clone(), c.id.clone());
+    PENDING.track(&c.id, async move {
+        let t0 = std::time::Instant::now();
+        let id2 = id.clone();
+        if let Err(e) = blocking(&d2, move |n| n.teardown(&id2)).await {
+            tracing::warn!(id = %id, "network teardown: {e}");
+        }
+        tracing::debug!(id = %id, elapsed = ?t0.elapsed(), "network teardown");
+    });
     c.update(|r| {
         for ep in r.network.endpoints.values_mut() {
             *ep = stopped_endpoint(ep);
@@ -468,22 +461,79 @@ fn stopped_endpoint(ep: &EndpointSettings) -> EndpointSettings {
 }
 
 /// Teardowns still running in the background, by container ID.
-static PENDING: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
-> = std::sync::LazyLock::new(Default::default);
+static PENDING: Pending = Pending::new();
+
+/// Background work by container ID that others wait for. An entry stays until its work is done
+/// and only that work removes it, so every waiter sees it: a `settle(None)` (say `GET /networks`)
+/// does not hide a pending teardown from a start of the same container that comes meanwhile
+/// (which would then set up while the old teardown could still release the new endpoints).
+struct Pending {
+    map: std::sync::Mutex<Option<HashMap<String, PendingWork>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+struct PendingWork {
+    generation: u64,
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Pending {
+    const fn new() -> Pending {
+        Pending {
+            map: std::sync::Mutex::new(None),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, PendingWork>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `work` for `id` on a task, unless work for `id` is pending already (it does the same).
+    fn track(&'static self, id: &str, work: impl Future<Output = ()> + Send + 'static) {
+        let mut g = self.lock();
+        let map = g.get_or_insert_with(HashMap::new);
+        if map.contains_key(id) {
+            return;
+        }
+        let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, done) = tokio::sync::watch::channel(false);
+        map.insert(id.to_string(), PendingWork { generation, done });
+        let id = id.to_string();
+        tokio::spawn(async move {
+            work.await;
+            // This work's own entry only: another may have taken the ID's place since.
+            if let Some(map) = self.lock().as_mut() {
+                if map.get(&id).is_some_and(|w| w.generation == generation) {
+                    map.remove(&id);
+                }
+            }
+            let _ = tx.send(true);
+        });
+    }
+
+    /// Waits for the pending work of `id` (or of every ID) to finish.
+    async fn settle(&self, id: Option<&str>) {
+        let waits: Vec<tokio::sync::watch::Receiver<bool>> = {
+            let g = self.lock();
+            let Some(map) = g.as_ref() else {
+                return;
+            };
+            match id {
+                Some(id) => map.get(id).map(|w| w.done.clone()).into_iter().collect(),
+                None => map.values().map(|w| w.done.clone()).collect(),
+            }
+        };
+        for mut w in waits {
+            // An error means the task is gone (ended or cancelled at shutdown): nothing to wait for.
+            let _ = w.wait_for(|done| *done).await;
+        }
+    }
+}
 
 /// Waits for the background teardown of container `id` (or of all containers) to finish.
 pub async fn settle(id: Option<&str>) {
-    let hs: Vec<tokio::task::JoinHandle<()>> = {
-        let mut p = PENDING.lock().expect("pending");
-        match id {
-            Some(id) => p.remove(id).into_iter().collect(),
-            None => p.drain().map(|(_, h)| h).collect(),
-        }
-    };
-    for h in hs {
-        let _ = h.await;
-    }
+    PENDING.settle(id).await;
 }
 
 /// Daemon start: releases what dead containers held (endpoints, volume mounts), restores the live
@@ -909,5 +959,49 @@ mod tests {
         );
         assert_eq!(c.bridge_name, "berth0");
         assert_eq!(c.nft_table, "berth");
+    }
+
+    /// A `settle(None)` under way does not hide a pending teardown from `settle(id)` (a start of
+    /// that container), and a finished piece of work removes only its own entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_work_is_seen_by_every_waiter() {
+        use std::time::Duration;
+        static P: Pending = Pending::new();
+        let short = Duration::from_millis(100);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        P.track("x", async move {
+            let _ = rx.await;
+        });
+        let all = tokio::spawn(P.settle(None));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!all.is_finished());
+        // The start of x still waits for x's teardown.
+        assert!(
+            tokio::time::timeout(short, P.settle(Some("x")))
+                .await
+                .is_err()
+        );
+        // A second stop of x while its teardown runs adds nothing.
+        P.track("x", async { panic!("a second teardown of x") });
+        tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), P.settle(Some("x")))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(P.lock().as_ref().unwrap().is_empty());
+        // x again (stopped after a new start): tracked anew.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        P.track("x", async move {
+            let _ = rx.await;
+        });
+        assert!(tokio::time::timeout(short, P.settle(None)).await.is_err());
+        tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), P.settle(None))
+            .await
+            .unwrap();
+        assert!(P.lock().as_ref().unwrap().is_empty());
     }
 }
