@@ -646,6 +646,7 @@ fn recv_fds(sock: impl AsFd) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
     let mut buf = vec![0u8; 256 * 1024];
     let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut reset_seen = false;
     let (n, fds) = loop {
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         match recvmsg::<UnixAddr>(
@@ -655,6 +656,10 @@ fn recv_fds(sock: impl AsFd) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
             MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
             Err(Errno::EINTR) => continue,
+            // A peer that closed with our last message unread leaves ECONNRESET, which a
+            // seqpacket socket reports (once) before the datagrams already queued, such as the
+            // error a failing container init sent just before it exited: read on.
+            Err(Errno::ECONNRESET) if !reset_seen => reset_seen = true,
             Err(e) => return Err(e),
             Ok(msg) => {
                 let mut fds = Vec::new();
@@ -749,6 +754,24 @@ pub fn text_pages_on_demand() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_sent_before_a_reset_is_still_read() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        // `b` (a failing init) reports an error and closes with `a`'s message unread.
+        send_msg(&a, b"G", None).unwrap();
+        send_msg(&b, b"Ebind failed", None).unwrap();
+        drop(b);
+        assert_eq!(recv_msg(&a).unwrap().0, b"Ebind failed");
+        assert!(recv_msg(&a).unwrap().0.is_empty());
+    }
 
     #[test]
     fn exit_status_of_signal_is_128_plus() {
