@@ -440,11 +440,13 @@ fn networks_are_isolated_and_internal_has_no_way_out() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            c.stdin
+            // nc exits at once while the server is not up yet: the request then meets a closed
+            // pipe, and the loop tries again.
+            let _ = c
+                .stdin
                 .take()
                 .unwrap()
-                .write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n")
-                .unwrap();
+                .write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n");
             let out = String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned();
             if out.contains("200 OK") {
                 return out;
