@@ -43,6 +43,17 @@ pub fn create_netns(path: &Path) -> Result<()> {
     create_netns_with(path, None)
 }
 
+/// Creates the empty, read-only file a namespace is bind-mounted on (failing if it exists).
+pub(crate) fn create_mount_point(path: &Path) -> Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(path)
+        .map(drop)
+        .map_err(|e| NetworkError::io(format!("create netns file {}", path.display()), e))
+}
+
 /// [`create_netns`] and, when given, the first veth endpoint in it ([`link::setup_veth`]'s work) from
 /// the same thread: one thread, one netlink runtime and one socket per namespace instead of two of
 /// each, which is most of what a bridge network adds to a start.
@@ -51,12 +62,7 @@ pub(crate) fn create_netns_with(path: &Path, veth: Option<link::VethSpec>) -> Re
         std::fs::create_dir_all(dir)
             .map_err(|e| NetworkError::io(format!("create {}", dir.display()), e))?;
     }
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(path)
-        .map_err(|e| NetworkError::io(format!("create netns file {}", path.display()), e))?;
+    create_mount_point(path)?;
     let p: PathBuf = path.to_path_buf();
     let res = on_thread("berth-netns", move || {
         runtime()?.block_on(async {

@@ -7,8 +7,6 @@
 //! [`Spares::close`] waits for them: a daemon that exits right after a start or right after its own
 //! start would otherwise leave a namespace mount half made or not yet unmounted.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -158,12 +156,7 @@ impl Spares {
 
 /// `path` (created) becomes a bind mount of the namespace file `spare`.
 fn bind(spare: &Path, path: &Path) -> Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(path)
-        .map_err(|e| NetworkError::io(format!("create netns file {}", path.display()), e))?;
+    netns::create_mount_point(path)?;
     mount(
         Some(spare),
         path,
